@@ -1,0 +1,75 @@
+"""ament_python package vla_rl_ros (also pip-installable: ``pip install -e .[ros]``)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "vla_rl_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=[package_name, f"{package_name}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
+        (f"share/{package_name}", ["package.xml"]),
+        (f"share/{package_name}/launch", glob("launch/*.launch.py")),
+        (f"share/{package_name}/config", glob("config/*.yaml")),
+        (f"share/{package_name}/models", glob("models/*.onnx") + glob("models/*.md")),
+        (f"share/{package_name}/sim", glob("sim/*")),
+    ],
+    package_data={package_name: ["py.typed"]},
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy",
+        "pyyaml",
+        "onnxruntime",
+        "pybullet==3.2.7",
+        "gymnasium>=1.0",
+        "tqdm",
+    ],
+    extras_require={
+        # The learner side (not needed by policy_node on the robot).
+        "learn": [
+            "torch==2.13.0",
+            "onnx",
+            "onnxscript",
+            "tensorboard",
+            "matplotlib",
+            "safetensors",
+            "mcap",
+            "mcap-ros2-support",
+            "opencv-python-headless",
+        ],
+        # ROS 2 Kilted from PyPI wheels, for machines without a system ROS 2.
+        # Never install this extra on a robot: it would shadow the system rclpy.
+        "ros": [
+            "ros-rclpy[fastrtps]",
+            "ros-std-msgs",
+            "ros-sensor-msgs",
+            "ros-geometry-msgs",
+            "ros-std-srvs",
+            "ros-diagnostic-msgs",
+            "ros-rosgraph-msgs",
+            "ros-trajectory-msgs",
+            "ros-lifecycle-msgs",
+        ],
+        "test": ["pytest", "pytest-timeout"],
+        "bench": ["stable-baselines3", "d3rlpy"],
+    },
+    zip_safe=True,
+    maintainer="vla_rl_ros maintainers",
+    maintainer_email="maintainers@vla-rl-ros.invalid",
+    description="Continual RL for a robot arm over ROS 2: ONNX policy node, durable buffer, SAC/Recap learner, PyBullet twin.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "vla-rl-ros = vla_rl_ros.cli:main",
+            "twin_node = vla_rl_ros.nodes.twin_node:main",
+            "policy_node = vla_rl_ros.nodes.policy_node:main",
+            "recorder_node = vla_rl_ros.nodes.recorder_node:main",
+            "learner_node = vla_rl_ros.nodes.learner_node:main",
+        ],
+    },
+)

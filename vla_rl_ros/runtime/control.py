@@ -1,0 +1,152 @@
+"""From a policy action to safe joint commands (no ROS inside).
+
+``ActionMapper`` turns a spec-layout action into joint position targets (IK on
+the URDF model for end-effector deltas). ``SafetyFilter`` then applies, in this
+order: a NaN/Inf guard, a workspace box on the hand target, the URDF joint
+limits, a maximum change per tick, and a bound on the distance from the measured
+state. ``Controller`` chains both and is what the twin env and ``policy_node``
+call every tick, so the simulator and the robot run the same code.
+
+A command is always either the filtered action or a *hold*: the last measured
+joint positions (never zeros, never a stale action).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..kinematics import Kinematics
+from ..spec import Spec
+
+# Panda "ready" posture (hand pointing down). Used as IK rest posture and twin home.
+PANDA_HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+
+
+@dataclass
+class SafetyLimits:
+    """Limits applied to every command. Defaults suit a Panda at 20-1000 Hz."""
+
+    joint_margin: float = 0.02  # rad kept away from the URDF limits
+    max_joint_step: float = 0.25  # rad: max change of a joint target per tick vs the last command
+    max_tracking_error: float = 0.35  # rad: max distance of a target from the measured position
+    workspace_tolerance: float = 0.02  # m: FK of the final target may exceed the box by this much
+    max_gripper_step: float = 0.08  # m per tick
+
+
+@dataclass
+class Command:
+    arm: np.ndarray  # joint position targets, spec.arm_joints order
+    gripper: float  # opening width target (m)
+    hold: bool = False
+    reason: str = ""  # why the command was held or modified ('' when untouched)
+    clipped: bool = False
+
+
+class ActionMapper:
+    """Spec action → unfiltered joint targets."""
+
+    def __init__(self, spec: Spec, kin: Kinematics, ik_iters: int = 3, rest_posture: np.ndarray | None = None):
+        if kin.joint_names != spec.arm_joints:
+            raise ValueError(f"kinematic model joints {kin.joint_names} differ from spec joints {spec.arm_joints}")
+        self.spec = spec
+        self.kin = kin
+        self.ik_iters = ik_iters
+        self.rest = PANDA_HOME.copy() if rest_posture is None else np.asarray(rest_posture, dtype=np.float64)
+        if self.rest.shape != (kin.n,):
+            self.rest = np.clip(np.zeros(kin.n), kin.lower, kin.upper)
+        self.target_rot = kin.fk(self.rest)[:3, :3].copy()  # keep the hand's orientation of the rest posture
+        self.ws_low = np.asarray(spec.workspace_low, dtype=np.float64)
+        self.ws_high = np.asarray(spec.workspace_high, dtype=np.float64)
+
+    def map(self, action: np.ndarray, q_meas: np.ndarray, ee_meas: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        """Return (arm targets, gripper width, hand target clipped to workspace?)."""
+        s = self.spec
+        a = np.clip(action, -1.0, 1.0)
+        clipped = False
+        if s.action_mode == "ee_delta":
+            target = ee_meas + a[:3] * s.max_ee_step
+            boxed = np.minimum(np.maximum(target, self.ws_low), self.ws_high)
+            clipped = bool(np.any(boxed != target))
+            q = self.kin.ik(boxed, q_meas, target_rot=self.target_rot, iters=self.ik_iters, q_rest=self.rest)
+        else:
+            q = q_meas + a[: s.n_arm] * s.max_joint_step
+        return q, s.gripper_target(float(a[-1])), clipped
+
+
+class SafetyFilter:
+    def __init__(self, spec: Spec, kin: Kinematics, limits: SafetyLimits | None = None):
+        self.spec = spec
+        self.kin = kin
+        self.limits = limits or SafetyLimits()
+        m = self.limits.joint_margin
+        self.lower = kin.lower + m
+        self.upper = kin.upper - m
+        self.ws_low = np.asarray(spec.workspace_low) - self.limits.workspace_tolerance
+        self.ws_high = np.asarray(spec.workspace_high) + self.limits.workspace_tolerance
+        self.last_cmd: np.ndarray | None = None
+        self.last_grip: float | None = None
+
+    def reset(self) -> None:
+        self.last_cmd = None
+        self.last_grip = None
+
+    def hold(self, q_meas: np.ndarray, grip_meas: float, reason: str) -> Command:
+        """Hold = the last measured positions as targets (finite measurements required by the caller)."""
+        q = np.asarray(q_meas, dtype=np.float64).copy()
+        self.last_cmd = q.copy()
+        self.last_grip = float(grip_meas)
+        return Command(arm=q, gripper=float(grip_meas), hold=True, reason=reason)
+
+    def filter(self, q_target: np.ndarray, grip_target: float, q_meas: np.ndarray, grip_meas: float) -> Command:
+        L = self.limits
+        if not (np.all(np.isfinite(q_target)) and np.isfinite(grip_target)):
+            return self.hold(q_meas, grip_meas, "non-finite target")
+        reasons = []
+        q = np.minimum(np.maximum(q_target, self.lower), self.upper)
+        if np.any(q != q_target):
+            reasons.append("joint limits")
+        ref = q_meas if self.last_cmd is None else self.last_cmd
+        q2 = np.clip(q, ref - L.max_joint_step, ref + L.max_joint_step)
+        q2 = np.clip(q2, q_meas - L.max_tracking_error, q_meas + L.max_tracking_error)
+        q2 = np.minimum(np.maximum(q2, self.lower), self.upper)
+        if np.any(q2 != q):
+            reasons.append("max step")
+        ee = self.kin.fk_pos(q2)
+        if np.any(ee < self.ws_low) or np.any(ee > self.ws_high):
+            return self.hold(q_meas, grip_meas, "workspace")
+        g_ref = grip_meas if self.last_grip is None else self.last_grip
+        g = float(np.clip(grip_target, 0.0, self.spec.gripper_open))
+        g = float(np.clip(g, g_ref - L.max_gripper_step, g_ref + L.max_gripper_step))
+        self.last_cmd = q2.copy()
+        self.last_grip = g
+        return Command(arm=q2, gripper=g, hold=False, reason=", ".join(reasons), clipped=bool(reasons))
+
+
+class Controller:
+    """Action → filtered command. Validates inputs; anything bad becomes a hold."""
+
+    def __init__(self, spec: Spec, kin: Kinematics, limits: SafetyLimits | None = None, ik_iters: int = 3):
+        self.spec = spec
+        self.kin = kin
+        self.mapper = ActionMapper(spec, kin, ik_iters=ik_iters)
+        self.safety = SafetyFilter(spec, kin, limits)
+
+    def reset(self) -> None:
+        self.safety.reset()
+
+    def step(self, action: np.ndarray, q_meas: np.ndarray, grip_meas: float, ee_meas: np.ndarray | None = None) -> Command:
+        q_meas = np.asarray(q_meas, dtype=np.float64)
+        if ee_meas is None:
+            ee_meas = self.kin.fk_pos(q_meas)
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (self.spec.action_dim,):
+            return self.safety.hold(q_meas, grip_meas, f"action has shape {a.shape}, expected ({self.spec.action_dim},)")
+        if not np.all(np.isfinite(a)):
+            return self.safety.hold(q_meas, grip_meas, "non-finite action")
+        q_t, g_t, ws_clipped = self.mapper.map(a, q_meas, ee_meas)
+        cmd = self.safety.filter(q_t, g_t, q_meas, grip_meas)
+        if ws_clipped and not cmd.hold:
+            cmd.reason = ", ".join(r for r in ("workspace clip", cmd.reason) if r)
+            cmd.clipped = True
+        return cmd

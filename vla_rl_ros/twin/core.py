@@ -1,0 +1,209 @@
+"""The PyBullet twin of the arm: one core behind the gymnasium env and ``twin_node``.
+
+Scene: a table whose top is the plane z = 0 of the robot base frame, the arm
+(Franka Panda from ``pybullet_data`` unless another URDF is given) bolted at the
+origin, a 5 cm cube, and a goal marker (visual only). All positions are in the
+robot base frame, as a real arm's perception would report them.
+
+Joint position control respects the URDF's limits: targets are clipped to
+``[lower, upper]``, motors are capped at the URDF ``effort`` and ``velocity``.
+Objects and goals are drawn per episode from a seeded generator, so an episode
+is reproducible from its seed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pybullet as pb
+import pybullet_data
+
+from ..kinematics import default_panda_urdf
+from ..runtime.control import PANDA_HOME
+from ..spec import Spec
+
+CUBE_HALF = 0.025
+SIM_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "sim")
+
+
+@dataclass
+class TaskRegion:
+    """Where objects and goals are drawn (robot base frame, metres)."""
+
+    object_low: tuple[float, float] = (0.40, -0.20)
+    object_high: tuple[float, float] = (0.65, 0.20)
+    goal_low: tuple[float, float, float] = (0.40, -0.20, CUBE_HALF)
+    goal_high: tuple[float, float, float] = (0.65, 0.20, 0.15)
+    reach_low: tuple[float, float, float] = (0.35, -0.25, 0.08)
+    reach_high: tuple[float, float, float] = (0.65, 0.25, 0.40)
+    min_object_goal_dist: float = 0.10
+
+
+@dataclass
+class TwinState:
+    q: np.ndarray  # arm joint positions (spec order)
+    qd: np.ndarray  # arm joint velocities
+    tau: np.ndarray  # arm joint efforts (applied motor torques)
+    finger_q: np.ndarray  # finger joint positions
+    finger_qd: np.ndarray
+    gripper_width: float
+    object_pos: np.ndarray
+    object_quat: np.ndarray  # x, y, z, w
+    goal_pos: np.ndarray
+    ee_pos: np.ndarray  # PyBullet's own link state of the ee link (for checks)
+
+
+class TwinCore:
+    def __init__(
+        self,
+        spec: Spec | None = None,
+        urdf_path: str | None = None,
+        time_step: float = 1.0 / 240.0,
+        region: TaskRegion | None = None,
+        gui: bool = False,
+    ):
+        self.spec = spec or Spec()
+        self.urdf_path = urdf_path or default_panda_urdf()
+        if not os.path.isfile(self.urdf_path):
+            raise FileNotFoundError(f"arm URDF not found: {self.urdf_path}")
+        self.time_step = float(time_step)
+        self.region = region or TaskRegion()
+        self.cid = pb.connect(pb.GUI if gui else pb.DIRECT)
+        c = self.cid
+        pb.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=c)
+        pb.setGravity(0, 0, -9.81, physicsClientId=c)
+        pb.setTimeStep(self.time_step, physicsClientId=c)
+        pb.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
+        pb.loadURDF("plane.urdf", [0, 0, -0.625], physicsClientId=c)
+        self.table = pb.loadURDF("table/table.urdf", [0.5, 0.0, -0.625], useFixedBase=True, physicsClientId=c)
+        self.robot = pb.loadURDF(
+            self.urdf_path, [0, 0, 0], useFixedBase=True, flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c
+        )
+        self.cube = pb.loadURDF("cube_small.urdf", [0.5, 0.0, CUBE_HALF], physicsClientId=c)
+        vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=0.02, rgbaColor=[0.1, 0.8, 0.1, 0.6], physicsClientId=c)
+        self.goal_body = pb.createMultiBody(baseMass=0, baseVisualShapeIndex=vis, basePosition=[0.5, 0.2, 0.1], physicsClientId=c)
+
+        idx = {}
+        link_idx = {}
+        self.joint_info = {}
+        for i in range(pb.getNumJoints(self.robot, physicsClientId=c)):
+            info = pb.getJointInfo(self.robot, i, physicsClientId=c)
+            name = info[1].decode()
+            idx[name] = i
+            link_idx[info[12].decode()] = i
+            self.joint_info[name] = dict(lower=info[8], upper=info[9], effort=info[10], velocity=info[11], type=info[2])
+        missing = [j for j in (*self.spec.arm_joints, *self.spec.gripper_joints) if j not in idx]
+        if missing:
+            raise ValueError(f"joints {missing} are not in URDF {self.urdf_path}")
+        if self.spec.ee_link not in link_idx:
+            raise ValueError(f"ee link {self.spec.ee_link!r} is not in URDF {self.urdf_path}")
+        self.arm_idx = [idx[j] for j in self.spec.arm_joints]
+        self.finger_idx = [idx[j] for j in self.spec.gripper_joints]
+        self.ee_idx = link_idx[self.spec.ee_link]
+        self.arm_lower = np.array([self.joint_info[j]["lower"] for j in self.spec.arm_joints])
+        self.arm_upper = np.array([self.joint_info[j]["upper"] for j in self.spec.arm_joints])
+        self.arm_effort = np.array([self.joint_info[j]["effort"] for j in self.spec.arm_joints])
+        self.arm_velocity = np.array([self.joint_info[j]["velocity"] for j in self.spec.arm_joints])
+        self.finger_velocity = [max(float(self.joint_info[j]["velocity"]), 0.05) for j in self.spec.gripper_joints]
+        for link in (*self.finger_idx, self.ee_idx):
+            pb.changeDynamics(self.robot, link, lateralFriction=1.5, spinningFriction=0.01, physicsClientId=c)
+        pb.changeDynamics(self.cube, -1, lateralFriction=1.5, spinningFriction=0.01, physicsClientId=c)
+        home = PANDA_HOME if len(self.arm_idx) == 7 else np.zeros(len(self.arm_idx))
+        self.home = np.clip(home, self.arm_lower, self.arm_upper)
+        self.goal = np.array([0.5, 0.2, 0.1])
+        self.sim_time = 0.0
+        self._last_arm_target = self.home.copy()
+        self._last_grip_target = self.spec.gripper_open
+        self.reset_scene(np.random.default_rng(0), task=self.spec.task)
+
+    # ---------------------------------------------------------------- episode
+    def sample_task(self, rng: np.random.Generator, task: str) -> tuple[np.ndarray, np.ndarray]:
+        r = self.region
+        obj = np.array([*rng.uniform(r.object_low, r.object_high), CUBE_HALF])
+        if task == "reach":
+            goal = rng.uniform(r.reach_low, r.reach_high)
+        else:
+            for _ in range(100):
+                goal = rng.uniform(r.goal_low, r.goal_high)
+                if np.linalg.norm(goal[:2] - obj[:2]) >= r.min_object_goal_dist:
+                    break
+        return obj, goal
+
+    def reset_scene(self, rng: np.random.Generator, task: str | None = None) -> None:
+        """Arm home, gripper open, object and goal re-drawn from ``rng``."""
+        c = self.cid
+        obj, goal = self.sample_task(rng, task or self.spec.task)
+        for j, q in zip(self.arm_idx, self.home):
+            pb.resetJointState(self.robot, j, q, 0.0, physicsClientId=c)
+        half = self.spec.gripper_open / 2
+        for j in self.finger_idx:
+            pb.resetJointState(self.robot, j, half, 0.0, physicsClientId=c)
+        pb.resetBasePositionAndOrientation(self.cube, obj.tolist(), [0, 0, 0, 1], physicsClientId=c)
+        pb.resetBaseVelocity(self.cube, [0, 0, 0], [0, 0, 0], physicsClientId=c)
+        self.goal = goal
+        pb.resetBasePositionAndOrientation(self.goal_body, goal.tolist(), [0, 0, 0, 1], physicsClientId=c)
+        self.apply_command(self.home, self.spec.gripper_open)
+        self.sim_time = 0.0
+
+    # ---------------------------------------------------------------- control
+    def apply_command(self, arm_targets, gripper_width: float | None = None) -> None:
+        """Position targets, clipped to the URDF limits; motors capped at URDF effort/velocity."""
+        c = self.cid
+        q = np.clip(np.asarray(arm_targets, dtype=np.float64), self.arm_lower, self.arm_upper)
+        self._last_arm_target = q
+        for j, qi, f, v in zip(self.arm_idx, q, self.arm_effort, self.arm_velocity):
+            pb.setJointMotorControl2(
+                self.robot, j, pb.POSITION_CONTROL, targetPosition=float(qi), force=float(f), maxVelocity=float(v),
+                positionGain=0.3, velocityGain=1.0, physicsClientId=c,
+            )
+        if gripper_width is not None:
+            w = float(np.clip(gripper_width, 0.0, self.spec.gripper_open))
+            self._last_grip_target = w
+            for j, v in zip(self.finger_idx, self.finger_velocity):
+                pb.setJointMotorControl2(
+                    self.robot, j, pb.POSITION_CONTROL, targetPosition=w / 2, force=40.0, maxVelocity=v, physicsClientId=c,
+                )
+
+    def step(self, n: int = 1) -> None:
+        for _ in range(n):
+            pb.stepSimulation(physicsClientId=self.cid)
+        self.sim_time += n * self.time_step
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> TwinState:
+        c = self.cid
+        js = pb.getJointStates(self.robot, self.arm_idx + self.finger_idx, physicsClientId=c)
+        n = len(self.arm_idx)
+        q = np.array([s[0] for s in js])
+        qd = np.array([s[1] for s in js])
+        tau = np.array([s[3] for s in js])
+        pos, quat = pb.getBasePositionAndOrientation(self.cube, physicsClientId=c)
+        ee = pb.getLinkState(self.robot, self.ee_idx, computeForwardKinematics=True, physicsClientId=c)[4]
+        return TwinState(
+            q=q[:n], qd=qd[:n], tau=tau[:n], finger_q=q[n:], finger_qd=qd[n:], gripper_width=float(q[n:].sum()),
+            object_pos=np.array(pos), object_quat=np.array(quat), goal_pos=self.goal.copy(), ee_pos=np.array(ee),
+        )
+
+    def render(self, width: int = 84, height: int = 84) -> np.ndarray:
+        """RGB frame (H, W, 3) uint8 from a fixed camera looking at the workspace (TinyRenderer)."""
+        c = self.cid
+        view = pb.computeViewMatrix([1.2, 0.0, 0.6], [0.5, 0.0, 0.05], [0, 0, 1], physicsClientId=c)
+        proj = pb.computeProjectionMatrixFOV(55, width / height, 0.05, 3.0, physicsClientId=c)
+        img = pb.getCameraImage(width, height, view, proj, renderer=pb.ER_TINY_RENDERER, physicsClientId=c)
+        rgba = np.reshape(np.asarray(img[2], dtype=np.uint8), (height, width, 4))
+        return np.ascontiguousarray(rgba[:, :, :3])
+
+    def close(self) -> None:
+        if self.cid is not None and self.cid >= 0:
+            try:
+                pb.disconnect(physicsClientId=self.cid)
+            except pb.error:
+                pass
+            self.cid = -1
+
+    def __del__(self):  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
