@@ -26,6 +26,7 @@ setup(
         "onnxruntime",
         "pybullet==3.2.7",
         "gymnasium>=1.0",
+        "numba",
         "tqdm",
     ],
     extras_require={
