@@ -211,10 +211,23 @@ class DeterministicPolicy(nn.Module):
 class EnsembleCritic(nn.Module):
     """``n_critics`` Q-functions ``Q_i(s, a)`` evaluated together.
 
-    The weights of layer ``l`` of all members are one ``[E, in, out]`` parameter,
-    so a forward pass is one ``baddbmm`` per layer for the whole ensemble
-    (no Python loop over members, few large kernels, one optimiser tensor per
-    layer). Each member is initialised independently like ``nn.Linear``.
+    The members' weights are stacked so that a forward pass is a handful of large
+    kernels for the whole ensemble, with no Python loop over members. Activations
+    are kept feature-major, ``[E, h, B]``, and weights as ``[E, out, in]`` (the
+    ``nn.Linear`` layout), so every product runs on contiguous operands without
+    copies:
+
+    * first layer: one ``addmm`` ``[E*h, obs_dim] x obs^T`` plus one ``mm`` for the
+      action part (so the actor loss, which only needs gradients with respect to
+      the action, back-propagates through a ``[act_dim, E*h]`` product and not
+      through the observation part);
+    * hidden layers: one ``baddbmm`` ``[E, h', h] x [E, h, B]``;
+    * output layer: a multiply-and-sum (a matrix-vector ``bmm`` with a single
+      output column is several times slower on CPU).
+
+    Each member is initialised independently like ``nn.Linear``; member ``i`` is
+    mathematically the MLP ``Linear -> [LayerNorm] -> ReLU -> ... -> Linear(1)`` on
+    ``[normalise(obs), action]``.
 
     Args:
         obs_dim, action_dim: sizes.
@@ -226,6 +239,8 @@ class EnsembleCritic(nn.Module):
 
     ``forward`` returns ``[E, B]``.
     """
+
+    LN_EPS = 1e-5
 
     def __init__(
         self,
@@ -239,44 +254,63 @@ class EnsembleCritic(nn.Module):
         super().__init__()
         if n_critics < 1:
             raise ValueError("n_critics must be >= 1")
+        if len(hidden) < 1:
+            raise ValueError("the critic needs at least one hidden layer")
         self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
         self.n_critics, self.layernorm = int(n_critics), bool(layernorm)
+        self.hidden = tuple(int(h) for h in hidden)
         self.normalizer = normalizer if normalizer is not None else ObsNormalizer(obs_dim)
-        sizes = [self.obs_dim + self.action_dim, *[int(h) for h in hidden], 1]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
+        E = self.n_critics
+
+        def uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
+            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default init
+            return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+        h0, d_in = self.hidden[0], self.obs_dim + self.action_dim
+        self.w_obs = uniform((E, h0, self.obs_dim), d_in)
+        self.w_act = uniform((E, h0, self.action_dim), d_in)
+        self.b_in = uniform((E, h0, 1), d_in)
+        self.w_hidden = nn.ParameterList()
+        self.b_hidden = nn.ParameterList()
+        for a, b in zip(self.hidden[:-1], self.hidden[1:]):
+            self.w_hidden.append(uniform((E, b, a), a))
+            self.b_hidden.append(uniform((E, b, 1), a))
+        self.w_out = uniform((E, self.hidden[-1], 1), self.hidden[-1])
+        self.b_out = uniform((E, 1), self.hidden[-1])
         self.ln_weights = nn.ParameterList()
         self.ln_biases = nn.ParameterList()
-        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
-            bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default init
-            self.weights.append(nn.Parameter(torch.empty(n_critics, d_in, d_out).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(n_critics, 1, d_out).uniform_(-bound, bound)))
         if layernorm:
-            for h in sizes[1:-1]:
-                self.ln_weights.append(nn.Parameter(torch.ones(n_critics, 1, h)))
-                self.ln_biases.append(nn.Parameter(torch.zeros(n_critics, 1, h)))
+            for h in self.hidden:
+                self.ln_weights.append(nn.Parameter(torch.ones(E, h, 1)))
+                self.ln_biases.append(nn.Parameter(torch.zeros(E, h, 1)))
+
+    def _act(self, h: torch.Tensor, i: int, detach: bool) -> torch.Tensor:
+        """[LayerNorm over the feature dim 1, with per-member affine] then ReLU."""
+        if self.layernorm:
+            g, beta = self.ln_weights[i], self.ln_biases[i]
+            if detach:
+                g, beta = g.detach(), beta.detach()
+            var, mean = torch.var_mean(h, dim=1, keepdim=True, correction=0)
+            h = torch.addcmul(beta, (h - mean) * torch.rsqrt(var + self.LN_EPS), g)
+        return F.relu(h)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         """All members' ``Q(s, a)`` as ``[E, B]``.
 
         ``detach_params=True`` uses detached weights: gradients still flow to
         ``action`` (for the actor loss) but no weight gradients are computed,
-        which is both correct and about a third cheaper than SB3's approach of
-        computing critic weight gradients and then discarding them.
+        which is both correct and cheaper than SB3's approach of computing
+        critic weight gradients and then discarding them.
         """
-        x = torch.cat([self.normalizer(obs), action], dim=-1)
-        h = x.unsqueeze(0).expand(self.n_critics, -1, -1)
-        last = len(self.weights) - 1
-        for i in range(last + 1):
-            w, b = self.weights[i], self.biases[i]
-            if detach_params:
-                w, b = w.detach(), b.detach()
-            h = torch.baddbmm(b, h, w)
-            if i < last:
-                if self.layernorm:
-                    g, beta = self.ln_weights[i], self.ln_biases[i]
-                    if detach_params:
-                        g, beta = g.detach(), beta.detach()
-                    h = torch.addcmul(beta, F.layer_norm(h, h.shape[-1:]), g)
-                h = F.relu(h)
-        return h.squeeze(-1)
+
+        def p(t: torch.Tensor) -> torch.Tensor:
+            return t.detach() if detach_params else t
+
+        E, h0 = self.n_critics, self.hidden[0]
+        x = torch.addmm(p(self.b_in).reshape(E * h0, 1), p(self.w_obs).reshape(E * h0, self.obs_dim),
+                        self.normalizer(obs).t())
+        x = x + p(self.w_act).reshape(E * h0, self.action_dim) @ action.t()  # [E*h0, B]
+        h = self._act(x.reshape(E, h0, -1), 0, detach_params)  # [E, h0, B]
+        for i in range(len(self.w_hidden)):
+            h = self._act(torch.baddbmm(p(self.b_hidden[i]), p(self.w_hidden[i]), h), i + 1, detach_params)
+        return (h * p(self.w_out)).sum(1) + p(self.b_out)

@@ -1,0 +1,231 @@
+"""``vla-rl-ros sim``: the sim stack, learning continually, on a machine without ``ros2 launch``.
+
+Starts the graph of ``launch/sim.launch.py`` (twin, policy, recorder, learner;
+one process per node, same executables, same ``config/sim.yaml``), then prints
+a status line per episode and per promotion until Ctrl-C (or ``--duration``),
+and stops every node cleanly. Logs of each node go to ``<run>/logs/``; the
+success-rate plot to ``<run>/success.png``; TensorBoard to ``<run>/tb``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+
+DEFAULT_MODEL = {"reach": "models/reach_bc.onnx", "pick_place": "models/pick_place_bc.onnx"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sim", help="run the sim stack (twin + policy + recorder + learner) and watch it learn")
+    p.add_argument("--task", choices=["reach", "pick_place"], default="pick_place")
+    p.add_argument("--run", default=None, help="run folder (default runs/<task>-sim)")
+    p.add_argument("--model", default=None, help="starting ONNX model (default: the shipped BC model for the task)")
+    p.add_argument("--params", default=None, help="params file (default config/sim.yaml)")
+    p.add_argument("--demos", type=int, default=None,
+                   help="expert demos imported into a new run's store (default 20 for pick_place, 0 for reach)")
+    p.add_argument("--no-learner", action="store_true", help="twin + policy + recorder only")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: keep the environment's)")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE",
+                   help="override one parameter, e.g. --set policy_node.control_rate_hz:=100")
+    p.set_defaults(func=run)
+
+
+def _overrides(args) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in args.set:
+        if "." not in item or ":=" not in item:
+            raise SystemExit(f"--set expects NODE.PARAM:=VALUE, got {item!r}")
+        node, rest = item.split(".", 1)
+        out.setdefault(node, []).append(rest)
+    return out
+
+
+def run(args) -> int:
+    from ..graph import GRAPHS, config_path, resolve_data_path
+
+    graph = GRAPHS["sim"]
+    params = os.path.abspath(args.params or config_path(graph.params_file))
+    if not os.path.isfile(params):
+        print(f"error: params file not found: {params}", file=sys.stderr)
+        return 2
+    run_dir = os.path.abspath(args.run or os.path.join("runs", f"{args.task}-sim"))
+    model = os.path.abspath(resolve_data_path(args.model or DEFAULT_MODEL[args.task]))
+    if not os.path.isfile(model):
+        print(f"error: starting model not found: {model} (make it with `vla-rl-ros ship --task {args.task}`)", file=sys.stderr)
+        return 2
+    _prepare_run(run_dir, args)
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if args.domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(args.domain_id)
+    env["PYTHONUNBUFFERED"] = "1"
+    logs = os.path.join(run_dir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    extra = _overrides(args)
+    common = {"task": args.task}
+    per_node = {
+        "policy_node": {"model_path": model},
+        "recorder_node": {"run_dir": run_dir},
+        "learner_node": {"run_dir": run_dir, "initial_model": model},
+    }
+    nodes = [n for n in graph.nodes if not (args.no_learner and n == "learner_node")]
+    procs: dict[str, subprocess.Popen] = {}
+    print(f"[sim] run {run_dir}  task {args.task}  start model {os.path.basename(model)}  params {params}")
+    for name in nodes:
+        cmd = [sys.executable, "-m", f"vla_rl_ros.nodes.{name}", "--ros-args", "-r", f"__node:={name}",
+               "--params-file", params]
+        for k, v in {**common, **per_node.get(name, {})}.items():
+            cmd += ["-p", f"{k}:={v}"]
+        for kv in extra.get(name, []):
+            cmd += ["-p", kv]
+        log = open(os.path.join(logs, f"{name}.log"), "ab")
+        procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        print(f"[sim] started {name} (pid {procs[name].pid}), log {os.path.join(logs, name + '.log')}")
+    rc = 0
+    try:
+        rc = _monitor(args, run_dir, procs, env)
+    finally:
+        _stop(procs)
+    return rc
+
+
+def _prepare_run(run_dir: str, args) -> None:
+    """Create the run and, for a new pick_place run, import the scripted expert's demos (flagged demo)."""
+    from ..buffer import connect, create_run
+    from ..spec import Spec
+
+    root, name = os.path.split(run_dir)
+    spec = Spec(task=args.task)
+    run = create_run(root, name, spec, robot_id="sim", exist_ok=True)
+    n_demos = args.demos if args.demos is not None else (20 if args.task == "pick_place" else 0)
+    if n_demos <= 0:
+        return
+    con = connect(run.buffer_path, readonly=True)
+    try:
+        have = con.execute("SELECT COUNT(*) FROM episodes WHERE is_demo = 1").fetchone()[0]
+    finally:
+        con.close()
+    if have > 0:
+        return
+    from .demos import collect_and_import
+
+    print(f"[sim] importing {n_demos} scripted-expert demos into {run.buffer_path}")
+    collect_and_import(run, args.task, n_demos, seed=0, progress=True)
+
+
+def _monitor(args, run_dir: str, procs, env) -> int:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    from ..learner.plot import plot_progress
+
+    os.environ.update({k: v for k, v in env.items() if k.startswith("ROS_")})
+    rclpy.init(args=[])
+    node = Node("vla_rl_ros_sim_monitor")
+    recent: deque[bool] = deque(maxlen=20)
+    history: list[dict] = []
+    promotions: list[dict] = []
+    env_steps = [0]
+    policy_diag: dict[str, str] = {}
+
+    def on_episode(msg: String) -> None:
+        try:
+            ep = json.loads(msg.data)
+        except json.JSONDecodeError:
+            return
+        recent.append(bool(ep.get("success")))
+        env_steps[0] += int(ep.get("length", 0))
+        ep["env_steps"] = env_steps[0]
+        history.append(ep)
+        models = ",".join(ep.get("model_versions") or []) or "-"
+        print(f"[episode {len(history):4d}] {'SUCCESS' if ep.get('success') else 'fail   '} {ep.get('end_reason', ''):8s} "
+              f"len {ep.get('length', 0):4d}  return {ep.get('return', 0.0):8.2f}  seed {ep.get('seed')}  "
+              f"success(last {len(recent)}) {100 * sum(recent) / len(recent):5.1f}%  model {models}", flush=True)
+        if len(history) % 10 == 0:
+            _plot()
+
+    def on_promotion(msg: String) -> None:
+        try:
+            ev = json.loads(msg.data)
+        except json.JSONDecodeError:
+            return
+        ev["env_steps"] = env_steps[0]
+        if ev.get("promoted"):
+            promotions.append(ev)
+        print(f"[learner] {'PROMOTED' if ev.get('promoted') else 'rejected'} {ev.get('version')}: "
+              f"{ev.get('reason', '')}", flush=True)
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if "policy" in st.name:
+                policy_diag.clear()
+                policy_diag.update({kv.key: kv.value for kv in st.values})
+                policy_diag["_message"] = st.message
+
+    def _plot() -> None:
+        try:
+            plot_progress(history, promotions, os.path.join(run_dir, "success.png"), title=f"{args.task}: success rate")
+        except Exception as e:  # plotting must never stop the stack
+            print(f"[sim] plot failed: {e}", flush=True)
+
+    node.create_subscription(String, "/rl/episode", on_episode, 100)
+    node.create_subscription(String, "/rl/learner/events", on_promotion, 100)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    t0 = time.monotonic()
+    last_status = t0
+    rc = 0
+    stop = {"flag": False}
+
+    def handler(signum, frame):
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop["flag"]:
+            rclpy.spin_once(node, timeout_sec=0.2)
+            now = time.monotonic()
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    print(f"[sim] {name} exited with code {p.returncode}; see {run_dir}/logs/{name}.log", flush=True)
+                    rc = 1
+                    stop["flag"] = True
+            if now - last_status > 15.0:
+                last_status = now
+                keys = ("rate_hz", "latency_p50_us", "latency_p99_us", "missed_ticks", "watchdog", "model_version")
+                d = " ".join(f"{k}={policy_diag[k]}" for k in keys if k in policy_diag)
+                print(f"[sim] t={now - t0:6.0f}s episodes {len(history)}  policy: {d or 'waiting for diagnostics'}",
+                      flush=True)
+            if args.duration and now - t0 >= args.duration:
+                break
+    finally:
+        _plot()
+        node.destroy_node()
+        rclpy.shutdown()
+    print(f"[sim] stopping; {len(history)} episodes, {sum(bool(e.get('success')) for e in history)} successes, "
+          f"{len(promotions)} promotions. Plot: {run_dir}/success.png", flush=True)
+    return rc
+
+
+def _stop(procs) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 15.0
+    for name, p in procs.items():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"[sim] {name} did not stop in time; killing", flush=True)
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()

@@ -1,0 +1,44 @@
+"""Success rate against environment steps, with promoted versions marked (PNG)."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+
+def plot_progress(episodes: list[dict], promotions: list[dict], out_path: str, window: int = 20,
+                  title: str = "success rate") -> str:
+    """``episodes``: dicts with ``env_steps`` (cumulative, at episode end) and ``success``;
+    ``promotions``: dicts with ``env_steps`` and ``version``. Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    if episodes:
+        x = np.array([e["env_steps"] for e in episodes], dtype=float)
+        s = np.array([float(bool(e["success"])) for e in episodes])
+        k = np.ones(min(window, len(s)))
+        roll = np.convolve(s, k, mode="full")[: len(s)] / np.minimum(np.arange(1, len(s) + 1), len(k))
+        ax.plot(x, 100 * roll, color="tab:blue", lw=2, label=f"success rate (last {len(k)} episodes)")
+        ax.scatter(x, 100 * s, s=6, color="tab:blue", alpha=0.25, label="episode outcome")
+    for i, p in enumerate(promotions):
+        ax.axvline(p["env_steps"], color="tab:green", ls="--", lw=1)
+        ax.text(p["env_steps"], 102, f"v{i + 1}", color="tab:green", fontsize=8, ha="center")
+    ax.set_ylim(-3, 108)
+    ax.set_xlabel("environment steps (policy ticks recorded)")
+    ax.set_ylabel("success rate (%)")
+    ax.set_title(title + (f"  ({len(promotions)} promotions, dashed)" if promotions else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    d = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".png.tmp")
+    os.close(fd)
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, out_path)
+    return out_path

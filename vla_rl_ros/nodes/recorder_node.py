@@ -1,0 +1,207 @@
+"""recorder_node: every tick the policy acted on → a rewarded transition in a durable store.
+
+Thin rclpy shell over :class:`vla_rl_ros.recorder.EpisodeRecorder` and
+:class:`vla_rl_ros.buffer.Writer` (SQLite/WAL, commit every ``commit_window_s``).
+
+Subscribes ``/rl/step`` (std_msgs/Float64MultiArray, reliable, deep queue) and
+``/rl/estop`` (std_msgs/Bool, reliable + transient-local). Publishes
+``/rl/episode`` (std_msgs/String, JSON summary per finished episode) and
+``/diagnostics``. Offers ``/rl/episode/reset`` (std_srvs/Trigger): ends the
+current episode as ``reset`` and starts the next one; on a real robot this is
+the operator's reset. With ``twin_reset: true`` (the sim stack) the recorder is
+also the episode manager: at each episode end it calls ``/twin/reset`` and the
+next episode begins once the twin has re-drawn the scene.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from ..buffer import create_run
+from ..recorder import EpisodeRecorder, RecorderConfig
+from ..rewards import make_reward
+from ..spec import spec_from_params
+from ..stepmsg import StepDecodeError, decode
+
+DEFAULT_REWARD = {"reach": "reach", "pick_place": "pick_and_place"}
+
+
+class RecorderNode(Node):
+    def __init__(self) -> None:
+        super().__init__("recorder_node")
+        d = self._declare
+        run_dir = d("run_dir", "runs/sim", "Run folder: <runs>/<name>; the store is <run_dir>/buffer.sqlite")
+        robot_id = d("robot_id", "sim", "Robot id recorded in the store (several robots → several runs)")
+        task = d("task", "reach", "Task: reach | pick_place")
+        action_mode = d("action_mode", "ee_delta", "Action layout of the policy: ee_delta | joint_delta")
+        reward = d("reward", "", "Reward: sparse_success | pick_and_place | reach ('' = the task's default)")
+        reward_params = d("reward_params_json", "{}", "JSON object of reward constants overriding the defaults")
+        potential = d("shaping_potential", "", "Potential for shaping F = γΦ(s') − Φ(s) ('' = none)")
+        gamma = d("shaping_gamma", 0.99, "γ of the potential-based shaping")
+        self.cfg = RecorderConfig(
+            task=task,
+            max_episode_s=d("max_episode_s", 2.5, "Episode timeout (s of control ticks)"),
+            success_tolerance=d("success_tolerance", 0.05, "Object (reach: hand) to goal distance counted as success (m)"),
+            success_hold_s=d("success_hold_s", 0.15, "Time within tolerance required for success (s)"),
+            settle_s=d("settle_s", 0.2, "After a reset, ignore steps observed earlier than this (s)"),
+        )
+        commit_window = d("commit_window_s", 0.1, "Durability window: a crash loses at most this much (s)")
+        self.twin_reset = d("twin_reset", False, "Sim only: call /twin/reset at each episode end (episode manager)")
+        step_topic = d("step_topic", "/rl/step", "Per-tick steps from policy_node")
+
+        self.spec = spec_from_params({"task": task, "action_mode": action_mode})
+        rcfg = {"name": reward or DEFAULT_REWARD[task]}
+        try:
+            params = json.loads(reward_params or "{}")
+        except json.JSONDecodeError as e:
+            raise ValueError(f"reward_params_json is not valid JSON: {e}") from e
+        if params:
+            rcfg["params"] = params
+        if potential:
+            rcfg["shaping"] = {"potential": potential, "gamma": gamma}
+        self.reward_fn = make_reward(rcfg, self.spec)
+
+        import os
+
+        root, name = os.path.split(os.path.abspath(run_dir))
+        self.run = create_run(root, name, self.spec, robot_id=robot_id, exist_ok=True)
+        self.writer = self.run.writer(commit_window_s=commit_window)
+        self.rec = EpisodeRecorder(self.writer, self.spec, self.reward_fn, self.cfg, on_episode_end=self._episode_ended)
+        self._last_reject_log = 0.0
+        self._reset_pending = False
+
+        self.pub_episode = self.create_publisher(String, "/rl/episode", 10)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        step_qos = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(Float64MultiArray, step_topic, self._on_step, step_qos)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(Bool, "/rl/estop", self._on_estop, latched)
+        self.create_service(Trigger, "/rl/episode/reset", self._on_reset_request)
+        self.reset_client = self.create_client(Trigger, "/twin/reset") if self.twin_reset else None
+        self.create_timer(1.0, self._publish_diagnostics)
+        if self.writer.recovered_episodes:
+            self.get_logger().warn(f"closed {len(self.writer.recovered_episodes)} episode(s) left open by a crash")
+        self.get_logger().info(
+            f"recording {task} into {self.run.buffer_path} (reward {self.reward_fn.config}, commit window {commit_window}s)")
+        if self.twin_reset:
+            self._request_twin_reset()
+
+    def _declare(self, name, default, description):
+        self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        return self.get_parameter(name).value
+
+    # -------------------------------------------------------------- callbacks
+    def _on_step(self, msg: Float64MultiArray) -> None:
+        labels = [dim.label for dim in msg.layout.dim]
+        sizes = [dim.size for dim in msg.layout.dim]
+        try:
+            rec = decode(labels, sizes, msg.data, self.spec.obs_dim, self.spec.action_dim)
+        except StepDecodeError as e:
+            self.rec.counters.rejected += 1
+            self.rec.counters.last_error = str(e)
+            now = time.monotonic()
+            if now - self._last_reject_log > 1.0:
+                self._last_reject_log = now
+                self.get_logger().error(f"rejected step ({self.rec.counters.rejected} so far): {e}")
+            return
+        self.rec.on_step(rec)
+
+    def _on_estop(self, msg: Bool) -> None:
+        if self.rec.set_estop(bool(msg.data)) is not None:
+            self.get_logger().warn("estop: episode ended")
+
+    def _on_reset_request(self, request, response):
+        self.rec.end("reset")
+        if self.twin_reset:
+            self._request_twin_reset()
+        else:
+            self.rec.arm(None)
+        response.success = True
+        response.message = "episode reset"
+        return response
+
+    def _episode_ended(self, summary: dict) -> None:
+        msg = String()
+        msg.data = json.dumps(summary, default=str)
+        self.pub_episode.publish(msg)
+        if self.twin_reset:
+            self._request_twin_reset()
+
+    def _request_twin_reset(self) -> None:
+        if self._reset_pending or self.reset_client is None:
+            return
+        if not self.reset_client.service_is_ready():
+            # twin not up yet: try again shortly
+            self._reset_pending = True
+            self._retry = self.create_timer(0.2, self._retry_reset)
+            return
+        self._reset_pending = True
+        fut = self.reset_client.call_async(Trigger.Request())
+        fut.add_done_callback(self._reset_done)
+
+    def _retry_reset(self) -> None:
+        self._retry.cancel()
+        self.destroy_timer(self._retry)
+        self._reset_pending = False
+        self._request_twin_reset()
+
+    def _reset_done(self, fut) -> None:
+        self._reset_pending = False
+        try:
+            res = fut.result()
+        except Exception as e:  # service vanished: try again
+            self.get_logger().error(f"/twin/reset failed: {e}")
+            self._request_twin_reset()
+            return
+        m = re.search(r"seed=(\d+)", res.message or "")
+        self.rec.arm(int(m.group(1)) if m else None, time.time())
+
+    def _publish_diagnostics(self) -> None:
+        c = self.rec.counters
+        st = DiagnosticStatus()
+        st.name = "vla_rl_ros: recorder"
+        st.hardware_id = self.writer.robot_id or "sim"
+        st.level = DiagnosticStatus.WARN if c.rejected else DiagnosticStatus.OK
+        st.message = c.last_error or "recording"
+        vals = dict(episodes=c.episodes, successes=c.successes, transitions=c.transitions, committed=self.writer.committed_steps,
+                    rejected_steps=c.rejected, gaps=c.gaps, hold_ticks=c.hold_ticks, pending=self.writer.pending_steps,
+                    store=str(self.run.buffer_path))
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [st]
+        self.pub_diag.publish(arr)
+
+    def close(self) -> None:
+        self.writer.close("reset")
+
+
+def main(argv=None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    try:
+        node = RecorderNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

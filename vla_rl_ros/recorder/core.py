@@ -1,0 +1,172 @@
+"""Turning the policy node's per-tick steps into rewarded, durable episodes (ROS-free).
+
+Each ``/rl/step`` record is exactly what the policy acted on (obs) and what it
+sent (action). Two consecutive ticks ``k`` and ``k+1`` make one transition
+``(obs_k, action_k, r, obs_{k+1})``; the reward is computed here with the
+configured reward function, and success is detected on ``obs_{k+1}``
+(object — for ``reach`` the hand — within tolerance of the goal for
+``success_hold_s`` of consecutive ticks).
+
+Episodes end on success (terminated), timeout (truncated), estop, or an
+explicit reset (operator or episode manager). Transitions are never invented:
+a hold tick or a gap in tick numbers breaks the chain (the pending step is
+dropped and counted), so only steps the policy really acted on, back to back,
+become transitions.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..buffer import InvalidStep, Writer
+from ..rewards import SuccessDetector
+from ..spec import Spec
+from ..stepmsg import StepRecord
+
+
+@dataclass
+class RecorderConfig:
+    task: str = "reach"
+    max_episode_s: float = 2.5  # timeout (seconds of control ticks)
+    success_tolerance: float = 0.05
+    success_hold_s: float = 0.15  # consecutive time within tolerance
+    settle_s: float = 0.2  # ignore steps observed earlier than this after a reset completes
+
+
+@dataclass
+class RecorderCounters:
+    steps_received: int = 0
+    transitions: int = 0
+    hold_ticks: int = 0
+    gaps: int = 0
+    rejected: int = 0
+    waiting: int = 0
+    episodes: int = 0
+    successes: int = 0
+    last_error: str = ""
+
+
+class EpisodeRecorder:
+    """Pairs ticks into transitions, labels rewards, detects episode ends, writes to a :class:`Writer`.
+
+    ``on_episode_end(summary)`` is called after an episode is closed; the ROS
+    shell uses it to publish the summary and (in the twin) to request a reset,
+    after which it calls :meth:`arm` with the episode's seed and the time the
+    reset completed.
+    """
+
+    def __init__(self, writer: Writer, spec: Spec, reward_fn: Callable, cfg: RecorderConfig,
+                 on_episode_end: Callable[[dict], None] | None = None):
+        self.w = writer
+        self.spec = spec
+        self.reward_fn = reward_fn
+        self.cfg = cfg
+        self.on_episode_end = on_episode_end
+        self.counters = RecorderCounters()
+        self.detector: SuccessDetector | None = None
+        self._pending: StepRecord | None = None
+        self._armed = True  # may begin an episode at the next acted step
+        self._start_after = -math.inf
+        self._seed: int | None = None
+        self._ep_steps = 0
+        self._max_steps = 0
+        self._estopped = False
+
+    # -------------------------------------------------------------- control
+    @property
+    def recording(self) -> bool:
+        return self.w.episode_id is not None
+
+    def arm(self, seed: int | None = None, not_before: float | None = None) -> None:
+        """Allow the next episode to begin with steps observed after ``not_before`` (+ settle)."""
+        self._armed = True
+        self._seed = seed
+        self._start_after = (time.time() if not_before is None else not_before) + self.cfg.settle_s
+
+    def set_estop(self, on: bool) -> dict | None:
+        """Estop ends the current episode (``estop``); recording resumes after it clears."""
+        summary = None
+        if on and not self._estopped:
+            if self.recording:
+                summary = self.end("estop")
+            self._estopped = True
+        elif not on and self._estopped:
+            self._estopped = False
+            self.arm(None)
+        return summary
+
+    def end(self, reason: str, success: bool | None = None) -> dict | None:
+        """Close the open episode (if any) with ``reason``."""
+        self._pending = None
+        if not self.recording:
+            return None
+        summary = self.w.end_episode(reason, success)
+        summary.update(task=self.cfg.task, seed=self._seed, reward_config=self.reward_fn.config, ended_at=time.time())
+        self.counters.episodes += 1
+        self.counters.successes += int(bool(summary["success"]))
+        self._armed = False
+        if self.on_episode_end:
+            self.on_episode_end(summary)
+        return summary
+
+    # -------------------------------------------------------------- ticks
+    def on_step(self, rec: StepRecord) -> dict | None:
+        """Feed one decoded step. Returns an episode summary when this step ended an episode."""
+        c = self.counters
+        c.steps_received += 1
+        if rec.hold or self._estopped:
+            c.hold_ticks += 1
+            self._pending = None
+            return None
+        if not self.recording:
+            if not self._armed or rec.obs_stamp < self._start_after:
+                c.waiting += 1
+                return None
+            self._begin(rec)
+            self._pending = rec
+            return None
+        prev = self._pending
+        self._pending = rec
+        if prev is None:
+            return None
+        if rec.tick != prev.tick + 1:
+            c.gaps += 1
+            return None
+        return self._transition(prev, rec)
+
+    def _begin(self, rec: StepRecord) -> None:
+        rate = rec.control_rate_hz if rec.control_rate_hz > 0 else self.spec.control_hz
+        self._max_steps = max(1, int(round(self.cfg.max_episode_s * rate)))
+        hold_ticks = max(1, int(math.ceil(self.cfg.success_hold_s * rate - 1e-9)))
+        self.detector = SuccessDetector(self.cfg.task, tolerance=self.cfg.success_tolerance,
+                                        n_consecutive=hold_ticks, spec=self.spec)
+        self._ep_steps = 0
+        self.w.begin_episode(self.cfg.task, seed=self._seed, reward_config=self.reward_fn.config,
+                             info={"control_rate_hz": rate, "max_steps": self._max_steps,
+                                   "success": self.detector.config})
+
+    def _transition(self, prev: StepRecord, rec: StepRecord) -> dict | None:
+        c = self.counters
+        success = self.detector.update(rec.obs)
+        r = float(self.reward_fn(prev.obs, prev.action, rec.obs, success))
+        self._ep_steps += 1
+        timeout = self._ep_steps >= self._max_steps
+        try:
+            self.w.add_step(prev.obs, prev.action, r, rec.obs, terminated=success, truncated=timeout and not success,
+                            intervention=prev.intervention, model_version=prev.model_version,
+                            obs_stamp=prev.obs_stamp, cmd_stamp=prev.cmd_stamp)
+        except InvalidStep as e:
+            c.rejected += 1
+            c.last_error = str(e)
+            self._ep_steps -= 1
+            return None
+        c.transitions += 1
+        if success:
+            return self.end("success", True)
+        if timeout:
+            return self.end("timeout", False)
+        return None
