@@ -26,8 +26,10 @@ import fcntl
 import math
 import os
 import socket
+import sqlite3
 import threading
 import time
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -37,8 +39,45 @@ from ..spec import Spec
 from .schema import (END_REASONS, BufferError, StoreLockedError, check_spec, connect, create_store, dumps,
                      read_meta, store_spec)
 
-_STEP_SQL = ("INSERT INTO steps (episode_id, t, obs, action, reward, next_obs, terminated, truncated, "
-             "intervention, model_version, obs_stamp, cmd_stamp, recv_stamp) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_STEP_COLS = ("episode_id, t, obs, action, reward, next_obs, terminated, truncated, intervention, model_version, "
+              "obs_stamp, cmd_stamp, recv_stamp")
+_N_STEP_COLS = 13
+
+
+def _step_sql(n: int) -> str:
+    return f"INSERT INTO steps ({_STEP_COLS}) VALUES " + ",".join(["(" + ",".join("?" * _N_STEP_COLS) + ")"] * n)
+
+
+def _max_rows_per_insert(con) -> int:
+    """Rows per multi-row INSERT, within the connection's bound-variable limit (999 on SQLite < 3.32)."""
+    try:
+        limit = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    except AttributeError:  # Python < 3.11 cannot ask; assume the historical default
+        limit = 999
+    return max(1, min(1024, limit // _N_STEP_COLS))
+
+
+def _insert_steps(con, rows: list[tuple], max_rows: int, sql_cache: dict[int, str]) -> None:
+    """Insert steps with multi-row INSERTs.
+
+    SQLite releases the GIL while it executes a statement, and a thread that
+    gave the GIL up waits for it again (up to the 5 ms switch interval) while a
+    busy caller thread holds it. One statement per row would make the writer
+    thread pay that wait once per row and fall behind; a statement per
+    ``max_rows`` rows (plus one for the remainder) pays it a few times a commit.
+    """
+    i, n = 0, len(rows)
+    full = n // max_rows
+    if full:
+        sql = sql_cache.get(max_rows) or sql_cache.setdefault(max_rows, _step_sql(max_rows))
+        con.executemany(sql, [tuple(chain.from_iterable(rows[j * max_rows:(j + 1) * max_rows])) for j in range(full)])
+        i = full * max_rows
+    if i < n:
+        r = n - i
+        sql = sql_cache.get(r) or _step_sql(r)
+        if len(sql_cache) < 64:
+            sql_cache[r] = sql
+        con.execute(sql, tuple(chain.from_iterable(rows[i:])))
 
 
 class InvalidStep(BufferError, ValueError):
@@ -57,7 +96,7 @@ def _vector(x: Any, n: int, what: str) -> np.ndarray:
     if a.ndim != 1 or a.shape[0] != n:
         raise InvalidStep(f"{what} has shape {a.shape}, expected ({n},)")
     # Fast path: a float64 sum of float32 values is finite iff every value is.
-    if not math.isfinite(float(np.sum(a, dtype=np.float64))):
+    if not math.isfinite(a.sum(dtype=np.float64)):
         bad = np.flatnonzero(~np.isfinite(a))
         raise InvalidStep(f"{what} has non-finite values at indices {bad.tolist()}: {a[bad].tolist()}")
     return a
@@ -128,6 +167,8 @@ class Writer:
             self._con = connect(self.path, synchronous=synchronous)
             self._con.execute("PRAGMA journal_size_limit = 67108864")
             self.spec = store_spec(self._con)
+            self._max_rows = _max_rows_per_insert(self._con)
+            self._sql_cache: dict[int, str] = {}
             if spec is not None:
                 check_spec(spec, self.spec, self.path)
             meta = read_meta(self._con)
@@ -211,7 +252,7 @@ class Writer:
             o = _vector(obs, self._obs_dim, "obs")
             o2 = _vector(next_obs, self._obs_dim, "next_obs")
             a = _vector(action, self._act_dim, "action")
-            if np.max(np.abs(a)) > 1.0 + 1e-6:
+            if a.max() > 1.0 + 1e-6 or a.min() < -1.0 - 1e-6:
                 raise InvalidStep(f"action outside [-1, 1]: {a.tolist()}")
             try:
                 r = float(reward)
@@ -414,7 +455,7 @@ class Writer:
                 rows.append(op[1])
                 continue
             if rows:
-                con.executemany(_STEP_SQL, rows)
+                _insert_steps(con, rows, self._max_rows, self._sql_cache)
                 n_steps += len(rows)
                 rows = []
             if kind == "begin":
@@ -434,7 +475,7 @@ class Writer:
                 con.execute("INSERT OR REPLACE INTO frames (episode_id, t, camera, format, data, stamp) "
                             "VALUES (?,?,?,?,?,?)", (eid, t, camera, fmt, data, stamp))
         if rows:
-            con.executemany(_STEP_SQL, rows)
+            _insert_steps(con, rows, self._max_rows, self._sql_cache)
             n_steps += len(rows)
         con.execute("UPDATE meta SET value = ? WHERE key = 'rejected_steps'",
                     (str(self._rejected_base + self.n_rejected),))

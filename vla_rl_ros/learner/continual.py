@@ -1,0 +1,333 @@
+"""The continual learner (ROS-free): tail the durable buffer, train, gate candidates in the twin.
+
+One :class:`ContinualLearner` owns the learning side of a run:
+
+* **Data.** A :class:`~vla_rl_ros.buffer.Replay` tails one or more stores
+  (several robots → several stores) incrementally.
+* **Training.** ``algo="sac"``: SAC with RLPD sampling (demo/intervention side
+  vs online side, ``demo_ratio``), ``utd`` critic updates per actor update, and
+  behaviour-cloning initialisation of the actor from the demo side.
+  ``algo="recap"``: Recap rounds over the growing buffer (value fit → relabel →
+  advantage-conditioned actor) every ``recap_round_episodes`` new episodes.
+* **Candidates.** Every ``candidate_every_updates`` SAC updates (or each Recap
+  round) the policy is exported to ONNX (spec + lineage in metadata, atomic
+  write) and evaluated against the incumbent on the same fresh block of
+  seeded twin episodes, in a worker process. :mod:`.gate` decides.
+* **Record.** Every candidate, promoted or not, goes into the run's
+  :class:`~.registry.Registry` with its evaluation.
+* **Checkpoints.** Weights, optimisers, RNG and counters, with
+  ``torch.save``/``torch.load(weights_only=True)``, atomically, every
+  ``checkpoint_every_s``; a restarted learner resumes from the last one.
+
+The ROS shell (``learner_node``) runs :meth:`ContinualLearner.run_forever` in a
+thread and announces promotions to ``policy_node``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..algos.export import export_onnx, read_model_metadata, sha256_file
+from ..buffer import Replay, open_run
+from .gate import decide
+from .registry import Registry
+
+
+@dataclass
+class LearnerConfig:
+    """Continual-learning settings (the learner_node parameters)."""
+
+    algo: str = "recap"  # sac | recap
+    batch_size: int = 256
+    utd: int = 2
+    demo_ratio: float = 0.5
+    min_transitions: int = 500  # online + demo transitions before the first update
+    refresh_every_s: float = 1.0
+    candidate_every_updates: int = 3000  # SAC
+    recap_round_episodes: int = 20  # Recap: new completed episodes per round
+    recap_min_episodes: int = 30
+    gate_episodes: int = 20
+    gate_alpha: float = 0.1
+    gate_seed_base: int = 1_000_000
+    checkpoint_every_s: float = 60.0
+    bc_init_steps: int = 2000
+    sac_overrides: dict[str, Any] = field(default_factory=dict)
+    recap_overrides: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass
+class Event:
+    """What the learner tells the world (the node publishes these as JSON)."""
+
+    kind: str  # candidate | promoted | info | error
+    version: str = ""
+    path: str = ""
+    sha256: str = ""
+    promoted: bool = False
+    reason: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), default=str)
+
+
+class ContinualLearner:
+    def __init__(self, run_dir: str, cfg: LearnerConfig, extra_stores: list[str] | None = None,
+                 initial_model: str | None = None, evaluate: Callable | None = None,
+                 log: Callable[[str], None] = print, tb: bool = True):
+        torch.set_num_threads(1)
+        self.cfg = cfg
+        self.run = open_run(run_dir)
+        self.spec = self.run.spec
+        self.task = self.spec.task
+        self.log = log
+        self.registry = Registry(self.run.models_dir)
+        self.replay = Replay([self.run.buffer_path, *(extra_stores or [])])
+        self.ckpt_path = self.run.checkpoints_dir / f"learner_{cfg.algo}.pt"
+        self.run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        if evaluate is None:
+            from .evaluate import evaluate_onnx_in_subprocess as evaluate
+        self._evaluate = evaluate
+        self.updates = 0
+        self.gates = 0
+        self.rounds = 0
+        self.episodes_at_last_round = 0
+        self.last_ckpt = time.monotonic()
+        self.last_refresh = 0.0
+        self.algo: Any = None
+        self.writer = None
+        if tb:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run.tb_dir / f"learner_{cfg.algo}"))
+        self._ensure_incumbent(initial_model)
+        self._resume()
+
+    # ------------------------------------------------------------ incumbent
+    def _ensure_incumbent(self, initial_model: str | None) -> None:
+        if self.registry.incumbent() is not None:
+            return
+        if not initial_model or not os.path.isfile(initial_model):
+            self.log(f"no incumbent yet and no initial model ({initial_model!r}); the first candidate will face none")
+            return
+        spec, lineage, version = read_model_metadata(initial_model)
+        dst = self.run.models_dir / f"{version}.onnx"
+        if not dst.exists():
+            shutil.copyfile(initial_model, dst)
+        rec = {"version": version, "path": str(dst), "sha256": sha256_file(dst), "algorithm": lineage.get("algorithm"),
+               "parent_version": lineage.get("parent_version"), "promoted": True, "reason": "initial model",
+               "created": time.time()}
+        self.registry.append(rec)
+        self.registry.set_incumbent(rec)
+
+    @property
+    def incumbent(self) -> dict | None:
+        return self.registry.incumbent()
+
+    # ------------------------------------------------------------ algorithms
+    def _build_algo(self) -> None:
+        if self.algo is not None:
+            return
+        if self.cfg.algo == "sac":
+            from ..algos.sac import SAC, SACConfig
+
+            kw = dict(batch_size=self.cfg.batch_size, utd=self.cfg.utd, demo_ratio=self.cfg.demo_ratio,
+                      bc_init_steps=self.cfg.bc_init_steps, init_alpha=0.05, seed=self.cfg.seed)
+            kw.update(self.cfg.sac_overrides)
+            self.algo = SAC(self.spec.obs_dim, self.spec.action_dim, SACConfig(**kw))
+        elif self.cfg.algo == "recap":
+            from ..algos.recap import RecapConfig, RecapTrainer
+
+            kw = dict(seed=self.cfg.seed)
+            kw.update(self.cfg.recap_overrides)
+            self.algo = RecapTrainer(self.spec.obs_dim, self.spec.action_dim, RecapConfig(**kw))
+        else:
+            raise ValueError(f"unknown algo {self.cfg.algo!r} (sac | recap)")
+
+    def _resume(self) -> None:
+        if not self.ckpt_path.exists():
+            return
+        from ..algos.checkpoint import load_checkpoint
+
+        state = load_checkpoint(self.ckpt_path)
+        self._build_algo()
+        self.algo.load_state_dict(state["algo"])
+        c = state["counters"]
+        self.updates, self.gates, self.rounds = int(c["updates"]), int(c["gates"]), int(c["rounds"])
+        self.episodes_at_last_round = int(c["episodes_at_last_round"])
+        self._initialised = True
+        self.log(f"resumed from {self.ckpt_path}: {self.updates} updates, {self.gates} gates, {self.rounds} rounds")
+
+    def checkpoint(self) -> None:
+        if self.algo is None:
+            return
+        from ..algos.checkpoint import save_checkpoint
+
+        save_checkpoint(self.ckpt_path, {
+            "algo": self.algo.state_dict(),
+            "counters": {"updates": self.updates, "gates": self.gates, "rounds": self.rounds,
+                         "episodes_at_last_round": self.episodes_at_last_round},
+        })
+        self.last_ckpt = time.monotonic()
+
+    # ------------------------------------------------------------ main loop
+    def step(self) -> list[Event]:
+        """One unit of work: refresh data, some training, maybe a candidate. Returns events."""
+        now = time.monotonic()
+        events: list[Event] = []
+        if now - self.last_refresh >= self.cfg.refresh_every_s:
+            self.replay.refresh()
+            self.last_refresh = now
+        if self.cfg.algo == "sac":
+            events += self._sac_step()
+        else:
+            events += self._recap_step()
+        if time.monotonic() - self.last_ckpt >= self.cfg.checkpoint_every_s:
+            self.checkpoint()
+        return events
+
+    def _sac_step(self) -> list[Event]:
+        if len(self.replay) < self.cfg.min_transitions:
+            time.sleep(0.2)
+            return []
+        self._build_algo()
+        if not getattr(self, "_initialised", False):
+            self._init_sac()
+        cfg = self.cfg
+        sample = lambda: self.replay.sample(cfg.batch_size, demo_ratio=cfg.demo_ratio)  # noqa: E731
+        m = None
+        for _ in range(10):
+            m = self.algo.train_step(sample)
+            self.updates += 1
+        if self.writer is not None and self.updates % 200 < 10:
+            from ..algos.sac import metrics_to_floats
+
+            for k, v in metrics_to_floats(m).items():
+                self.writer.add_scalar(f"sac/{k}", v, self.updates)
+            self.writer.add_scalar("data/transitions", len(self.replay), self.updates)
+        if self.updates // cfg.candidate_every_updates > self.gates:
+            return [*self._candidate(self.algo.policy_module(), "sac")]
+        return []
+
+    def _init_sac(self) -> None:
+        obs = self.replay.all_obs() if hasattr(self.replay, "all_obs") else None
+        if obs is None:
+            b = self.replay.sample(min(len(self.replay), 20_000), demo_ratio=self.cfg.demo_ratio)
+            obs = b["obs"]
+        self.algo.fit_obs_normalizer(obs)
+        if self.cfg.bc_init_steps > 0 and self.replay.n_demo > 0:
+            def demo_pairs():
+                b = self.replay.sample(self.cfg.batch_size, demo_ratio=1.0)
+                return b["obs"], b["action"]
+
+            self.algo.bc_pretrain(demo_pairs, self.cfg.bc_init_steps)
+            self.log(f"SAC actor initialised by behaviour cloning on {self.replay.n_demo} demo transitions")
+        self._initialised = True
+
+    def _recap_step(self) -> list[Event]:
+        eps = self.replay.episodes()
+        n_new = len(eps) - self.episodes_at_last_round
+        if len(eps) < self.cfg.recap_min_episodes or n_new < self.cfg.recap_round_episodes:
+            time.sleep(0.5)
+            return []
+        self._build_algo()
+        t0 = time.time()
+        metrics = self.algo.round(eps)
+        self.rounds += 1
+        self.episodes_at_last_round = len(eps)
+        if self.writer is not None:
+            for k, v in (metrics or {}).items():
+                try:
+                    self.writer.add_scalar(f"recap/{k}", float(v), self.rounds)
+                except (TypeError, ValueError):
+                    pass
+        self.log(f"Recap round {self.rounds} on {len(eps)} episodes ({sum(e.success for e in eps)} successful) "
+                 f"in {time.time() - t0:.0f}s")
+        return self._candidate(self.algo.export_module(), "recap", extra={"episodes": len(eps)})
+
+    # ------------------------------------------------------------ the gate
+    def _candidate(self, module: torch.nn.Module, algo: str, extra: dict | None = None) -> list[Event]:
+        self.gates += 1
+        inc = self.incumbent
+        lineage = {
+            "algorithm": algo,
+            "parent_version": inc["version"] if inc else None,
+            "data_range": self._data_range(),
+            "training_steps": self.updates if algo == "sac" else self.rounds,
+            **(extra or {}),
+        }
+        tmp_path = self.run.models_dir / f".candidate-{self.gates}.onnx"
+        export_onnx(module, self.spec, str(tmp_path), lineage)
+        _, _, version = read_model_metadata(str(tmp_path))
+        path = self.run.models_dir / f"{version}.onnx"
+        os.replace(tmp_path, path)
+        seed = self.cfg.gate_seed_base + self.gates * self.cfg.gate_episodes
+        n = self.cfg.gate_episodes
+        try:
+            cand = self._evaluate(str(path), self.task, n, seed)
+            incr = self._evaluate(inc["path"], self.task, n, seed) if inc else None
+        except Exception as e:  # a failed evaluation never promotes
+            rec = {"version": version, "path": str(path), "sha256": sha256_file(path), "promoted": False,
+                   "reason": f"evaluation failed: {e}", **lineage}
+            self.registry.append(rec)
+            return [Event("candidate", version, str(path), rec["sha256"], False, rec["reason"])]
+        if incr is None:
+            promote, reason = cand.success_rate > 0, f"no incumbent; candidate {100 * cand.success_rate:.0f}%"
+            summary = {}
+        else:
+            d = decide(cand.successes, incr.successes, self.cfg.gate_alpha)
+            promote, reason = d.promote, d.reason
+            summary = {"wins": d.wins, "losses": d.losses, "p_value": d.p_value}
+        gate_success = {"rate": cand.success_rate, "episodes": n, "seed": seed,
+                        "incumbent_rate": incr.success_rate if incr else None}
+        lineage["twin_success"] = gate_success
+        # rewrite the candidate with its measured gate figure in the lineage (atomic), then hash it
+        export_onnx(module, self.spec, str(path), lineage, version=version)
+        sha = sha256_file(path)
+        rec = {"version": version, "path": str(path), "sha256": sha, "promoted": bool(promote), "reason": reason,
+               "created": time.time(), "eval": {"candidate": cand.summary(), "incumbent": incr.summary() if incr else None,
+                                                **summary}, **lineage}
+        self.registry.append(rec)
+        if self.writer is not None:
+            self.writer.add_scalar("gate/candidate_success", cand.success_rate, self.gates)
+            if incr is not None:
+                self.writer.add_scalar("gate/incumbent_success", incr.success_rate, self.gates)
+            self.writer.add_scalar("gate/promoted", float(promote), self.gates)
+        ev = Event("promoted" if promote else "candidate", version, str(path), sha, bool(promote), reason,
+                   data={"candidate_rate": cand.success_rate, "incumbent_rate": incr.success_rate if incr else None})
+        if promote:
+            self.registry.set_incumbent(rec)
+        self.log(("PROMOTED " if promote else "rejected ") + f"{version}: {reason}")
+        return [ev]
+
+    def _data_range(self) -> dict:
+        return {"stores": [str(s) for s in self.replay.stores], "transitions": len(self.replay),
+                "demo_transitions": self.replay.n_demo, "online_transitions": self.replay.n_online}
+
+    def run_forever(self, stop: Callable[[], bool], on_event: Callable[[Event], None]) -> None:
+        while not stop():
+            try:
+                for ev in self.step():
+                    on_event(ev)
+            except Exception as e:  # keep learning; report
+                on_event(Event("error", reason=f"{type(e).__name__}: {e}"))
+                time.sleep(1.0)
+        self.checkpoint()
+
+    def close(self) -> None:
+        try:
+            self.checkpoint()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            self.replay.close()

@@ -1,0 +1,152 @@
+"""learner_node: continual SAC / Recap from the durable buffer, gated by the twin.
+
+Its own process (never the control loop's). A worker thread runs
+:class:`vla_rl_ros.learner.ContinualLearner`; this shell only turns its events
+into messages:
+
+* ``/rl/policy_update`` (std_msgs/String, JSON ``{"path", "sha256", "version"}``):
+  a promoted model, for ``policy_node`` to verify and hot-swap. Reliable,
+  transient-local (a policy node that starts later still gets the incumbent).
+* ``/rl/learner/events`` (std_msgs/String, JSON): every candidate with its gate result.
+* ``/diagnostics``: updates, candidates, promotions, incumbent, replay size.
+
+Subscribes ``/rl/policy_update_result`` to log when the arm took the model.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+
+from ..learner.continual import ContinualLearner, Event, LearnerConfig
+
+
+class LearnerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("learner_node")
+        d = self._declare
+        run_dir = d("run_dir", "runs/sim", "Run folder whose store this learner tails (and where models/tb/checkpoints go)")
+        extra = d("extra_stores", [""], "More stores or run folders to learn from (several robots)")
+        initial = d("initial_model", "", "ONNX model the arm starts with (the first incumbent)")
+        cfg = LearnerConfig(
+            algo=d("algo", "recap", "sac (online, RLPD sampling) | recap (advantage-conditioned rounds)"),
+            batch_size=d("batch_size", 256, "Gradient batch size"),
+            utd=d("utd", 2, "SAC critic updates per actor update (update-to-data ratio)"),
+            demo_ratio=d("demo_ratio", 0.5, "Fraction of each batch from demos + interventions (RLPD)"),
+            min_transitions=d("min_transitions", 500, "Transitions needed before the first SAC update"),
+            candidate_every_updates=d("candidate_every_updates", 3000, "SAC: export + gate a candidate every K updates"),
+            recap_round_episodes=d("recap_round_episodes", 20, "Recap: new episodes per round"),
+            recap_min_episodes=d("recap_min_episodes", 30, "Recap: episodes needed before the first round"),
+            gate_episodes=d("gate_episodes", 20, "Seeded twin episodes per policy at the gate"),
+            gate_alpha=d("gate_alpha", 0.1, "Sign-test level a candidate must reach to be promoted"),
+            checkpoint_every_s=d("checkpoint_every_s", 60.0, "Checkpoint period (s)"),
+            bc_init_steps=d("bc_init_steps", 2000, "SAC: behaviour-cloning steps on demos before RL"),
+            seed=d("seed", 0, "Seed of the learner"),
+        )
+        self.pub_update = self.create_publisher(
+            String, "/rl/policy_update",
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.pub_events = self.create_publisher(String, "/rl/learner/events", 10)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(String, "/rl/policy_update_result", self._on_result, 10)
+        self.learner = ContinualLearner(run_dir, cfg, extra_stores=[s for s in extra if s],
+                                        initial_model=initial or None, log=self.get_logger().info)
+        self.n_candidates = 0
+        self.n_promoted = 0
+        self.last_error = ""
+        self._promoted_at: dict[str, float] = {}
+        self._stop = threading.Event()
+        inc = self.learner.incumbent
+        if inc:
+            self._announce(inc["path"], inc["sha256"], inc["version"])
+        self.thread = threading.Thread(target=self.learner.run_forever, args=(self._stop.is_set, self._on_event),
+                                       name="learner", daemon=True)
+        self.thread.start()
+        self.create_timer(2.0, self._publish_diagnostics)
+        self.get_logger().info(f"learning ({cfg.algo}) from {run_dir}; incumbent {inc['version'] if inc else None}")
+
+    def _declare(self, name, default, description):
+        self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        return self.get_parameter(name).value
+
+    def _announce(self, path: str, sha: str, version: str) -> None:
+        msg = String()
+        msg.data = json.dumps({"path": path, "sha256": sha, "version": version})
+        self._promoted_at[version] = time.time()
+        self.pub_update.publish(msg)
+
+    def _on_event(self, ev: Event) -> None:  # learner thread
+        if ev.kind == "error":
+            self.last_error = ev.reason
+            self.get_logger().error(f"learner: {ev.reason}")
+        if ev.kind in ("candidate", "promoted"):
+            self.n_candidates += 1
+        if ev.promoted:
+            self.n_promoted += 1
+            self._announce(ev.path, ev.sha256, ev.version)
+        msg = String()
+        msg.data = ev.to_json()
+        self.pub_events.publish(msg)
+
+    def _on_result(self, msg: String) -> None:
+        try:
+            r = json.loads(msg.data)
+        except json.JSONDecodeError:
+            return
+        v = r.get("version", "")
+        t = self._promoted_at.get(v)
+        lat = f" {time.time() - t:.3f}s after announcement" if t else ""
+        if r.get("accepted"):
+            self.get_logger().info(f"policy_node runs {v}{lat}")
+        else:
+            self.get_logger().error(f"policy_node rejected {v}: {r.get('reason')}")
+
+    def _publish_diagnostics(self) -> None:
+        L = self.learner
+        st = DiagnosticStatus()
+        st.name = "vla_rl_ros: learner"
+        st.level = DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK
+        st.message = self.last_error or f"{L.cfg.algo} learning"
+        inc = L.incumbent
+        vals = dict(algo=L.cfg.algo, updates=L.updates, rounds=L.rounds, candidates=self.n_candidates,
+                    promotions=self.n_promoted, incumbent=inc["version"] if inc else "",
+                    transitions=len(L.replay), demo_transitions=L.replay.n_demo)
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [st]
+        self.pub_diag.publish(arr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=60)
+        self.learner.close()
+
+
+def main(argv=None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    try:
+        node = LearnerNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
