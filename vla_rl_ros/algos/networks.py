@@ -222,8 +222,7 @@ class EnsembleCritic(nn.Module):
       the action, back-propagates through a ``[act_dim, E*h]`` product and not
       through the observation part);
     * hidden layers: one ``baddbmm`` ``[E, h', h] x [E, h, B]``;
-    * output layer: a multiply-and-sum (a matrix-vector ``bmm`` with a single
-      output column is several times slower on CPU).
+    * output layer: one ``baddbmm`` ``[E, 1, h] x [E, h, B]``.
 
     Each member is initialised independently like ``nn.Linear``; member ``i`` is
     mathematically the MLP ``Linear -> [LayerNorm] -> ReLU -> ... -> Linear(1)`` on
@@ -275,8 +274,8 @@ class EnsembleCritic(nn.Module):
         for a, b in zip(self.hidden[:-1], self.hidden[1:]):
             self.w_hidden.append(uniform((E, b, a), a))
             self.b_hidden.append(uniform((E, b, 1), a))
-        self.w_out = uniform((E, self.hidden[-1], 1), self.hidden[-1])
-        self.b_out = uniform((E, 1), self.hidden[-1])
+        self.w_out = uniform((E, 1, self.hidden[-1]), self.hidden[-1])
+        self.b_out = uniform((E, 1, 1), self.hidden[-1])
         self.ln_weights = nn.ParameterList()
         self.ln_biases = nn.ParameterList()
         if layernorm:
@@ -313,4 +312,4 @@ class EnsembleCritic(nn.Module):
         h = self._act(x.reshape(E, h0, -1), 0, detach_params)  # [E, h0, B]
         for i in range(len(self.w_hidden)):
             h = self._act(torch.baddbmm(p(self.b_hidden[i]), p(self.w_hidden[i]), h), i + 1, detach_params)
-        return (h * p(self.w_out)).sum(1) + p(self.b_out)
+        return torch.baddbmm(p(self.b_out), p(self.w_out), h).squeeze(1)

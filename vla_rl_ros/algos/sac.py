@@ -200,9 +200,14 @@ class SAC:
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor(float(np.log(cfg.init_alpha)), requires_grad=cfg.autotune_alpha)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, fused=True)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, fused=True)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr, fused=True) if cfg.autotune_alpha else None
+        # One fused Adam over everything (a param group each, so learning rates can
+        # differ). Adam keeps a step count per parameter, and parameters whose
+        # gradient is None in a step (the actor on critic-only steps) are skipped.
+        groups = [{"params": list(self.critic.parameters()), "name": "critic"},
+                  {"params": list(self.actor.parameters()), "name": "actor"}]
+        if cfg.autotune_alpha:
+            groups.append({"params": [self.log_alpha], "name": "alpha"})
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, fused=True)
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
@@ -244,9 +249,29 @@ class SAC:
         return DeterministicPolicy(actor).eval()
 
     # ------------------------------------------------------------------ update
-    def _critic_update(self, b: Batch) -> dict[str, torch.Tensor]:
+    def update(self, batch: Batch | Mapping[str, Any], update_actor: bool = True) -> dict[str, torch.Tensor]:
+        """One SAC gradient step on ``batch`` (see the module docstring).
+
+        The critic, actor and temperature losses are evaluated at the current
+        parameters, summed (their gradients touch disjoint parameters: the actor
+        loss sees detached critic weights and a detached alpha, the temperature
+        loss a detached log-prob), back-propagated once and applied with one fused
+        Adam step; then the target critics are Polyak-averaged. This is the update
+        of the reference implementation (softlearning evaluates the Q, policy and
+        temperature train ops together in one ``session.run``).
+
+        Args:
+            batch: :class:`Batch` or mapping of ``obs, action, reward, next_obs, done``.
+            update_actor: also update actor and temperature (False for the extra
+                critic-only steps of a UTD > 1 schedule).
+
+        Returns:
+            detached 0-d tensors ``critic_loss, q_mean, target_q_mean`` and, with
+            the actor, ``actor_loss, entropy, alpha[, alpha_loss]``.
+        """
         cfg = self.cfg
-        alpha = self.alpha
+        b = as_batch(batch)
+        alpha = self.log_alpha.detach().exp()
         with torch.no_grad():
             next_a, next_logp = self.actor(b.next_obs, generator=self.generator)
             q_next = self.critic_target(b.next_obs, next_a)  # [E, B]
@@ -257,45 +282,27 @@ class SAC:
             target = b.reward + cfg.gamma * (1.0 - b.done) * soft_v
         q = self.critic(b.obs, b.action)  # [E, B]
         critic_loss = 0.5 * (q - target).pow(2).mean(1).sum()
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
+        loss = critic_loss
+        metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(), "target_q_mean": target.mean()}
+        if update_actor:
+            a, logp = self.actor(b.obs, generator=self.generator)
+            q_pi = self.critic(b.obs, a, detach_params=True)  # gradients reach `a` only
+            q_pi = q_pi.min(0).values if cfg.actor_q == "min" else q_pi.mean(0)
+            actor_loss = (alpha * logp - q_pi).mean()
+            loss = loss + actor_loss
+            logp = logp.detach()
+            metrics.update(actor_loss=actor_loss.detach(), entropy=-logp.mean(), alpha=alpha)
+            if cfg.autotune_alpha:
+                alpha_loss = -(self.log_alpha * (logp + self.target_entropy)).mean()
+                loss = loss + alpha_loss
+                metrics["alpha_loss"] = alpha_loss.detach()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()  # parameters without a gradient (the actor on critic-only steps) are skipped
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
         self.num_critic_updates += 1
-        return {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(), "target_q_mean": target.mean()}
-
-    def _actor_update(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        alpha = self.alpha
-        a, logp = self.actor(obs, generator=self.generator)
-        q = self.critic(obs, a, detach_params=True)  # [E, B]; grads flow to a only
-        q_pi = q.min(0).values if cfg.actor_q == "min" else q.mean(0)
-        actor_loss = (alpha * logp - q_pi).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
-        logp = logp.detach()
-        out = {"actor_loss": actor_loss.detach(), "entropy": -logp.mean(), "alpha": alpha}
-        if self.alpha_opt is not None:
-            alpha_loss = -(self.log_alpha * (logp + self.target_entropy)).mean()
-            self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_opt.step()
-            out["alpha_loss"] = alpha_loss.detach()
-        self.num_actor_updates += 1
-        return out
-
-    def update(self, batch: Batch | Mapping[str, Any], update_actor: bool = True) -> dict[str, torch.Tensor]:
-        """One critic update, then (if ``update_actor``) one actor and temperature update.
-
-        Returns detached 0-d tensors: ``critic_loss, q_mean, target_q_mean`` and,
-        with the actor, ``actor_loss, entropy, alpha[, alpha_loss]``.
-        """
-        b = as_batch(batch)
-        metrics = self._critic_update(b)
-        if update_actor:
-            metrics.update(self._actor_update(b.obs))
+        self.num_actor_updates += int(update_actor)
         return metrics
 
     def train_step(self, sample_fn: Callable[[], Batch | Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -362,9 +369,7 @@ class SAC:
             "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(),
             "log_alpha": self.log_alpha.detach().clone(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "alpha_opt": None if self.alpha_opt is None else self.alpha_opt.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "rng": self.generator.get_state(),
             "counters": {"critic_updates": self.num_critic_updates, "actor_updates": self.num_actor_updates},
         }
@@ -379,10 +384,7 @@ class SAC:
         self.critic_target.load_state_dict(sd["critic_target"])
         with torch.no_grad():
             self.log_alpha.copy_(sd["log_alpha"])
-        self.actor_opt.load_state_dict(sd["actor_opt"])
-        self.critic_opt.load_state_dict(sd["critic_opt"])
-        if self.alpha_opt is not None and sd.get("alpha_opt") is not None:
-            self.alpha_opt.load_state_dict(sd["alpha_opt"])
+        self.optimizer.load_state_dict(sd["optimizer"])
         self.generator.set_state(sd["rng"])
         self.num_critic_updates = int(sd["counters"]["critic_updates"])
         self.num_actor_updates = int(sd["counters"]["actor_updates"])

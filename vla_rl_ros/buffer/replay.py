@@ -114,6 +114,10 @@ class Replay:
         device: torch device for :meth:`sample`'s tensors.
         seed: sampling RNG seed.
         chunk_rows: rows fetched per SQL query during :meth:`refresh`.
+
+    Not thread-safe: refresh and sample from the learner's thread. Each store
+    is opened read-only (``query_only``) and no read transaction is held
+    between calls, so the recorder's WAL checkpoints are never blocked.
     """
 
     def __init__(self, stores: Iterable[str | Path] = (), *, capacity: int = 1_000_000,

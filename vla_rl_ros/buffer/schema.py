@@ -55,6 +55,7 @@ Schema (``SCHEMA_VERSION`` 1)
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -196,7 +197,8 @@ def create_store(path: str | Path, spec: Spec, robot_id: str = "", *, synchronou
         raise FileExistsError(f"{path} already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".creating")
-    tmp.unlink(missing_ok=True)
+    for leftover in (tmp, Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):  # from an interrupted create
+        leftover.unlink(missing_ok=True)
     con = sqlite3.connect(str(tmp), isolation_level=None)
     try:
         con.execute("PRAGMA journal_mode = WAL")
@@ -219,11 +221,14 @@ def create_store(path: str | Path, spec: Spec, robot_id: str = "", *, synchronou
         con.execute("COMMIT")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
-        con.close()
+        con.close()  # the last connection's close checkpoints and removes the WAL
     # Only a complete store ever appears under the final name.
-    for suffix in ("-wal", "-shm"):
-        Path(str(tmp) + suffix).unlink(missing_ok=True)
     tmp.replace(path)
+    dir_fd = os.open(str(path.parent), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     return path
 
 

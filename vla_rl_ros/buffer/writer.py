@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import logging
 import math
 import os
 import socket
@@ -38,6 +39,8 @@ import numpy as np
 from ..spec import Spec
 from .schema import (END_REASONS, BufferError, StoreLockedError, check_spec, connect, create_store, dumps,
                      read_meta, store_spec)
+
+_log = logging.getLogger(__name__)
 
 _STEP_COLS = ("episode_id, t, obs, action, reward, next_obs, terminated, truncated, intervention, model_version, "
               "obs_stamp, cmd_stamp, recv_stamp")
@@ -437,7 +440,10 @@ class Writer:
                     self._latency.extend(done - op[2] for op in batch if op[0] == "step")
                     total = self.committed_steps
                 if self.on_commit is not None:
-                    self.on_commit(total, wall)
+                    try:
+                        self.on_commit(total, wall)
+                    except Exception:  # a broken observer must not stop the commits
+                        _log.exception("on_commit callback failed")
             with self._cv:
                 self._done_seq = seq
                 self._cv.notify_all()

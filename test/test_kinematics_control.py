@@ -1,0 +1,105 @@
+"""URDF kinematics against PyBullet, IK convergence, and the safety filter."""
+import numpy as np
+import pybullet as pb
+import pytest
+
+from vla_rl_ros.kinematics import Kinematics, KinematicsError, default_panda_urdf
+from vla_rl_ros.runtime.control import PANDA_HOME, Controller, SafetyFilter, SafetyLimits
+from vla_rl_ros.spec import Spec
+
+
+@pytest.fixture(scope="module")
+def kin():
+    s = Spec()
+    return Kinematics(default_panda_urdf(), s.base_link, s.ee_link, s.arm_joints)
+
+
+def test_fk_matches_pybullet(kin):
+    c = pb.connect(pb.DIRECT)
+    try:
+        rid = pb.loadURDF(default_panda_urdf(), useFixedBase=True, physicsClientId=c)
+        idx = {pb.getJointInfo(rid, i, physicsClientId=c)[1].decode(): i for i in range(pb.getNumJoints(rid, physicsClientId=c))}
+        link = {pb.getJointInfo(rid, i, physicsClientId=c)[12].decode(): i for i in range(pb.getNumJoints(rid, physicsClientId=c))}
+        rng = np.random.default_rng(0)
+        for _ in range(10):
+            q = rng.uniform(kin.lower, kin.upper)
+            for n, qi in zip(kin.joint_names, q):
+                pb.resetJointState(rid, idx[n], qi, physicsClientId=c)
+            ls = pb.getLinkState(rid, link["panda_grasptarget"], computeForwardKinematics=True, physicsClientId=c)
+            np.testing.assert_allclose(kin.fk_pos(q), ls[4], atol=1e-6)
+    finally:
+        pb.disconnect(c)
+
+
+def test_ik_reaches_targets_within_limits(kin):
+    T = kin.fk(PANDA_HOME)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        target = T[:3, 3] + rng.uniform(-0.05, 0.05, 3)
+        q = kin.ik(target, PANDA_HOME, target_rot=T[:3, :3], iters=10, q_rest=PANDA_HOME)
+        assert np.linalg.norm(kin.fk_pos(q) - target) < 2e-3
+        assert np.all(q >= kin.lower) and np.all(q <= kin.upper)
+
+
+def test_jacobian_matches_finite_differences(kin):
+    q = PANDA_HOME + 0.1
+    J, _ = kin.jacobian(q)
+    eps = 1e-6
+    for i in range(kin.n):
+        dq = np.zeros(kin.n)
+        dq[i] = eps
+        num = (kin.fk_pos(q + dq) - kin.fk_pos(q - dq)) / (2 * eps)
+        np.testing.assert_allclose(J[:3, i], num, atol=1e-6)
+
+
+def test_bad_urdf_chain_is_a_clear_error(tmp_path, kin):
+    with pytest.raises(KinematicsError, match="not found"):
+        Kinematics(str(tmp_path / "nope.urdf"), "a", "b", ["j"])
+    with pytest.raises(KinematicsError, match="no kinematic chain"):
+        Kinematics(default_panda_urdf(), "panda_link0", "no_such_link", ["panda_joint1"])
+    with pytest.raises(KinematicsError, match="not on the chain"):
+        Kinematics(default_panda_urdf(), "panda_link0", "panda_grasptarget", ["panda_joint1", "bogus"])
+
+
+def test_safety_filter_limits_step_workspace_and_nan(kin):
+    spec = Spec()
+    lim = SafetyLimits(max_joint_step=0.05, max_tracking_error=0.1)
+    f = SafetyFilter(spec, kin, lim)
+    q = PANDA_HOME.copy()
+    # NaN target → hold at measured, never zeros
+    c = f.filter(np.full(7, np.nan), 0.04, q, 0.04)
+    assert c.hold and np.array_equal(c.arm, q) and "non-finite" in c.reason
+    # a wild jump is cut to max step per tick
+    c = f.filter(q + 1.0, 0.04, q, 0.04)
+    assert not c.hold and np.all(np.abs(c.arm - q) <= 0.05 + 1e-12)
+    # beyond joint limits → clipped inside the URDF limits with margin
+    f.reset()
+    q_edge = PANDA_HOME.copy()
+    q_edge[6] = kin.upper[6] - 0.01  # wrist rotation: the hand stays put, only the limit matters
+    far = q_edge.copy()
+    far[6] = kin.upper[6] + 1.0
+    c = f.filter(far, 0.04, q_edge, 0.04)
+    assert not c.hold and "joint limits" in c.reason
+    assert c.arm[6] == pytest.approx(kin.upper[6] - lim.joint_margin)
+    # a target whose hand leaves the workspace box → hold
+    f.reset()
+    q_low = PANDA_HOME.copy()
+    q_low[3] = -0.5  # arm stretched up and out
+    c = f.filter(q_low, 0.04, q_low, 0.04)
+    assert c.hold and c.reason == "workspace"
+
+
+def test_controller_maps_ee_delta_and_guards_inputs(kin):
+    spec = Spec()
+    ctl = Controller(spec, kin)
+    q = PANDA_HOME.copy()
+    ee = kin.fk_pos(q)
+    cmd = ctl.step(np.array([1.0, 0.0, 0.0, 1.0]), q, 0.08)
+    assert not cmd.hold
+    assert kin.fk_pos(cmd.arm)[0] > ee[0] + 0.01  # moved toward +x
+    assert cmd.gripper == pytest.approx(0.08)
+    ctl.reset()
+    bad = ctl.step(np.array([np.inf, 0, 0, 0]), q, 0.08)
+    assert bad.hold and np.array_equal(bad.arm, q)
+    wrong = ctl.step(np.zeros(3), q, 0.08)
+    assert wrong.hold and "shape" in wrong.reason
