@@ -22,6 +22,7 @@ Prints a markdown section and writes it to ``--out`` (merged into docs/BENCHMARK
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -77,12 +78,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--paced-steps", type=int, default=1500)
+    ap.add_argument("--repeats", type=int, default=3, help="repetitions of the FULL write run (median reported)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "bench" / "buffer.md"))
     args = ap.parse_args()
     spec = Spec(task="pick_place")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        full = write_steps(d / "full.sqlite", spec, args.steps, synchronous="FULL")
+        load_before = os.getloadavg()[0]
+        # The machines are shared and noisy: repeat the FULL run, report the median and the best.
+        fulls = [write_steps(d / f"full{i}.sqlite", spec, args.steps, synchronous="FULL") for i in range(args.repeats)]
+        for i in range(1, args.repeats):
+            (d / f"full{i}.sqlite").unlink()
+        full = sorted(fulls, key=lambda r: r["rate"])[len(fulls) // 2]
+        best = max(r["rate"] for r in fulls)
+        (d / "full0.sqlite").rename(d / "full.sqlite")
         normal = write_steps(d / "normal.sqlite", spec, args.steps, synchronous="NORMAL")
         paced = write_steps(d / "paced.sqlite", spec, args.paced_steps, rate_hz=500.0)
         size_mb = (d / "full.sqlite").stat().st_size / 1e6
@@ -118,13 +127,16 @@ def main() -> int:
         "",
         f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
         f"SQLite WAL; obs_dim {spec.obs_dim}, action_dim {spec.action_dim}, no camera; "
-        f"{args.steps} steps in episodes of {EP_LEN}; commit window 0.1 s.",
+        f"{args.steps} steps in episodes of {EP_LEN}; commit window 0.1 s. "
+        f"{os.cpu_count()} CPUs, shared: 1-min load average {load_before:.2f} at start, "
+        f"{os.getloadavg()[0]:.2f} at end.",
         "",
         "| measure | value |",
         "| --- | --- |",
-        f"| durable write throughput, `synchronous=FULL` (default) | **{full['rate']:,.0f} transitions/s** "
-        f"({full['commits']} commits) |",
-        f"| durable write throughput, `synchronous=NORMAL` | {normal['rate']:,.0f} transitions/s |",
+        f"| durable write throughput, `synchronous=FULL` (default), median of {len(fulls)} | "
+        f"**{full['rate']:,.0f} transitions/s** (best {best:,.0f}; runs: "
+        + ", ".join(f"{r['rate']:,.0f}" for r in fulls) + ") |",
+        f"| durable write throughput, `synchronous=NORMAL` (one run) | {normal['rate']:,.0f} transitions/s |",
         f"| `add_step` cost in the caller's thread, p50 / p99 | {pct(full['call'], 50) * 1e6:.1f} / "
         f"{pct(full['call'], 99) * 1e6:.1f} µs |",
         f"| store size | {size_mb / args.steps * 1e6:.0f} B/transition |",
@@ -137,12 +149,17 @@ def main() -> int:
         "",
         "| load | p50 ms | p99 ms | max ms |",
         "| --- | ---: | ---: | ---: |",
-        lat_row(f"saturated ({full['rate']:,.0f}/s), FULL", full),
+        lat_row(f"saturated ({full['rate']:,.0f}/s, the median run), FULL", full),
         lat_row(f"saturated ({normal['rate']:,.0f}/s), NORMAL", normal),
         lat_row(f"paced 500 steps/s ({args.paced_steps} steps), FULL", paced),
         "",
         "Target: ≥ 20,000 transitions/s durable: "
-        + ("met." if full["rate"] >= 20_000 else "**not met** on this run."),
+        + ("met (median run)." if full["rate"] >= 20_000 else
+           f"**not met** by the median run on this (loaded) machine{'; met by the best run' if best >= 20_000 else ''}."),
+        "",
+        "At saturation the at-risk window exceeds the commit window: the caller's loop holds the GIL and the "
+        "writer thread must win it back for every SQLite statement; at realistic rates it is bounded by the "
+        "window plus one commit.",
         "",
     ]
     text = "\n".join(lines)

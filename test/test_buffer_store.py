@@ -222,3 +222,23 @@ def test_stats_per_model_version(tmp_path):
         assert by["v2"]["intervention_rate"] == pytest.approx(0.25)
         assert st["totals"] == {"episodes": 4, "open_episodes": 1, "steps": 13, "frames": 0, "rejected_steps": 0}
         assert st["end_reasons"] == {"success": 2, "timeout": 1}
+
+
+def test_episode_ended_in_a_later_commit_than_its_steps(tmp_path):
+    """The end of an episode whose begin and steps were committed earlier updates, never overwrites."""
+    path = tmp_path / "buffer.sqlite"
+    with Writer(path, spec=SPEC) as w:
+        eid = w.begin_episode("reach", seed=11, reward_config={"name": "reach"}, info={"operator": "a"})
+        for t in range(3):
+            w.add_step(vec(t), act(), 1.0, vec(t + 1), model_version="v7")
+        w.flush()
+        assert rows(path, "SELECT end_reason, length FROM episodes") == [(None, 0)]
+        w.end_episode("estop", info={"note": "button"})
+        w.flush()
+        (task, seed, rcfg, started, ended, reason, length, ret, models, info), = rows(
+            path, "SELECT task, seed, reward_config, started_at, ended_at, end_reason, length, episode_return, "
+                  "model_versions, info FROM episodes WHERE id = ?", (eid,))
+        assert (task, seed, json.loads(rcfg), reason, length, ret, json.loads(models)) == (
+            "reach", 11, {"name": "reach"}, "estop", 3, 3.0, ["v7"])
+        assert 0 < started <= ended and json.loads(info) == {"note": "button"}
+        assert rows(path, "SELECT t, truncated FROM steps ORDER BY t") == [(0, 0), (1, 0), (2, 1)]

@@ -177,6 +177,7 @@ class Writer:
             meta = read_meta(self._con)
             self.store_id, self.robot_id = meta["store_id"], meta["robot_id"]
             self._rejected_base = int(meta.get("rejected_steps", "0"))
+            self._rejected_written = self._rejected_base
             self.recovered_episodes = self._recover()
             self._con.execute("BEGIN IMMEDIATE")
             cur = self._con.execute(
@@ -336,7 +337,7 @@ class Writer:
         summary = {"id": ep.id, "idx": ep.idx, "success": ok, "return": ep.ret, "length": ep.t,
                    "n_intervention_steps": ep.n_int, "model_versions": list(ep.models), "end_reason": reason,
                    "is_demo": ep.is_demo}
-        self._enqueue(("end", (ep.id, ep.t - 1 if mark_truncated else None, int(ok), ep.ret, ep.t, ep.n_int,
+        self._enqueue(("end", (ep.id, ep.idx, ep.t - 1 if mark_truncated else None, int(ok), ep.ret, ep.t, ep.n_int,
                                dumps(ep.models), time.time(), reason, dumps(dict(info)) if info else None)))
         self._ep = None
         return summary
@@ -451,42 +452,79 @@ class Writer:
                 return
 
     def _commit(self, batch: Sequence[tuple]) -> int:
-        con = self._con
-        con.execute("BEGIN IMMEDIATE")
+        """Write one batch in one transaction, with a small, fixed number of statements.
+
+        Every statement execution releases the GIL and must win it back from
+        the caller's thread (see :func:`_insert_steps`), so the batch is folded
+        first: all steps in multi-row INSERTs, every episode touched (begun,
+        ended, or both) in one multi-row UPSERT, truncation marks applied to
+        the queued rows (or one UPDATE for rows committed earlier). The tables
+        have no enforced foreign keys and the transaction is atomic, so the
+        order of statements inside it does not matter.
+        """
         rows: list[tuple] = []
-        n_steps = 0
+        where: dict[tuple[int, int], int] = {}
+        episodes: dict[int, list] = {}
+        late_trunc: list[int] = []
+        frames: list[tuple] = []
         for op in batch:
             kind = op[0]
             if kind == "step":
-                rows.append(op[1])
-                continue
-            if rows:
-                _insert_steps(con, rows, self._max_rows, self._sql_cache)
-                n_steps += len(rows)
-                rows = []
-            if kind == "begin":
-                con.execute("INSERT INTO episodes (id, idx, session_id, task, seed, reward_config, is_demo, "
-                            "started_at, info) VALUES (?,?,?,?,?,?,?,?,?)", op[1])
+                row = op[1]
+                where[(row[0], row[1])] = len(rows)
+                rows.append(row)
+            elif kind == "begin":
+                eid, idx, sess, task, seed, rcfg, is_demo, started, info = op[1]
+                # id, idx, session, task, seed, reward_config, is_demo, started_at, info,
+                # success, episode_return, length, n_intervention_steps, model_versions, ended_at, end_reason
+                episodes[eid] = [eid, idx, sess, task, seed, rcfg, is_demo, started, info,
+                                 None, 0.0, 0, 0, "[]", None, None]
             elif kind == "end":
-                (eid, t_trunc, ok, ret, length, n_int, models, ended, reason, info) = op[1]
+                eid, idx, t_trunc, ok, ret, length, n_int, models, ended, reason, info = op[1]
+                rec = episodes.get(eid) or [eid, idx, None, "", None, "{}", 0, 0.0, None,
+                                            None, 0.0, 0, 0, "[]", None, None]  # begun in an earlier commit
+                rec[9:16] = [ok, ret, length, n_int, models, ended, reason]
+                if info is not None:
+                    rec[8] = info
+                episodes[eid] = rec
                 if t_trunc is not None:
-                    con.execute("UPDATE steps SET truncated = 1 WHERE episode_id = ? AND t = ?", (eid, t_trunc))
-                con.execute("UPDATE episodes SET success=?, episode_return=?, length=?, n_intervention_steps=?, "
-                            "model_versions=?, ended_at=?, end_reason=?, info=COALESCE(?, info) WHERE id=?",
-                            (ok, ret, length, n_int, models, ended, reason, info, eid))
+                    i = where.get((eid, t_trunc))
+                    if i is None:
+                        late_trunc += [eid, t_trunc]
+                    else:
+                        r = rows[i]
+                        rows[i] = r[:7] + (1,) + r[8:]
             elif kind == "frame":
                 eid, t, camera, fmt, data, stamp = op[1]
-                if isinstance(data, np.ndarray):
-                    data = self._encode(data, fmt)
-                con.execute("INSERT OR REPLACE INTO frames (episode_id, t, camera, format, data, stamp) "
-                            "VALUES (?,?,?,?,?,?)", (eid, t, camera, fmt, data, stamp))
+                frames.append((eid, t, camera, fmt, self._encode(data, fmt) if isinstance(data, np.ndarray) else data,
+                               stamp))
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        if episodes:
+            n = len(episodes)
+            con.execute(
+                "INSERT INTO episodes (id, idx, session_id, task, seed, reward_config, is_demo, started_at, info, "
+                "success, episode_return, length, n_intervention_steps, model_versions, ended_at, end_reason) VALUES "
+                + ",".join(["(" + ",".join("?" * 16) + ")"] * n)
+                + " ON CONFLICT(id) DO UPDATE SET success=excluded.success, episode_return=excluded.episode_return, "
+                "length=excluded.length, n_intervention_steps=excluded.n_intervention_steps, "
+                "model_versions=excluded.model_versions, ended_at=excluded.ended_at, end_reason=excluded.end_reason, "
+                "info=COALESCE(excluded.info, episodes.info)",
+                tuple(chain.from_iterable(episodes.values())))
         if rows:
             _insert_steps(con, rows, self._max_rows, self._sql_cache)
-            n_steps += len(rows)
-        con.execute("UPDATE meta SET value = ? WHERE key = 'rejected_steps'",
-                    (str(self._rejected_base + self.n_rejected),))
+        if late_trunc:
+            con.execute("UPDATE steps SET truncated = 1 WHERE (episode_id, t) IN (VALUES "
+                        + ",".join(["(?,?)"] * (len(late_trunc) // 2)) + ")", late_trunc)
+        if frames:
+            con.executemany("INSERT OR REPLACE INTO frames (episode_id, t, camera, format, data, stamp) "
+                            "VALUES (?,?,?,?,?,?)", frames)
+        rejected = self._rejected_base + self.n_rejected
+        if rejected != self._rejected_written:
+            con.execute("UPDATE meta SET value = ? WHERE key = 'rejected_steps'", (str(rejected),))
         con.execute("COMMIT")
-        return n_steps
+        self._rejected_written = rejected
+        return len(rows)
 
     def _encode(self, img: np.ndarray, fmt: str) -> bytes:
         import cv2  # imported lazily: only stores with cameras need OpenCV
