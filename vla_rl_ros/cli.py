@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except (FileNotFoundError, ValueError) as e:  # bad input: a clear message, not a traceback
+        print(f"vla-rl-ros {args.verb}: error: {e}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

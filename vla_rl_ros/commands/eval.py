@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 
 def register(sub) -> None:
@@ -15,35 +16,25 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..learner.evaluate import evaluate_onnx
-    from ..runtime.onnx_policy import load_validated
-    from ..spec import Spec
+    from ..learner.evaluate import evaluate_policy
+    from ..runtime.onnx_policy import ModelRejected, load_validated
 
-    # Validate the model the same way policy_node does (spec, shapes, a finite test inference).
-    meta_spec = _model_spec(args.model)
-    task = args.task or meta_spec.task
-    configured = Spec(task=task, action_mode=meta_spec.action_mode)
-    load_validated(args.model, None, configured)
-    res = evaluate_onnx(args.model, task, episodes=args.episodes, seed=args.seed, progress=True)
+    try:
+        policy = load_validated(args.model, None, None)  # the same checks policy_node runs
+    except ModelRejected as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    task = args.task or policy.spec.task
+    if task != policy.spec.task:
+        print(f"note: the model was trained for {policy.spec.task!r}; evaluating it on {task!r}", file=sys.stderr)
+    res = evaluate_policy(policy.act, task, episodes=args.episodes, seed=args.seed, progress=True, desc=f"eval {task}")
     s = res.summary()
     if args.json:
         print(json.dumps(s))
     else:
         lo, hi = s["success_ci95"]
-        print(f"model      {args.model}")
+        print(f"model      {args.model} ({policy.version})")
         print(f"task       {task}   episodes {args.episodes}   seeds {args.seed}..{args.seed + args.episodes - 1}")
         print(f"success    {100 * s['success_rate']:.1f}%   (95% CI {100 * lo:.0f}-{100 * hi:.0f}%)")
         print(f"return     {s['mean_return']:.3f} mean   length {s['mean_length']:.1f} steps mean")
     return 0
-
-
-def _model_spec(path: str):
-    import onnx
-
-    from ..spec import METADATA_KEY, Spec, SpecError
-
-    m = onnx.load(path, load_external_data=False)
-    props = {p.key: p.value for p in m.metadata_props}
-    if METADATA_KEY not in props:
-        raise SpecError(f"{path} carries no {METADATA_KEY} metadata: not a vla_rl_ros model")
-    return Spec.from_json(props[METADATA_KEY])

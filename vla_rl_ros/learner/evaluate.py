@@ -58,19 +58,10 @@ class EvalResult:
 
 
 def onnx_actor(model_path: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A batch-1 ONNX Runtime actor (obs → action) for evaluation."""
-    import onnxruntime as ort
+    """The model as ``policy_node`` would run it: loaded and validated (spec, shapes, finite test inference)."""
+    from ..runtime.onnx_policy import load_validated
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
-    in_name = sess.get_inputs()[0].name
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        return sess.run(None, {in_name: np.asarray(obs, dtype=np.float32)[None]})[0][0]
-
-    return act
+    return load_validated(model_path, None, None).act
 
 
 def evaluate_policy(

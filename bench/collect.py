@@ -1,0 +1,53 @@
+"""Assemble docs/BENCHMARKS.md from the sections the benchmarks wrote to docs/bench/*.md.
+
+    .venv/bin/python bench/collect.py
+
+Each bench script writes its own section (command, machine, medians and
+ratios, side by side with its reference, measured in the same run); this
+only puts them in a fixed order under one header.
+"""
+from __future__ import annotations
+
+import os
+import platform
+
+ORDER = ["policy", "buffer", "learner", "sample_efficiency", "offline", "loop_latency"]
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOCS = os.path.join(os.path.dirname(HERE), "docs")
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    sec_dir = os.path.join(DOCS, "bench")
+    names = [n[:-3] for n in os.listdir(sec_dir) if n.endswith(".md")]
+    names.sort(key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    parts = [
+        "# Benchmarks\n",
+        "Every figure below was measured by the script named in its section, on the machine it names, with its",
+        "reference (bare ONNX Runtime, Stable-Baselines3, d3rlpy) measured side by side in the same run. The",
+        "machines are shared and noisy: read medians and ratios, not single absolute times.\n",
+        f"Collected on: {cpu_model()}, {os.cpu_count()} cores. Re-run a section with its command, then",
+        "`.venv/bin/python bench/collect.py`.\n",
+    ]
+    for n in names:
+        with open(os.path.join(sec_dir, n + ".md")) as f:
+            parts.append(f.read().rstrip() + "\n")
+    out = os.path.join(DOCS, "BENCHMARKS.md")
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(parts))
+    os.replace(tmp, out)
+    print(f"wrote {out} ({', '.join(names)})")
+
+
+if __name__ == "__main__":
+    main()
