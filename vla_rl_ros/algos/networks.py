@@ -103,17 +103,18 @@ def mlp(
 
 
 # --------------------------------------------------------------------------- actor
-def squashed_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """``log pi(tanh(u))`` for ``u ~ N(mean, exp(log_std))``, summed over action dims.
+def _log_det_tanh(u: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``log(1 - tanh(u)^2)`` computed stably as ``2 (log 2 - u - softplus(-2u))``
+    (no catastrophic cancellation of ``1 - tanh^2`` near the bounds)."""
+    return 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
 
-    ``log pi(a) = log N(u) - sum_i log(1 - tanh(u_i)^2)`` and, without the
-    catastrophic cancellation of ``1 - tanh^2`` near the bounds,
-    ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``.
-    """
+
+def squashed_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """``log pi(tanh(u))`` for ``u ~ N(mean, exp(log_std))``, summed over action dims:
+    ``log pi(a) = log N(u; mean, std) - sum_i log(1 - tanh(u_i)^2)``."""
     z = (u - mean) * torch.exp(-log_std)
-    gauss = -0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI
-    correction = 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
-    return (gauss - correction).sum(-1)
+    gauss = -0.5 * z.square() - log_std - 0.5 * _LOG_2PI
+    return (gauss - _log_det_tanh(u)).sum(-1)
 
 
 class SquashedGaussianActor(nn.Module):
@@ -171,10 +172,13 @@ class SquashedGaussianActor(nn.Module):
         mean, log_std = self.dist_params(obs, cond)
         if deterministic:
             u = mean
+            eps = torch.zeros_like(mean)
         else:
             eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-            u = mean + eps * log_std.exp()
-        logp = squashed_log_prob(u, mean, log_std) if with_log_prob else None
+            u = torch.addcmul(mean, eps, log_std.exp())
+        logp = None
+        if with_log_prob:  # squashed_log_prob(u, mean, log_std), using (u - mean) / std == eps
+            logp = (-0.5 * eps.square() - log_std - _log_det_tanh(u)).sum(-1) - 0.5 * _LOG_2PI * self.action_dim
         return torch.tanh(u), logp
 
     def log_prob(self, obs: torch.Tensor, action: torch.Tensor, cond: torch.Tensor | None = None,
@@ -217,10 +221,7 @@ class EnsembleCritic(nn.Module):
     ``nn.Linear`` layout), so every product runs on contiguous operands without
     copies:
 
-    * first layer: one ``addmm`` ``[E*h, obs_dim] x obs^T`` plus one ``mm`` for the
-      action part (so the actor loss, which only needs gradients with respect to
-      the action, back-propagates through a ``[act_dim, E*h]`` product and not
-      through the observation part);
+    * first layer: one ``addmm`` ``[E*h, in] x [normalise(obs), action]^T``;
     * hidden layers: one ``baddbmm`` ``[E, h', h] x [E, h, B]``;
     * output layer: one ``baddbmm`` ``[E, 1, h] x [E, h, B]``.
 
@@ -266,8 +267,7 @@ class EnsembleCritic(nn.Module):
             return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
 
         h0, d_in = self.hidden[0], self.obs_dim + self.action_dim
-        self.w_obs = uniform((E, h0, self.obs_dim), d_in)
-        self.w_act = uniform((E, h0, self.action_dim), d_in)
+        self.w_in = uniform((E, h0, d_in), d_in)  # acts on [normalise(obs), action]
         self.b_in = uniform((E, h0, 1), d_in)
         self.w_hidden = nn.ParameterList()
         self.b_hidden = nn.ParameterList()
@@ -283,15 +283,20 @@ class EnsembleCritic(nn.Module):
                 self.ln_weights.append(nn.Parameter(torch.ones(E, h, 1)))
                 self.ln_biases.append(nn.Parameter(torch.zeros(E, h, 1)))
 
-    def _act(self, h: torch.Tensor, i: int, detach: bool) -> torch.Tensor:
-        """[LayerNorm over the feature dim 1, with per-member affine] then ReLU."""
+    def _act(self, h: torch.Tensor, i: int, detach: bool, inplace: bool = True) -> torch.Tensor:
+        """[LayerNorm over the feature dim 1, with per-member affine] then ReLU.
+
+        ``inplace`` ReLU saves an allocation when ``h`` is a fresh kernel output
+        that no autograd node saved (not for views: autograd would replay them).
+        """
         if self.layernorm:
             g, beta = self.ln_weights[i], self.ln_biases[i]
             if detach:
                 g, beta = g.detach(), beta.detach()
             var, mean = torch.var_mean(h, dim=1, keepdim=True, correction=0)
             h = torch.addcmul(beta, (h - mean) * torch.rsqrt(var + self.LN_EPS), g)
-        return F.relu(h)
+            inplace = True
+        return F.relu(h, inplace=inplace)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         """All members' ``Q(s, a)`` as ``[E, B]``.
@@ -306,10 +311,9 @@ class EnsembleCritic(nn.Module):
             return t.detach() if detach_params else t
 
         E, h0 = self.n_critics, self.hidden[0]
-        x = torch.addmm(p(self.b_in).reshape(E * h0, 1), p(self.w_obs).reshape(E * h0, self.obs_dim),
-                        self.normalizer(obs).t())
-        x = x + p(self.w_act).reshape(E * h0, self.action_dim) @ action.t()  # [E*h0, B]
-        h = self._act(x.reshape(E, h0, -1), 0, detach_params)  # [E, h0, B]
+        x = torch.cat([self.normalizer(obs), action], dim=-1)  # [B, in]
+        x = torch.addmm(p(self.b_in).reshape(E * h0, 1), p(self.w_in).reshape(E * h0, -1), x.t())  # [E*h0, B]
+        h = self._act(x.reshape(E, h0, -1), 0, detach_params, inplace=False)  # [E, h0, B]
         for i in range(len(self.w_hidden)):
             h = self._act(torch.baddbmm(p(self.b_hidden[i]), p(self.w_hidden[i]), h), i + 1, detach_params)
         return torch.baddbmm(p(self.b_out), p(self.w_out), h).squeeze(1)

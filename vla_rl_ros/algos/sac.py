@@ -200,14 +200,14 @@ class SAC:
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor(float(np.log(cfg.init_alpha)), requires_grad=cfg.autotune_alpha)
-        # One fused Adam over everything (a param group each, so learning rates can
-        # differ). Adam keeps a step count per parameter, and parameters whose
-        # gradient is None in a step (the actor on critic-only steps) are skipped.
-        groups = [{"params": list(self.critic.parameters()), "name": "critic"},
-                  {"params": list(self.actor.parameters()), "name": "actor"}]
+        # One fused Adam (one kernel) over critic, actor and log alpha. Adam keeps a
+        # step count per parameter, and parameters whose gradient is None in a step
+        # (the actor on critic-only steps) are skipped, so this is exactly three
+        # separate Adams with the same learning rate.
+        params = [*self.critic.parameters(), *self.actor.parameters()]
         if cfg.autotune_alpha:
-            groups.append({"params": [self.log_alpha], "name": "alpha"})
-        self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, fused=True)
+            params.append(self.log_alpha)
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)

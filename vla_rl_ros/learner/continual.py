@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ..algos.export import export_onnx, read_model_metadata, sha256_file
+from .lineage import update_lineage
 from ..buffer import Replay, open_run
 from .gate import decide
 from .registry import Registry
@@ -242,7 +243,9 @@ class ContinualLearner:
             return []
         self._build_algo()
         t0 = time.time()
-        metrics = self.algo.round(eps)
+        # Demonstrations (and human interventions) are always on the positive side of the indicator.
+        metrics = self.algo.round([{"obs": e.obs, "actions": e.actions, "success": e.success,
+                                    "intervention": e.intervention | bool(e.is_demo)} for e in eps])
         self.rounds += 1
         self.episodes_at_last_round = len(eps)
         if self.writer is not None:
@@ -267,8 +270,7 @@ class ContinualLearner:
             **(extra or {}),
         }
         tmp_path = self.run.models_dir / f".candidate-{self.gates}.onnx"
-        export_onnx(module, self.spec, str(tmp_path), lineage)
-        _, _, version = read_model_metadata(str(tmp_path))
+        version = export_onnx(module, self.spec, str(tmp_path), lineage).version
         path = self.run.models_dir / f"{version}.onnx"
         os.replace(tmp_path, path)
         seed = self.cfg.gate_seed_base + self.gates * self.cfg.gate_episodes
@@ -290,9 +292,9 @@ class ContinualLearner:
             summary = {"wins": d.wins, "losses": d.losses, "p_value": d.p_value}
         gate_success = {"rate": cand.success_rate, "episodes": n, "seed": seed,
                         "incumbent_rate": incr.success_rate if incr else None}
-        lineage["twin_success"] = gate_success
-        # rewrite the candidate with its measured gate figure in the lineage (atomic), then hash it
-        export_onnx(module, self.spec, str(path), lineage, version=version)
+        lineage["twin_success_at_gate"] = gate_success
+        # record the measured gate figure in the candidate's own lineage (atomic rewrite), then hash it
+        update_lineage(path, {"twin_success_at_gate": gate_success})
         sha = sha256_file(path)
         rec = {"version": version, "path": str(path), "sha256": sha, "promoted": bool(promote), "reason": reason,
                "created": time.time(), "eval": {"candidate": cand.summary(), "incumbent": incr.summary() if incr else None,

@@ -81,7 +81,8 @@ def ship_bc_model(task: str, out_path: str, demos: int | None = None, noise: flo
     import torch
 
     from ..algos.bc import train_bc
-    from ..algos.export import export_onnx, read_model_metadata
+    from ..algos.export import export_onnx
+    from .lineage import update_lineage
     from ..spec import Spec
     from .evaluate import evaluate_onnx
 
@@ -100,12 +101,11 @@ def ship_bc_model(task: str, out_path: str, demos: int | None = None, noise: flo
                 f"DART noise {r['noise']}), {len(obs)} transitions",
         "training_steps": r["bc_steps"], "recipe": r,
     }
-    export_onnx(policy, spec, out_path, lineage)
+    version = export_onnx(policy, spec, out_path, lineage).version
     res = evaluate_onnx(out_path, task, episodes=eval_episodes, seed=eval_seed, progress=progress)
-    # record the measured gate figure in the model itself, then rewrite atomically
-    lineage["twin_success"] = {"rate": res.success_rate, "episodes": eval_episodes, "seed": eval_seed}
-    export_onnx(policy, spec, out_path, lineage)
-    _, _, version = read_model_metadata(out_path)
+    # record the measured twin success in the model's own lineage (atomic rewrite)
+    update_lineage(out_path, {"twin_success_at_gate": {"rate": res.success_rate, "episodes": eval_episodes,
+                                                        "seed": eval_seed}})
     out = ShipResult(task=task, path=out_path, version=version, demos=r["demos"],
                      demo_success_rate=float(np.mean(succ)), demo_transitions=len(obs), bc_steps=r["bc_steps"],
                      success_rate=res.success_rate, success_ci95=res.wilson_interval(), mean_return=res.mean_return,

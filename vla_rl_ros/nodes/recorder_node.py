@@ -90,7 +90,7 @@ class RecorderNode(Node):
         self.reset_client = self.create_client(Trigger, "/twin/reset") if self.twin_reset else None
         self.create_timer(1.0, self._publish_diagnostics)
         if self.writer.recovered_episodes:
-            self.get_logger().warn(f"closed {len(self.writer.recovered_episodes)} episode(s) left open by a crash")
+            self.get_logger().warning(f"closed {len(self.writer.recovered_episodes)} episode(s) left open by a crash")
         self.get_logger().info(
             f"recording {task} into {self.run.buffer_path} (reward {self.reward_fn.config}, commit window {commit_window}s)")
         if self.twin_reset:
@@ -118,7 +118,7 @@ class RecorderNode(Node):
 
     def _on_estop(self, msg: Bool) -> None:
         if self.rec.set_estop(bool(msg.data)) is not None:
-            self.get_logger().warn("estop: episode ended")
+            self.get_logger().warning("estop: episode ended")
 
     def _on_reset_request(self, request, response):
         self.rec.end("reset")

@@ -1,0 +1,472 @@
+"""Sample efficiency: our SAC vs Stable-Baselines3 SAC on the twin, same step budget and seeds.
+
+Usage::
+
+    # (a) reach from scratch, 5,000 env steps, 3 seeds, both learners side by side (2 processes)
+    .venv/bin/python bench/bench_sample_efficiency.py --task reach --seeds 0,1,2 --jobs 2
+    # (b) pick_place with 20 scripted-expert demos, 50,000 env steps (or what fits in --budget-min)
+    .venv/bin/python bench/bench_sample_efficiency.py --task pick_place --seeds 0 --jobs 2 --budget-min 35
+    # only rebuild the report/plots from the per-run results already on disk
+    .venv/bin/python bench/bench_sample_efficiency.py --report-only
+
+Every (task, learner, seed) run is its own process (1 torch thread) and writes
+``runs/bench/sample_efficiency/<task>_<learner>_s<seed>.json``; the report
+(``docs/bench/sample_efficiency.md``) and the curves
+(``docs/img/sample_efficiency_<task>.png``) are rebuilt from every result file
+on disk, so the two tasks can be run separately.
+
+Protocol (identical for both learners):
+
+* the env is ``gym.make(TASK_ENV_IDS[task])`` (reach 50 / pick_place 120 steps,
+  20 Hz, ``terminated`` on success, ``truncated`` at the time limit, which both
+  learners bootstrap through);
+* the training env's first reset uses ``seed`` (SB3's VecEnv does this with
+  its ``seed``; our loop does the same); network seeds = ``seed``;
+* evaluation: deterministic policy, ``--eval-episodes`` seeded episodes
+  (seeds 10000..) with :func:`vla_rl_ros.learner.evaluate.evaluate_policy`,
+  every ``--eval-every`` env steps and at step 0; the same episodes for both;
+* pick_place demos: ``--demos`` episodes of the clean :class:`ScriptedExpert`
+  (seeds 100..), the same episodes for both learners.
+
+Learners:
+
+* **ours**: :class:`vla_rl_ros.algos.sac.SAC` driven by a small loop here
+  (``learner.online.train_online`` did not exist when this bench was written)
+  with a local numpy ring buffer; one ``SAC.train_step`` per env step. Demos
+  live in their own buffer and fill ``demo_ratio`` of every batch (RLPD
+  symmetric sampling), the actor is BC-initialised (``SAC.bc_pretrain``) and
+  the observation normaliser is fitted on the demos (from scratch: on the
+  ``learning_starts`` random transitions).
+* **SB3**: ``stable_baselines3.SAC("MlpPolicy", ...)`` with its documented
+  defaults (2x256 networks, 2 critics, lr 3e-4, batch 256, ``ent_coef="auto"``,
+  ``train_freq=1``, ``gradient_steps=1``); changed only where the protocol
+  requires it: ``learning_starts``, ``gamma`` (pick_place) and ``seed``. For
+  pick_place the demos are pre-loaded into its replay buffer before ``learn``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "runs" / "bench" / "sample_efficiency"
+EVAL_SEED = 10_000
+DEMO_SEED = 100
+TARGETS = {"reach": (0.95, 5_000), "pick_place": (0.80, 50_000)}
+DEFAULT_STEPS = {"reach": 5_000, "pick_place": 50_000}
+DEFAULT_EVAL_EVERY = {"reach": 500, "pick_place": 2_500}
+
+# Hyper-parameters per task, stated in the report. `shared` applies to both learners.
+HPARAMS = {
+    "reach": {
+        "shared": {"gamma": 0.99, "learning_starts": 1000, "batch_size": 256, "utd": 1, "demos": 0},
+        "ours": {"n_critics": 2, "critic_layernorm": False, "init_alpha": 1.0, "bc_init_steps": 0},
+    },
+    "pick_place": {
+        # gamma 0.98, not 0.99: with the staged pick_and_place reward (+0.5 per tick while grasping) and
+        # termination on success (3 ticks of +10.5), holding the cube just outside the goal forever is
+        # worth 0.5/(1-gamma) = 50 at gamma 0.99 vs ~32 for finishing: hovering would be optimal.
+        "shared": {"gamma": 0.98, "learning_starts": 1000, "batch_size": 256, "utd": 1, "demos": 20},
+        "ours": {"n_critics": 2, "critic_layernorm": True, "init_alpha": 0.1, "bc_init_steps": 2000,
+                 "demo_ratio": 0.5},
+    },
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+
+
+def make_env(task: str):
+    import gymnasium as gym
+
+    import vla_rl_ros.twin  # noqa: F401  (registers the ids)
+    from vla_rl_ros.twin.env import TASK_ENV_IDS
+
+    return gym.make(TASK_ENV_IDS[task])
+
+
+def expert_demos(task: str, n: int) -> list[dict]:
+    from vla_rl_ros.twin.expert import ScriptedExpert, collect_demos
+
+    if n <= 0:
+        return []
+    env = make_env(task)
+    try:
+        return collect_demos(env, ScriptedExpert(env.unwrapped.spec_), n, seed=DEMO_SEED)
+    finally:
+        env.close()
+
+
+def demo_transitions(demos: list[dict]) -> dict[str, np.ndarray]:
+    """Flatten demo episodes into (obs, action, reward, next_obs, done, truncated) arrays."""
+    cols = {k: [] for k in ("obs", "action", "reward", "next_obs", "done", "truncated")}
+    for ep in demos:
+        T = len(ep["actions"])
+        done = np.zeros(T, np.float32)
+        trunc = np.zeros(T, bool)
+        if ep["terminated"]:
+            done[-1] = 1.0
+        else:
+            trunc[-1] = True
+        cols["obs"].append(ep["obs"][:-1])
+        cols["next_obs"].append(ep["obs"][1:])
+        cols["action"].append(ep["actions"])
+        cols["reward"].append(ep["rewards"])
+        cols["done"].append(done)
+        cols["truncated"].append(trunc)
+    return {k: np.concatenate(v) for k, v in cols.items()}
+
+
+class Ring:
+    """A minimal numpy replay ring for the bench's own loop."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int) -> None:
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.action = np.zeros((capacity, act_dim), np.float32)
+        self.reward = np.zeros(capacity, np.float32)
+        self.done = np.zeros(capacity, np.float32)
+        self.capacity, self.pos, self.size = capacity, 0, 0
+
+    def add(self, o, a, r, o2, d) -> None:
+        i = self.pos
+        self.obs[i], self.action[i], self.reward[i], self.next_obs[i], self.done[i] = o, a, r, o2, d
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def add_many(self, t: dict[str, np.ndarray]) -> None:
+        for i in range(len(t["reward"])):
+            self.add(t["obs"][i], t["action"][i], t["reward"][i], t["next_obs"][i], t["done"][i])
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+        idx = rng.integers(0, self.size, n)
+        return self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.done[idx]
+
+
+class Curve:
+    """Evaluation schedule + wall-time budget shared by both learners."""
+
+    def __init__(self, task: str, eval_every: int, episodes: int, budget_s: float) -> None:
+        from vla_rl_ros.learner.evaluate import evaluate_policy
+
+        self.task, self.eval_every, self.episodes, self.budget_s = task, eval_every, episodes, budget_s
+        self._evaluate = evaluate_policy
+        self.env = make_env(task).unwrapped  # a separate env: evaluation never disturbs the training episode
+        self.points: list[dict] = []
+        self.t0 = time.perf_counter()
+        self.eval_s = 0.0
+
+    def evaluate(self, step: int, policy) -> None:
+        t = time.perf_counter()
+        res = self._evaluate(policy, self.task, episodes=self.episodes, seed=EVAL_SEED, env=self.env)
+        self.eval_s += time.perf_counter() - t
+        self.points.append({"step": step, "success_rate": res.success_rate, "mean_return": res.mean_return,
+                            "wall_s": time.perf_counter() - self.t0})
+        print(f"[{self.task}] step {step:>6}: success {100 * res.success_rate:5.1f}% "
+              f"return {res.mean_return:8.2f} ({time.perf_counter() - self.t0:6.0f} s)", flush=True)
+
+    def out_of_time(self) -> bool:
+        return time.perf_counter() - self.t0 > self.budget_s
+
+
+# ----------------------------------------------------------------------------- learners
+def run_ours(task: str, seed: int, steps: int, eval_every: int, eval_episodes: int, budget_s: float) -> dict:
+    import torch
+
+    from vla_rl_ros.algos.sac import SAC, SACConfig
+
+    _threads()
+    hp = {**HPARAMS[task]["shared"], **HPARAMS[task]["ours"]}
+    demos = expert_demos(task, hp["demos"])
+    env = make_env(task)
+    od, ad = env.observation_space.shape[0], env.action_space.shape[0]
+    cfg = SACConfig(gamma=hp["gamma"], batch_size=hp["batch_size"], utd=hp["utd"], n_critics=hp["n_critics"],
+                    critic_layernorm=hp["critic_layernorm"], init_alpha=hp["init_alpha"],
+                    bc_init_steps=hp["bc_init_steps"], demo_ratio=hp.get("demo_ratio", 0.0),
+                    learning_starts=hp["learning_starts"], seed=seed)
+    sac = SAC(od, ad, cfg)
+    rng = np.random.default_rng(seed)
+    env.action_space.seed(seed)
+    online = Ring(steps, od, ad)
+    demo = None
+    if demos:
+        t = demo_transitions(demos)
+        demo = Ring(len(t["reward"]), od, ad)
+        demo.add_many(t)
+        sac.fit_obs_normalizer(t["obs"])
+        if cfg.bc_init_steps:
+            sac.bc_pretrain(lambda: demo.sample(rng, cfg.batch_size)[:2], steps=cfg.bc_init_steps)
+    n_demo = int(round(cfg.batch_size * cfg.demo_ratio)) if demo is not None else 0
+
+    def sample():
+        if n_demo == 0:
+            return online.sample(rng, cfg.batch_size)
+        a, b = online.sample(rng, cfg.batch_size - n_demo), demo.sample(rng, n_demo)
+        return tuple(np.concatenate([x, y]) for x, y in zip(a, b))
+
+    policy = lambda o: sac.act(o, deterministic=True)  # noqa: E731
+    curve = Curve(task, eval_every, eval_episodes, budget_s)
+    curve.evaluate(0, policy)
+    obs, _ = env.reset(seed=seed)  # as SB3's VecEnv does with its seed
+    update_s, step = 0.0, 0
+    for step in range(1, steps + 1):
+        if step <= cfg.learning_starts and demo is None:
+            action = env.action_space.sample()
+        else:  # a BC-initialised actor explores with its own (stochastic) policy from the start
+            action = sac.act(obs)
+        nobs, r, term, trunc, _ = env.step(action)
+        online.add(obs, action, r, nobs, float(term))
+        obs = nobs
+        if term or trunc:
+            obs, _ = env.reset()
+        if step == cfg.learning_starts and demo is None:
+            sac.fit_obs_normalizer(online.obs[: online.size])
+        if step >= cfg.learning_starts:
+            t = time.perf_counter()
+            sac.train_step(sample)
+            update_s += time.perf_counter() - t
+        if step % eval_every == 0:
+            curve.evaluate(step, policy)
+        if curve.out_of_time():
+            if step % eval_every:
+                curve.evaluate(step, policy)
+            break
+    env.close()
+    n_upd = max(1, sac.num_critic_updates)
+    return {"config": json.loads(cfg.to_json()), "hparams": hp, "points": curve.points, "steps_done": step,
+            "wall_s": time.perf_counter() - curve.t0, "eval_s": curve.eval_s,
+            "updates_per_s": n_upd / max(update_s, 1e-9), "demo_transitions": demo.size if demo else 0,
+            "torch": torch.__version__}
+
+
+def run_sb3(task: str, seed: int, steps: int, eval_every: int, eval_episodes: int, budget_s: float) -> dict:
+    import stable_baselines3
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    _threads()
+    hp = dict(HPARAMS[task]["shared"])
+    demos = expert_demos(task, hp["demos"])
+    env = make_env(task)
+    model = SB3SAC("MlpPolicy", env, learning_starts=hp["learning_starts"], batch_size=hp["batch_size"],
+                   gamma=hp["gamma"], seed=seed, device="cpu", verbose=0,
+                   buffer_size=max(1_000_000, steps + 10_000))
+    if demos:  # pre-load the same demos into SB3's replay buffer
+        t = demo_transitions(demos)
+        for i in range(len(t["reward"])):
+            model.replay_buffer.add(t["obs"][i][None], t["next_obs"][i][None], t["action"][i][None],
+                                    np.array([t["reward"][i]]), np.array([t["done"][i]]),
+                                    [{"TimeLimit.truncated": bool(t["truncated"][i])}])
+    policy = lambda o: model.predict(o, deterministic=True)[0]  # noqa: E731
+    curve = Curve(task, eval_every, eval_episodes, budget_s)
+    curve.evaluate(0, policy)
+    state = {"step": 0}
+
+    class EvalCB(BaseCallback):
+        def _on_step(self) -> bool:
+            state["step"] = self.num_timesteps
+            if self.num_timesteps % eval_every == 0:
+                curve.evaluate(self.num_timesteps, policy)
+            if curve.out_of_time():
+                if self.num_timesteps % eval_every:
+                    curve.evaluate(self.num_timesteps, policy)
+                return False
+            return True
+
+    model.learn(total_timesteps=steps, callback=EvalCB())
+    env.close()
+    return {"config": {"learning_starts": model.learning_starts, "batch_size": model.batch_size,
+                       "gamma": model.gamma, "tau": model.tau, "lr": model.learning_rate, "buffer_size": model.buffer_size,
+                       "train_freq": str(model.train_freq), "gradient_steps": model.gradient_steps,
+                       "ent_coef": "auto", "net_arch": "[256, 256] (default)", "seed": seed},
+            "hparams": hp, "points": curve.points, "steps_done": state["step"], "wall_s": time.perf_counter() - curve.t0,
+            "eval_s": curve.eval_s, "demo_transitions": int(sum(len(d["actions"]) for d in demos)),
+            "sb3": stable_baselines3.__version__}
+
+
+RUNNERS = {"ours": run_ours, "sb3": run_sb3}
+
+
+def worker(job: dict) -> str:
+    res = RUNNERS[job["algo"]](job["task"], job["seed"], job["steps"], job["eval_every"], job["eval_episodes"],
+                               job["budget_s"])
+    res.update({k: job[k] for k in ("task", "algo", "seed", "steps", "eval_every", "eval_episodes", "budget_s")})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{job['task']}_{job['algo']}_s{job['seed']}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    tmp.replace(path)
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- report
+def load_results() -> dict[str, dict[str, list[dict]]]:
+    out: dict[str, dict[str, list[dict]]] = {}
+    for p in sorted(RESULTS.glob("*.json")):
+        r = json.loads(p.read_text())
+        out.setdefault(r["task"], {}).setdefault(r["algo"], []).append(r)
+    return out
+
+
+def first_step_reaching(points: list[dict], level: float) -> int | None:
+    for p in points:
+        if p["success_rate"] >= level:
+            return p["step"]
+    return None
+
+
+def plot(task: str, by_algo: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    colors = {"ours": "tab:blue", "sb3": "tab:orange"}
+    labels = {"ours": "ours (vla_rl_ros SAC)", "sb3": "Stable-Baselines3 SAC"}
+    for algo, runs in sorted(by_algo.items()):
+        steps = sorted({p["step"] for r in runs for p in r["points"]})
+        ys = [[p["success_rate"] for r in runs for p in r["points"] if p["step"] == s] for s in steps]
+        med = [100 * statistics.median(y) for y in ys]
+        ax.plot(steps, med, "-o", ms=3, color=colors.get(algo), label=f"{labels.get(algo, algo)} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(steps, [100 * min(y) for y in ys], [100 * max(y) for y in ys], color=colors.get(algo),
+                            alpha=0.15, lw=0)
+    level, budget = TARGETS[task]
+    ax.axhline(100 * level, color="gray", ls="--", lw=1, label=f"target {100 * level:.0f}%")
+    ax.axvline(budget, color="gray", ls=":", lw=1)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"success rate, % ({by_algo[next(iter(by_algo))][0]['eval_episodes']} seeded episodes)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(f"{task}: median over seeds (band: min-max)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def report(commands: list[str]) -> str:
+    from bench_learner import machine_info, machine_line
+
+    info = machine_info()
+    results = load_results()
+    lines = ["## Sample efficiency: our SAC vs Stable-Baselines3 SAC (`bench/bench_sample_efficiency.py`)", ""]
+    lines += ["Commands:", ""] + [f"    {c}" for c in commands] + [""]
+    lines += [machine_line(info), "",
+              "Protocol (identical for both learners):" + __doc__.split("Protocol (identical for both learners):")[1],
+              ""]
+    for task in ("reach", "pick_place"):
+        if task not in results:
+            continue
+        by_algo = results[task]
+        level, budget = TARGETS[task]
+        png = ROOT / "docs" / "img" / f"sample_efficiency_{task}.png"
+        plot(task, by_algo, png)
+        hp = HPARAMS[task]
+        lines += [f"### `{task}`" + (f" with {hp['shared']['demos']} expert demos" if hp["shared"]["demos"] else
+                                     " from scratch"), "",
+                  f"![{task} success curves](../img/{png.name})", "",
+                  f"Shared settings: {', '.join(f'{k}={v}' for k, v in hp['shared'].items())}; "
+                  f"ours additionally {', '.join(f'{k}={v}' for k, v in hp['ours'].items())}. "
+                  "SB3: its defaults otherwise.", "",
+                  "| learner | seeds | env steps done (budget) | final success, median [runs] | best success, median | "
+                  f"first eval ≥ {100 * level:.0f}% (per seed) | wall time / run, median | eval share |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        summary = {}
+        for algo in ("ours", "sb3"):
+            runs = by_algo.get(algo, [])
+            if not runs:
+                continue
+            finals = [r["points"][-1]["success_rate"] for r in runs]
+            bests = [max(p["success_rate"] for p in r["points"]) for r in runs]
+            firsts = [first_step_reaching(r["points"], level) for r in runs]
+            done = [r["steps_done"] for r in runs]
+            summary[algo] = (statistics.median(finals), firsts, runs)
+            lines.append(
+                f"| {algo} | {', '.join(str(r['seed']) for r in runs)} | "
+                f"{', '.join(f'{d:,}' for d in done)} ({runs[0]['steps']:,}) | "
+                f"{100 * statistics.median(finals):.0f}% [{', '.join(f'{100 * f:.0f}' for f in finals)}] | "
+                f"{100 * statistics.median(bests):.0f}% | "
+                f"{', '.join('—' if f is None else f'{f:,}' for f in firsts)} | "
+                f"{statistics.median(r['wall_s'] for r in runs) / 60:.1f} min | "
+                f"{100 * statistics.median(r['eval_s'] / r['wall_s'] for r in runs):.0f}% |")
+        lines.append("")
+        verdicts = []
+        for algo, (fin, firsts, runs) in summary.items():
+            met = [f is not None and f <= budget for f in firsts]
+            cut = [r["steps_done"] < min(r["steps"], budget) for r in runs]
+            if all(met):
+                verdicts.append(f"{algo}: **met** (every seed reached {100 * level:.0f}% within {budget:,} steps)")
+            elif any(cut):
+                done = ", ".join(f"{r['steps_done']:,}" for r in runs)
+                verdicts.append(f"{algo}: **not met within the run** (stopped by the wall-time budget at "
+                                f"{done} steps; "
+                                f"{sum(met)}/{len(met)} seeds had reached it)")
+            else:
+                verdicts.append(f"{algo}: **not met** ({sum(met)}/{len(met)} seeds reached it)")
+        lines += [f"Target ≥ {100 * level:.0f}% within {budget:,} env steps: " + "; ".join(verdicts) + ".", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=("reach", "pick_place"), default="reach")
+    ap.add_argument("--algos", default="ours,sb3")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    ap.add_argument("--steps", type=int, default=None, help="env-step budget (reach 5000, pick_place 50000)")
+    ap.add_argument("--eval-every", type=int, default=None, help="env steps between evaluations")
+    ap.add_argument("--eval-episodes", type=int, default=20)
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process, one torch thread each)")
+    ap.add_argument("--budget-min", type=float, default=35.0, help="wall-time budget per run (minutes)")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "sample_efficiency.md"))
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    cmd_file = RESULTS / "commands.json"
+    commands = json.loads(cmd_file.read_text()) if cmd_file.exists() else {}
+    if not args.report_only:
+        task = args.task
+        steps = args.steps or DEFAULT_STEPS[task]
+        jobs = [{"task": task, "algo": a, "seed": int(s), "steps": steps,
+                 "eval_every": args.eval_every or DEFAULT_EVAL_EVERY[task], "eval_episodes": args.eval_episodes,
+                 "budget_s": 60.0 * args.budget_min}
+                for s in args.seeds.split(",") for a in args.algos.split(",")]
+        # interleave learners so that, with --jobs 2, ours and SB3 of one seed run side by side
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
+            for path in ex.map(worker, jobs):
+                print("wrote", os.path.relpath(path, ROOT), flush=True)
+        commands[task] = ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        cmd_file.write_text(json.dumps(commands, indent=1))
+    text = report([commands[t] for t in ("reach", "pick_place") if t in commands])
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Helpers for node tests: a fake arm (joint states + task poses from the test process), message decoding."""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+
+from vla_rl_ros.runtime.control import PANDA_HOME
+from vla_rl_ros.spec import PANDA_ARM_JOINTS, PANDA_GRIPPER_JOINTS
+from vla_rl_ros.stepmsg import decode
+
+NAMES = list(PANDA_ARM_JOINTS) + list(PANDA_GRIPPER_JOINTS)
+
+
+class FakeArm:
+    """Publishes /joint_states (``rate_hz``) and the task poses (10 Hz) from the probe node.
+
+    ``positions``, ``names`` and ``pause`` may be changed at any time; ``last_sent``
+    is the position list of the last joint state published.
+    """
+
+    def __init__(self, probe, rate_hz: float = 100.0, reliable: bool = True, goal=(0.5, 0.15, 0.3), obj=(0.5, 0.0, 0.025)):
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
+        self.node = probe.node
+        self.lock = threading.Lock()
+        self.pub_js = probe.node.create_publisher(JointState, "/joint_states", qos)
+        self.pub_obj = probe.node.create_publisher(PoseStamped, "/task/object_pose", 10)
+        self.pub_goal = probe.node.create_publisher(PoseStamped, "/task/goal_pose", 10)
+        self.positions = list(PANDA_HOME) + [0.04, 0.04]
+        self.names = list(NAMES)
+        self.goal, self.obj = list(goal), list(obj)
+        self.frame = "panda_link0"
+        self.pause = False
+        self.last_sent = None
+        self.n_sent = 0
+        self._t1 = probe.node.create_timer(1.0 / rate_hz, self._js)
+        self._t2 = probe.node.create_timer(0.1, self._poses)
+
+    def _js(self):
+        if self.pause:
+            return
+        m = JointState()
+        m.header.stamp = self.node.get_clock().now().to_msg()
+        with self.lock:
+            m.name = list(self.names)
+            m.position = [float(v) for v in self.positions]
+        self.pub_js.publish(m)
+        self.last_sent = list(m.position)
+        self.n_sent += 1
+
+    def _poses(self):
+        for pub, xyz in ((self.pub_obj, self.obj), (self.pub_goal, self.goal)):
+            m = PoseStamped()
+            m.header.stamp = self.node.get_clock().now().to_msg()
+            m.header.frame_id = self.frame
+            m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in xyz)
+            m.pose.orientation.w = 1.0
+            pub.publish(m)
+
+    def set(self, positions=None, names=None):
+        with self.lock:
+            if positions is not None:
+                self.positions = list(positions)
+            if names is not None:
+                self.names = list(names)
+
+
+def steps(probe, key="/rl/step", obs_dim=26, action_dim=4):
+    """Decoded /rl/step records (receive time, StepRecord)."""
+    return [(t, decode([d.label for d in m.layout.dim], [d.size for d in m.layout.dim], m.data, obs_dim, action_dim))
+            for t, m in probe.get(key)]
+
+
+def diag(msg) -> dict:
+    st = msg.status[0]
+    d = {kv.key: kv.value for kv in st.values}
+    d["_level"] = int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level)
+    d["_message"] = st.message
+    return d
+
+
+def last_diag(probe, key="/diagnostics") -> dict | None:
+    msgs = probe.get(key)
+    return diag(msgs[-1][1]) if msgs else None
+
+
+def results(probe, key="/rl/policy_update_result") -> list[dict]:
+    return [json.loads(m.data) for _, m in probe.get(key)]
+
+
+def arm_commands(probe, key="/arm_controller/commands") -> list[np.ndarray]:
+    return [np.array(m.data) for _, m in probe.get(key)]

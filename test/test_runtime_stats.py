@@ -1,0 +1,58 @@
+"""Latency window and rate monitor, on synthetic timestamps (no timing asserted)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vla_rl_ros.runtime.stats import LatencyWindow, RateMonitor
+
+
+def test_latency_window_percentiles_and_ring():
+    w = LatencyWindow(capacity=1000)
+    assert w.summary().count == 0 and math.isnan(w.summary().p50)
+    for x in range(1, 101):
+        w.add(float(x))
+    s = w.summary()
+    assert s.count == 100 and s.p50 == pytest.approx(50.5) and s.p99 == pytest.approx(99.01) and s.max == 100.0
+    assert s.scaled(1e3).max == 1e5
+    small = LatencyWindow(capacity=10)
+    for x in range(100):
+        small.add(float(x))
+    assert sorted(small.values()) == list(range(90, 100))
+    small.clear()
+    assert len(small) == 0 and small.max_total == 99.0
+    with pytest.raises(ValueError):
+        LatencyWindow(0)
+
+
+def test_rate_monitor_counts_missed_ticks():
+    r = RateMonitor(1000.0)
+    t = 0.0
+    for _ in range(100):
+        assert r.tick(t) == 0
+        t += 0.001
+    assert r.missed == 0
+    t += 0.002  # a gap of 3 periods: 2 missed
+    assert r.tick(t) == 2
+    t += 0.0016  # 1.6 periods: late, 1 missed
+    assert r.tick(t) == 1
+    assert r.missed == 3 and r.ticks == 102
+    assert r.achieved_rate(t) == pytest.approx(102 / t, rel=1e-6)
+    assert r.periods.summary().max == pytest.approx(0.003)
+
+
+def test_rate_monitor_window_reset():
+    r = RateMonitor(100.0)
+    for k in range(50):
+        r.tick(k * 0.01)
+    r.reset_window(0.49)
+    assert r.achieved_rate(0.49) == 0.0
+    for k in range(50, 60):
+        r.tick(k * 0.01)
+    assert r.achieved_rate(0.59) == pytest.approx(100.0)
+    assert len(r.periods) == 10
+    with pytest.raises(ValueError):
+        RateMonitor(0.0)
+    assert np.isclose(RateMonitor(500.0).period, 0.002)

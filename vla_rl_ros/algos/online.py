@@ -1,0 +1,236 @@
+"""A plain online SAC loop over any gymnasium environment with Box spaces.
+
+Used for algorithm sanity checks (Pendulum, MuJoCo-like tasks) and for training
+in the twin without the ROS graph. The durable, crash-safe buffer of the robot
+pipeline lives in :mod:`vla_rl_ros.buffer`; this loop keeps a minimal in-memory
+ring buffer of numpy arrays.
+
+Loop: ``learning_starts`` steps of uniform random actions (or of the policy when
+it was behaviour-cloned from demonstrations first), then per environment step
+one :meth:`SAC.train_step` (``utd`` critic updates + one actor/temperature
+update). Transitions store ``done = terminated``; a time-limit truncation ends
+the episode but still bootstraps. Actions are produced in ``[-1, 1]`` and mapped
+affinely to the environment's bounds.
+
+With demonstrations (``demos``), batches mix ``demo_ratio`` demo transitions
+with online ones (RLPD's symmetric sampling) and, if ``bc_init_steps > 0``, the
+actor is behaviour-cloned on them before interaction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Mapping
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from .sac import SAC, Batch, SACConfig, concat_batches, metrics_to_floats
+
+
+class ReplayBuffer:
+    """Fixed-capacity ring buffer of float32 transitions."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int) -> None:
+        self.capacity = int(capacity)
+        self.obs = np.zeros((self.capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((self.capacity, obs_dim), np.float32)
+        self.action = np.zeros((self.capacity, action_dim), np.float32)
+        self.reward = np.zeros(self.capacity, np.float32)
+        self.done = np.zeros(self.capacity, np.float32)
+        self.pos = 0
+        self.size = 0
+
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, done: bool) -> None:
+        i = self.pos
+        self.obs[i], self.action[i], self.reward[i], self.next_obs[i], self.done[i] = obs, action, reward, next_obs, done
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, n: int, rng: np.random.Generator) -> Batch:
+        i = rng.integers(0, self.size, n)
+        return Batch(*(torch.from_numpy(x[i]) for x in (self.obs, self.action, self.reward, self.next_obs, self.done)))
+
+    @classmethod
+    def from_arrays(cls, d: Mapping[str, np.ndarray]) -> "ReplayBuffer":
+        """Build a full buffer from arrays ``obs, action, reward, next_obs, done``."""
+        obs = np.asarray(d["obs"], np.float32)
+        buf = cls(len(obs), obs.shape[1], np.asarray(d["action"]).shape[1])
+        buf.obs[:] = obs
+        buf.action[:] = d["action"]
+        buf.reward[:] = np.asarray(d["reward"]).reshape(-1)
+        buf.next_obs[:] = d["next_obs"]
+        buf.done[:] = np.asarray(d["done"]).reshape(-1)
+        buf.size = len(obs)
+        return buf
+
+
+def _box_dims(env: gym.Env) -> tuple[int, int, np.ndarray, np.ndarray]:
+    os_, as_ = env.observation_space, env.action_space
+    if not isinstance(os_, gym.spaces.Box) or len(os_.shape) != 1:
+        raise TypeError(f"need a flat Box observation space, got {os_}")
+    if not isinstance(as_, gym.spaces.Box) or len(as_.shape) != 1:
+        raise TypeError(f"need a flat Box action space, got {as_}")
+    low, high = as_.low.astype(np.float64), as_.high.astype(np.float64)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ValueError("the action space must be bounded")
+    return os_.shape[0], as_.shape[0], low, high
+
+
+def evaluate(sac: SAC, env: gym.Env, episodes: int = 5, seed: int = 0) -> float:
+    """Mean undiscounted return of the deterministic policy over ``episodes`` episodes."""
+    _, _, low, high = _box_dims(env)
+    total = 0.0
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        done = False
+        while not done:
+            a = sac.act(obs, deterministic=True)
+            obs, r, term, trunc, _ = env.step((low + (a + 1.0) * 0.5 * (high - low)).astype(env.action_space.dtype))
+            total += float(r)
+            done = term or trunc
+    return total / episodes
+
+
+def train_online(
+    env_id_or_env: str | gym.Env,
+    algo_config: SACConfig | None = None,
+    steps: int = 100_000,
+    seed: int = 0,
+    eval_fn: Callable[[SAC], float] | None = None,
+    tb_dir: str | None = None,
+    progress: bool = True,
+    *,
+    eval_every: int = 5000,
+    eval_episodes: int = 5,
+    buffer_size: int = 1_000_000,
+    normalize_obs: bool = True,
+    demos: Mapping[str, np.ndarray] | None = None,
+    log_every: int = 1000,
+) -> tuple[SAC, list[tuple[int, float]]]:
+    """Train SAC online on a gymnasium environment.
+
+    Args:
+        env_id_or_env: an id for ``gym.make`` or an environment instance.
+        algo_config: :class:`SACConfig` (its ``seed`` is replaced by ``seed``;
+            ``learning_starts``, ``utd``, ``demo_ratio``, ``bc_init_steps`` apply).
+        steps: environment steps.
+        seed: seeds the networks, the environment, warm-up actions and sampling.
+        eval_fn: ``eval_fn(sac) -> float`` (higher is better). Default: mean
+            deterministic return over ``eval_episodes`` on a fresh copy of the
+            environment (``gym.make(env.spec)``) or, for an environment without a
+            spec, the mean return of the last 10 training episodes.
+        tb_dir: TensorBoard log directory (None: no logging).
+        progress: show a tqdm progress bar.
+        eval_every: evaluate every this many environment steps (also at step 0
+            and at the end).
+        buffer_size: replay capacity.
+        normalize_obs: fit the (fixed) observation normaliser on the warm-up data
+            when learning starts (on the demonstrations, if any, before BC).
+        demos: optional demonstration transitions, arrays ``obs, action (in
+            [-1, 1]), reward, next_obs, done``.
+        log_every: TensorBoard/progress-bar metrics every this many steps.
+
+    Returns:
+        ``(sac, history)`` with ``history`` a list of ``(env_steps, metric)``.
+    """
+    env = gym.make(env_id_or_env) if isinstance(env_id_or_env, str) else env_id_or_env
+    obs_dim, act_dim, low, high = _box_dims(env)
+    cfg = dataclasses.replace(algo_config if algo_config is not None else SACConfig(), seed=seed)
+    sac = SAC(obs_dim, act_dim, cfg)
+    rng = np.random.default_rng(seed)
+    env.action_space.seed(seed)
+    replay = ReplayBuffer(min(buffer_size, max(steps, 1)), obs_dim, act_dim)
+    demo_buf = ReplayBuffer.from_arrays(demos) if demos is not None else None
+    n_demo = int(round(cfg.batch_size * cfg.demo_ratio)) if demo_buf is not None else 0
+
+    def sample() -> Batch:
+        online = replay.sample(cfg.batch_size - n_demo, rng)
+        return concat_batches(online, demo_buf.sample(n_demo, rng)) if n_demo else online
+
+    recent_returns: list[float] = []
+    if eval_fn is None:
+        if getattr(env, "spec", None) is not None:
+            eval_env = gym.make(env.spec)
+
+            def eval_fn(agent: SAC) -> float:
+                return evaluate(agent, eval_env, eval_episodes, seed=seed + 10_000)
+        else:
+            def eval_fn(agent: SAC) -> float:
+                return float(np.mean(recent_returns[-10:])) if recent_returns else float("nan")
+
+    writer = None
+    if tb_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(tb_dir)
+
+    policy_acts = False
+    if demo_buf is not None:
+        if normalize_obs:
+            sac.fit_obs_normalizer(demo_buf.obs)
+        if cfg.bc_init_steps > 0:
+            sac.bc_pretrain(lambda: demo_buf.sample(cfg.batch_size, rng), steps=cfg.bc_init_steps)
+            policy_acts = True  # explore with the cloned policy rather than uniformly
+
+    history: list[tuple[int, float]] = [(0, float(eval_fn(sac)))]
+    if writer is not None:
+        writer.add_scalar("eval/metric", history[-1][1], 0)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="sac", unit="step", dynamic_ncols=True)
+
+    obs, _ = env.reset(seed=seed)
+    ep_return, ep_len, t_log, metrics = 0.0, 0, time.perf_counter(), {}
+    try:
+        for t in range(1, steps + 1):
+            if t <= cfg.learning_starts and not policy_acts:
+                a = rng.uniform(-1.0, 1.0, act_dim).astype(np.float32)
+            else:
+                a = sac.act(obs)
+            env_a = (low + (a + 1.0) * 0.5 * (high - low)).astype(env.action_space.dtype)
+            next_obs, r, term, trunc, _ = env.step(env_a)
+            replay.add(obs, a, float(r), next_obs, bool(term))
+            ep_return += float(r)
+            ep_len += 1
+            obs = next_obs
+            if term or trunc:
+                recent_returns.append(ep_return)
+                if writer is not None:
+                    writer.add_scalar("train/episode_return", ep_return, t)
+                    writer.add_scalar("train/episode_length", ep_len, t)
+                obs, _ = env.reset()
+                ep_return, ep_len = 0.0, 0
+
+            if t == cfg.learning_starts and normalize_obs and demo_buf is None:
+                sac.fit_obs_normalizer(replay.obs[: replay.size])
+            if t >= cfg.learning_starts:
+                metrics = sac.train_step(sample)
+
+            if t % log_every == 0 and metrics:
+                m = metrics_to_floats(metrics)
+                now = time.perf_counter()
+                m["updates_per_s"] = log_every * cfg.utd / max(now - t_log, 1e-9)
+                t_log = now
+                if writer is not None:
+                    for k, v in m.items():
+                        writer.add_scalar(f"train/{k}", v, t)
+                if bar is not None:
+                    bar.set_postfix(ret=f"{recent_returns[-1]:.1f}" if recent_returns else "-",
+                                    q=f"{m['q_mean']:.1f}", alpha=f"{m.get('alpha', float('nan')):.3f}")
+            if t % eval_every == 0 or t == steps:
+                if history[-1][0] != t:
+                    history.append((t, float(eval_fn(sac))))
+                    if writer is not None:
+                        writer.add_scalar("eval/metric", history[-1][1], t)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    return sac, history

@@ -1,0 +1,109 @@
+"""Parameter declaration helpers shared by the nodes (descriptors, ranges, the spec parameters)."""
+from __future__ import annotations
+
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from ..spec import Spec
+
+
+def declare(node, name: str, default: Any, description: str, *, lo: float | None = None, hi: float | None = None,
+            read_only: bool = True, additional: str = "") -> Any:
+    """Declare one parameter with a descriptor (and a range when ``lo``/``hi`` are given); return its value.
+
+    Types are strict (a YAML ``500`` for a float parameter is refused): write ``500.0``.
+    """
+    d = ParameterDescriptor(description=description, read_only=read_only, additional_constraints=additional)
+    if lo is not None and hi is not None:
+        if isinstance(default, bool):
+            pass
+        elif isinstance(default, int):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        elif isinstance(default, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return node.declare_parameter(name, default, d).value
+
+
+def declare_spec_params(node, which: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Declare the spec parameters that :func:`~vla_rl_ros.spec.spec_from_params` reads (defaults from :class:`Spec`)."""
+    s = Spec()
+    table = {
+        "task": (s.task, "task: reach | pick_place"),
+        "action_mode": (s.action_mode, "action layout: ee_delta | joint_delta"),
+        "joints": (list(s.arm_joints), "arm joints, in command/observation order (matched by name in /joint_states)"),
+        "gripper_joints": (list(s.gripper_joints), "gripper joints; their positions sum to the gripper width"),
+        "base_link": (s.base_link, "base link of the kinematic chain; frame of the task poses"),
+        "ee_link": (s.ee_link, "end-effector (tool centre point) link"),
+        "spec_control_hz": (float(s.control_hz), "decision rate the model was trained at (part of the spec)"),
+        "max_ee_step": (float(s.max_ee_step), "m: hand displacement of a full ee_delta action"),
+        "max_joint_step": (float(s.max_joint_step), "rad: joint displacement of a full joint_delta action"),
+        "gripper_open": (float(s.gripper_open), "m: gripper width of a fully open action"),
+        "workspace_low": ([float(v) for v in s.workspace_low], "m: lower corner of the hand's workspace box (base frame)"),
+        "workspace_high": ([float(v) for v in s.workspace_high], "m: upper corner of the hand's workspace box (base frame)"),
+    }
+    ranges = {"spec_control_hz": (0.1, 10000.0), "max_ee_step": (1e-4, 0.5), "max_joint_step": (1e-4, 1.0),
+              "gripper_open": (0.0, 0.5)}
+    out = {}
+    for name, (default, desc) in table.items():
+        if which is not None and name not in which:
+            continue
+        lo, hi = ranges.get(name, (None, None))
+        out[name] = declare(node, name, default, desc, lo=lo, hi=hi)
+    return out
+
+
+def make_executor(kind: str):
+    """``events``: ``rclpy.experimental.EventsExecutor`` (C++ timers; ~30% less callback overhead, far less
+    period jitter at 1 kHz on this machine); ``single_threaded``: rclpy's ``SingleThreadedExecutor``."""
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor()
+    if kind == "single_threaded":
+        from rclpy.executors import SingleThreadedExecutor
+
+        return SingleThreadedExecutor()
+    raise ValueError(f"executor must be 'events' or 'single_threaded', got {kind!r}")
+
+
+def spin(node, kind: str) -> None:
+    """Spin ``node`` until shutdown (SIGINT/SIGTERM).
+
+    ``spin_once`` in a loop rather than ``spin()``: rclpy 9.1's EventsExecutor.spin()
+    does not return after SIGINT (it keeps a core busy).
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    ex = make_executor(kind)
+    ex.add_node(node)
+    try:
+        while rclpy.ok():
+            ex.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        try:
+            ex.remove_node(node)
+        except Exception:
+            pass
+        ex.shutdown()
+
+
+def run_node(factory, args=None) -> None:
+    """``main()`` body shared by the nodes: init, build, spin with the node's ``executor`` parameter, clean up."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        spin(node, node.executor_kind)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()

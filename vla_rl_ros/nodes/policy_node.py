@@ -1,0 +1,487 @@
+"""policy_node: the ONNX policy on the arm, at control rate, behind a watchdog and a safety filter.
+
+A thin rclpy shell over ROS-free cores: :mod:`~vla_rl_ros.runtime.onnx_policy`
+(validated ONNX session), :mod:`~vla_rl_ros.runtime.control` (IK + safety
+filter), :mod:`~vla_rl_ros.runtime.watchdog`, :mod:`~vla_rl_ros.runtime.inputs`
+and :mod:`~vla_rl_ros.runtime.stats`.
+
+Every tick (``control_rate_hz``) it builds the spec observation from the latest
+valid joint state and task poses, runs the model (or takes the human's action
+while ``/rl/intervention`` is fresh), filters the result and publishes the arm
+and gripper commands plus one ``/rl/step`` record (docs/CONVENTIONS.md). When
+the watchdog objects (estop, stale or invalid joint states, missing/invalid
+poses, an invalid camera frame, no model) the tick publishes a *hold*: the last
+measured positions. Before the first valid joint state it publishes nothing.
+
+Hot swap: ``/rl/policy_update`` (``std_msgs/String``, JSON ``{"path", "sha256",
+"version"}``) queues a load; a background thread loads and validates the model
+(:func:`~vla_rl_ros.runtime.onnx_policy.load_validated`) and installs it with
+one reference assignment, which the control loop reads once per tick. Every
+announcement gets replies on ``/rl/policy_update_result`` (``std_msgs/String``
+JSON): ``{"event": "rejected", "accepted": false, "reason": ...}``, or
+``{"event": "swapped", "accepted": true, ...}`` and then, from the first tick
+whose command the new model computed, ``{"event": "first_command", "tick",
+"cmd_stamp_s", ...}``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
+
+from ..kinematics import Kinematics, default_panda_urdf
+from ..runtime.control import Controller, SafetyLimits
+from ..runtime.inputs import JointStateMatcher, validate_action, validate_image, validate_pose
+from ..runtime.onnx_policy import ModelRejected, OnnxPolicy, load_validated, realistic_observation
+from ..runtime.paths import resolve_path
+from ..runtime.stats import LatencyWindow, RateMonitor
+from ..runtime.watchdog import InputChannel, Watchdog
+from ..spec import spec_from_params
+from ..stepmsg import META_FIELDS, encode_layout
+from ._common import declare, declare_spec_params, run_node
+
+RELIABLE_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+STEP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+TOPICS = {
+    "joint_states": ("/joint_states", "sensor_msgs/JointState in (sensor-data QoS: best-effort and reliable publishers)"),
+    "object_pose": ("/task/object_pose", "geometry_msgs/PoseStamped in: the manipulated object, base frame"),
+    "goal_pose": ("/task/goal_pose", "geometry_msgs/PoseStamped in: the goal, base frame"),
+    "image": ("/camera/image_raw", "sensor_msgs/Image in, validated only (rgb8/bgr8); '' disables"),
+    "intervention": ("/rl/intervention", "std_msgs/Float64MultiArray in: a human's action in the policy's action layout"),
+    "estop": ("/rl/estop", "std_msgs/Bool in (reliable, transient-local): true holds the arm"),
+    "policy_update": ("/rl/policy_update", "std_msgs/String in: JSON {path, sha256, version} announcing a model"),
+    "policy_update_result": ("/rl/policy_update_result", "std_msgs/String out: JSON reply to each announcement"),
+    "arm_command": ("/arm_controller/commands", "std_msgs/Float64MultiArray out: joint position targets"),
+    "gripper_command": ("/gripper_controller/commands", "std_msgs/Float64MultiArray out: gripper opening (m)"),
+    "step": ("/rl/step", "std_msgs/Float64MultiArray out: per-tick step record (docs/CONVENTIONS.md)"),
+    "diagnostics": ("/diagnostics", "diagnostic_msgs/DiagnosticArray out"),
+}
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("policy_node", **kwargs)
+        log = self.get_logger()
+        p = declare_spec_params(self)
+        self.spec = spec = spec_from_params(p)
+        urdf = declare(self, "urdf_path", "", "arm URDF for FK/IK ('' = the Panda from pybullet_data); relative paths "
+                       "resolve against the share dir, then the repo root, then the cwd")
+        self.model_path = declare(self, "model_path", "", "ONNX model run at start-up ('' = none; wait for /rl/policy_update)")
+        self.model_sha256 = declare(self, "model_sha256", "", "expected SHA-256 of model_path ('' = not checked)")
+        self.rate_hz = declare(self, "control_rate_hz", 500.0, "control loop rate (Hz)", lo=1.0, hi=2000.0)
+        js_timeout = declare(self, "joint_state_timeout_s", 0.1, "hold when the last valid joint state is older (s)",
+                             lo=0.001, hi=10.0)
+        self.interv_timeout = declare(self, "intervention_timeout_s", 0.2,
+                                      "a human action replaces the policy's while younger than this (s)", lo=0.001, hi=10.0)
+        pose_timeout = declare(self, "pose_timeout_s", 1.0, "hold when a task pose is older (s); 0 = poses never go stale",
+                               lo=0.0, hi=3600.0)
+        ik_iters = declare(self, "ik_iters", 3, "DLS IK iterations per tick (ee_delta)", lo=1, hi=50)
+        d = SafetyLimits()
+        limits = SafetyLimits(
+            joint_margin=declare(self, "safety.joint_margin", d.joint_margin, "rad kept away from URDF limits", lo=0.0, hi=0.5),
+            max_joint_step=declare(self, "safety.max_joint_step", d.max_joint_step,
+                                   "rad: max change of a joint target per tick", lo=1e-4, hi=3.0),
+            max_tracking_error=declare(self, "safety.max_tracking_error", d.max_tracking_error,
+                                       "rad: max distance of a target from the measured position", lo=1e-4, hi=3.0),
+            workspace_tolerance=declare(self, "safety.workspace_tolerance", d.workspace_tolerance,
+                                        "m: FK of a target may leave the workspace box by this much", lo=0.0, hi=1.0),
+            max_gripper_step=declare(self, "safety.max_gripper_step", d.max_gripper_step,
+                                     "m: max change of the gripper target per tick", lo=1e-5, hi=1.0),
+        )
+        diag_period = declare(self, "diagnostics_period_s", 1.0, "period of /diagnostics (s)", lo=0.05, hi=60.0)
+        self.executor_kind = declare(self, "executor", "events", "events (rclpy.experimental.EventsExecutor) | single_threaded",
+                                     additional="one of: events, single_threaded")
+        topics = {k: declare(self, f"topics.{k}", v, desc) for k, (v, desc) in TOPICS.items()}
+
+        urdf_path = resolve_path(urdf) if urdf else default_panda_urdf()
+        self.kin = Kinematics(urdf_path, spec.base_link, spec.ee_link, spec.arm_joints)
+        self.controller = Controller(spec, self.kin, limits, ik_iters=ik_iters)
+        self.limits = limits
+        self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
+
+        # ------------------------------------------------------------- state
+        n, A = spec.n_arm, spec.action_dim
+        self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints)
+        self.ch_js = InputChannel("joint_states", js_timeout)
+        self.ch_obj = InputChannel("object_pose", pose_timeout)
+        self.ch_goal = InputChannel("goal_pose", pose_timeout)
+        self.ch_img = InputChannel("image", 0.0, required=False)
+        self.ch_interv = InputChannel("intervention", 0.0, required=False, error_ttl_s=self.interv_timeout)
+        self.watchdog = Watchdog([self.ch_js, self.ch_obj, self.ch_goal, self.ch_img, self.ch_interv])
+        self._js_stamp_ns = 0
+        self._obj = np.zeros(3)
+        self._goal = np.zeros(3)
+        self._obs = np.zeros(spec.obs_dim, dtype=np.float32)
+        self._action = np.zeros(A)
+        self._interv = np.zeros(A)
+        self._hold_action = np.zeros(A)
+        self._policy: OnnxPolicy | None = None  # written by the loader thread, read once per tick
+        self._label_policy: OnnxPolicy | None = None
+        self._acted_policy: OnnxPolicy | None = None
+        self.model_error = "no model configured (model_path is empty)" if not self.model_path else "loading"
+        self.last_error = ""
+        self.tick = 0
+        self.hold_ticks = 0
+        self.intervention_ticks = 0
+        self.inference_errors = 0
+        self.hold_reason = "waiting for joint_states"
+        self._holding = True
+        self.rate = RateMonitor(self.rate_hz)
+        self.latency = LatencyWindow()  # obs stamp -> command publish (s)
+        self.compute = LatencyWindow()  # tick start -> command publish (s)
+
+        # ------------------------------------------------------------ messages
+        self._arm_msg = Float64MultiArray()
+        self._arm_msg.data = [0.0] * n
+        self._arm_np = np.frombuffer(self._arm_msg.data, dtype=np.float64)
+        self._grip_msg = Float64MultiArray()
+        self._grip_msg.data = [0.0]
+        self._grip_np = np.frombuffer(self._grip_msg.data, dtype=np.float64)
+        labels, sizes = encode_layout(spec.obs_dim, A, "")
+        self._step_msg = Float64MultiArray()
+        self._step_msg.layout.dim = [MultiArrayDimension(label=lb, size=sz, stride=sz) for lb, sz in zip(labels, sizes)]
+        self._step_msg.data = [0.0] * (spec.obs_dim + A + len(META_FIELDS))
+        step = np.frombuffer(self._step_msg.data, dtype=np.float64)
+        self._step_obs = step[: spec.obs_dim]
+        self._step_act = step[spec.obs_dim: spec.obs_dim + A]
+        self._step_meta = step[spec.obs_dim + A:]
+        self._step_meta[5] = self.rate_hz
+        self._model_dim = self._step_msg.layout.dim[3]
+
+        # ---------------------------------------------------------- interfaces
+        self.pub_arm = self.create_publisher(Float64MultiArray, topics["arm_command"], RELIABLE_10)
+        self.pub_grip = self.create_publisher(Float64MultiArray, topics["gripper_command"], RELIABLE_10)
+        self.pub_step = self.create_publisher(Float64MultiArray, topics["step"], STEP_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, topics["diagnostics"], RELIABLE_10)
+        self.pub_result = self.create_publisher(String, topics["policy_update_result"], LATCHED_10)
+        self.create_subscription(JointState, topics["joint_states"], self._on_joint_state, qos_profile_sensor_data)
+        self.create_subscription(PoseStamped, topics["object_pose"], self._on_object_pose, qos_profile_sensor_data)
+        self.create_subscription(PoseStamped, topics["goal_pose"], self._on_goal_pose, qos_profile_sensor_data)
+        if topics["image"]:
+            self.create_subscription(Image, topics["image"], self._on_image, qos_profile_sensor_data)
+        self.create_subscription(Float64MultiArray, topics["intervention"], self._on_intervention, qos_profile_sensor_data)
+        self.create_subscription(Bool, topics["estop"], self._on_estop, LATCHED)
+        self.create_subscription(String, topics["policy_update"], self._on_policy_update, RELIABLE_10)
+
+        # ---------------------------------------------- loader / notifier thread
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._work, name="policy_loader", daemon=True)
+        self._worker.start()
+        if self.model_path:
+            self._tasks.put(("load", {"path": self.model_path, "sha256": self.model_sha256, "version": None,
+                                      "source": "model_path"}))
+
+        self._diag_timer = self.create_timer(diag_period, self._publish_diagnostics)
+        self._tick_timer = self.create_timer(1.0 / self.rate_hz, self._tick)
+        log.info(f"policy_node: {spec.task}/{spec.action_mode}, {n} joints, obs {spec.obs_dim}, action {A}, "
+                 f"{self.rate_hz:g} Hz ({self.executor_kind} executor), joint_state_timeout {js_timeout:g} s")
+
+    # ================================================================= clock
+    def _now_ns(self) -> int:
+        if self.use_sim_time:
+            return self.get_clock().now().nanoseconds
+        return time.time_ns()
+
+    # ============================================================ callbacks
+    def _reject(self, ch: InputChannel, now: float, err: str) -> None:
+        ch.reject(now, err)
+        self.last_error = f"{ch.name}: {err}"
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        now = time.monotonic()
+        err = self.matcher.update(msg.name, msg.position)
+        if err is not None:
+            self._reject(self.ch_js, now, err)
+            return
+        self.ch_js.accept(now)
+        st = _stamp_ns(msg.header.stamp)
+        self._js_stamp_ns = st if st > 0 else self._now_ns()
+
+    def _pose(self, msg: PoseStamped, ch: InputChannel, out: np.ndarray) -> None:
+        now = time.monotonic()
+        p, o = msg.pose.position, msg.pose.orientation
+        err = validate_pose(msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w), self.spec.base_link)
+        if err is not None:
+            self._reject(ch, now, err)
+            return
+        out[0], out[1], out[2] = p.x, p.y, p.z
+        ch.accept(now)
+
+    def _on_object_pose(self, msg: PoseStamped) -> None:
+        self._pose(msg, self.ch_obj, self._obj)
+
+    def _on_goal_pose(self, msg: PoseStamped) -> None:
+        self._pose(msg, self.ch_goal, self._goal)
+
+    def _on_image(self, msg: Image) -> None:
+        now = time.monotonic()
+        err = validate_image(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+        if err is not None:
+            self._reject(self.ch_img, now, err)
+        else:
+            self.ch_img.accept(now)
+
+    def _on_intervention(self, msg: Float64MultiArray) -> None:
+        now = time.monotonic()
+        err = validate_action(msg.data, self.spec.action_dim)
+        if err is not None:
+            self._reject(self.ch_interv, now, err)
+            return
+        np.clip(np.frombuffer(msg.data, dtype=np.float64), -1.0, 1.0, out=self._interv)
+        self.ch_interv.accept(now)
+
+    def _on_estop(self, msg: Bool) -> None:
+        engaged = bool(msg.data)
+        if engaged != self.watchdog.estop:
+            (self.get_logger().warning if engaged else self.get_logger().info)(
+                "estop engaged: holding" if engaged else "estop released")
+        self.watchdog.set_estop(engaged)
+
+    def _on_policy_update(self, msg: String) -> None:
+        try:
+            req = json.loads(msg.data)
+            if not isinstance(req, dict) or not isinstance(req.get("path"), str) or not req["path"]:
+                raise ValueError('expected a JSON object with a non-empty "path"')
+            for k in ("sha256", "version"):
+                if req.get(k) is not None and not isinstance(req[k], str):
+                    raise ValueError(f'"{k}" must be a string')
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            reason = f"invalid /rl/policy_update message: {e}"
+            self.get_logger().error(reason)
+            self.last_error = reason
+            self._reply({"event": "rejected", "version": None, "accepted": False, "reason": reason})
+            return
+        req["source"] = "policy_update"
+        self.get_logger().info(f"model announced: version {req.get('version')!r} at {req['path']}")
+        self._tasks.put(("load", req))
+
+    # ============================================================ control tick
+    def _tick(self) -> None:
+        t0 = time.perf_counter()
+        now = time.monotonic()
+        self.rate.tick(now)
+        self.tick += 1
+        m = self.matcher
+        if not m.valid:  # never a valid joint state: nothing to hold, publish nothing
+            return
+        spec = self.spec
+        policy = self._policy  # the one read of the model reference this tick
+        if policy is not self._label_policy:
+            self._label_policy = policy
+            self._model_dim.label = "model:" + (policy.version if policy is not None else "")
+        q = m.q
+        grip = m.gripper_width
+        ee = self.kin.fk_pos(q)
+        have_obs = self.ch_obj.last_ok is not None and self.ch_goal.last_ok is not None
+        if have_obs:
+            spec.build_observation(q, grip, ee, self._obj, self._goal, out=self._obs)
+        reason = self.watchdog.check(now)
+        intervention = False
+        action = self._action
+        if not reason:
+            if self.ch_interv.fresh(now, self.interv_timeout):
+                action = self._interv
+                intervention = True
+            elif policy is None:
+                reason = "no model: " + self.model_error
+            else:
+                try:
+                    np.clip(policy.act(self._obs), -1.0, 1.0, out=action)
+                except Exception as e:  # a model that validated but fails at run time: hold, count, report
+                    self.inference_errors += 1
+                    reason = f"inference failed: {e}"
+                    self.last_error = reason
+        if not reason:
+            last = self.controller.safety.last_cmd
+            if last is not None and float(np.max(np.abs(q - last))) > self.limits.max_tracking_error:
+                self.controller.reset()  # the arm moved away from our last command (reset, external motion)
+            cmd = self.controller.step(action, q, grip, ee)
+            if cmd.hold:
+                reason = "safety: " + cmd.reason
+        else:
+            cmd = self.controller.safety.hold(q, grip, reason)
+        self._arm_np[:] = cmd.arm
+        self._grip_np[0] = cmd.gripper
+        self.pub_arm.publish(self._arm_msg)
+        self.pub_grip.publish(self._grip_msg)
+        cmd_ns = self._now_ns()
+        hold = bool(reason)
+        if have_obs:
+            if hold:
+                ha = self._hold_action
+                ha[-1] = min(1.0, max(-1.0, 2.0 * grip / spec.gripper_open - 1.0))
+                action = ha
+            self._step_obs[:] = self._obs
+            self._step_act[:] = action
+            meta = self._step_meta
+            meta[0] = self.tick
+            meta[1] = self._js_stamp_ns * 1e-9
+            meta[2] = cmd_ns * 1e-9
+            meta[3] = 1.0 if intervention else 0.0
+            meta[4] = 1.0 if hold else 0.0
+            self.pub_step.publish(self._step_msg)
+        self.latency.add((cmd_ns - self._js_stamp_ns) * 1e-9)
+        self.compute.add(time.perf_counter() - t0)
+        if hold:
+            self.hold_ticks += 1
+            self.hold_reason = reason
+        elif intervention:
+            self.intervention_ticks += 1
+        elif policy is not self._acted_policy:
+            self._acted_policy = policy
+            self._tasks.put(("first_command", (policy, self.tick, cmd_ns)))
+        if hold != self._holding:
+            self._holding = hold
+            self._tasks.put(("transition", reason))
+
+    # =================================================== loader / notifier
+    def _work(self) -> None:
+        try:  # be the first to yield the CPU: loading must not delay ticks
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (OSError, AttributeError):
+            pass
+        while True:
+            kind, arg = self._tasks.get()
+            try:
+                if kind == "stop":
+                    return
+                if kind == "load":
+                    self._load(arg)
+                elif kind == "first_command":
+                    pol, tick, cmd_ns = arg
+                    self.get_logger().info(f"model {pol.version} computed its first command at tick {tick} "
+                                           f"(cmd stamp {cmd_ns * 1e-9:.6f})")
+                    self._reply({"event": "first_command", "version": pol.version, "accepted": True, "reason": "",
+                                 "sha256": pol.sha256, "tick": tick, "cmd_stamp_s": cmd_ns * 1e-9})
+                elif kind == "transition":
+                    if arg:
+                        self.get_logger().warning(f"holding: {arg}")
+                    else:
+                        self.get_logger().info("acting (hold released)")
+            except Exception as e:  # never let the worker die
+                self.get_logger().error(f"policy worker: {type(e).__name__}: {e}")
+
+    def _probe_obs(self) -> np.ndarray:
+        if self.matcher.valid and self.ch_obj.last_ok is not None and self.ch_goal.last_ok is not None:
+            o = self._obs.copy()
+            if np.all(np.isfinite(o)):
+                return o
+        return realistic_observation(self.spec, self.kin)
+
+    def _load(self, req: dict) -> None:
+        path = resolve_path(req["path"])
+        version = req.get("version") or None
+        try:
+            pol = load_validated(path, req.get("sha256") or None, self.spec, expected_version=version,
+                                 probe_obs=self._probe_obs(), kinematics=self.kin)
+        except ModelRejected as e:
+            reason = e.reason
+        except Exception as e:  # an unexpected failure is a rejection too, never a crash
+            reason = f"unexpected {type(e).__name__}: {e}"
+        else:
+            old = self._policy
+            self._policy = pol  # the swap: one reference assignment, picked up by the next tick
+            self.model_error = ""
+            self.get_logger().info(
+                f"model {pol.version} installed from {path} (sha256 {pol.sha256[:12]}, validated in "
+                f"{pol.info.load_s * 1e3:.0f} ms)" + (f", replacing {old.version}" if old is not None else ""))
+            self._reply({"event": "swapped", "version": pol.version, "accepted": True, "reason": "", "path": path,
+                         "sha256": pol.sha256, "previous": old.version if old is not None else None,
+                         "load_s": pol.info.load_s, "swap_stamp_s": self._now_ns() * 1e-9})
+            return
+        self.last_error = f"model rejected: {reason}"
+        if self._policy is None:
+            self.model_error = f"{path}: {reason}"
+        keep = f"; keeping {self._policy.version}" if self._policy is not None else "; no model is running"
+        self.get_logger().error(f"model {version or path} rejected: {reason}{keep}")
+        self._reply({"event": "rejected", "version": version, "accepted": False, "reason": reason, "path": path,
+                     "sha256": req.get("sha256"), "running": self._policy.version if self._policy else None})
+
+    def _reply(self, d: dict) -> None:
+        self.pub_result.publish(String(data=json.dumps(d)))
+
+    # ============================================================ diagnostics
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        lat = self.latency.summary()
+        comp = self.compute.summary()
+        per = self.rate.periods.summary()
+        achieved = self.rate.achieved_rate(now)
+        reason = self.watchdog.check(now)
+        if not reason and self._policy is None and not self.ch_interv.fresh(now, self.interv_timeout):
+            reason = "no model: " + self.model_error
+        pol = self._policy
+        st = DiagnosticStatus()
+        st.name = f"{self.get_name()}: control loop"
+        st.hardware_id = self.spec.base_link
+        if not reason:
+            st.level = DiagnosticStatus.OK
+            st.message = f"acting with model {pol.version if pol else '(intervention)'} at {achieved:.0f} Hz"
+        else:
+            st.level = DiagnosticStatus.WARN if reason == "estop engaged" else DiagnosticStatus.ERROR
+            st.message = f"hold: {reason}"
+
+        def f(x: float, k: float = 1.0, fmt: str = "{:.3f}") -> str:
+            return "nan" if not math.isfinite(x) else fmt.format(x * k)
+
+        values = {
+            "control_rate_hz": f"{self.rate_hz:g}",
+            "achieved_rate_hz": f(achieved, fmt="{:.1f}"),
+            "latency_obs_to_cmd_p50_ms": f(lat.p50, 1e3), "latency_obs_to_cmd_p99_ms": f(lat.p99, 1e3),
+            "latency_obs_to_cmd_max_ms": f(lat.max, 1e3),
+            "tick_compute_p50_us": f(comp.p50, 1e6, "{:.1f}"), "tick_compute_p99_us": f(comp.p99, 1e6, "{:.1f}"),
+            "tick_compute_max_us": f(comp.max, 1e6, "{:.1f}"),
+            "period_p99_ms": f(per.p99, 1e3), "period_max_ms": f(per.max, 1e3),
+            "missed_ticks": str(self.rate.missed), "ticks": str(self.tick), "hold_ticks": str(self.hold_ticks),
+            "intervention_ticks": str(self.intervention_ticks),
+            "watchdog": "ok" if not reason else reason,
+            "estop": str(self.watchdog.estop).lower(),
+            "model_version": pol.version if pol else "",
+            "model_sha256": pol.sha256 if pol else "",
+            "model_path": pol.info.path if pol else "",
+            "model_error": self.model_error,
+            "rejected_inputs": str(self.watchdog.n_rejected),
+            **{f"rejected_{c.name}": str(c.n_rejected) for c in self.watchdog.channels},
+            "inference_errors": str(self.inference_errors),
+            "last_error": self.last_error,
+        }
+        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [st]
+        self.pub_diag.publish(arr)
+        self.rate.reset_window(now)
+        self.latency.clear()
+        self.compute.clear()
+
+    def destroy_node(self) -> None:
+        self._tasks.put(("stop", None))
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    main()
