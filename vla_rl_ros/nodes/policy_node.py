@@ -144,6 +144,7 @@ class PolicyNode(Node):
         self.hold_ticks = 0
         self.intervention_ticks = 0
         self.inference_errors = 0
+        self.callback_errors = 0
         self.hold_reason = "waiting for joint_states"
         self._holding = True
         self.rate = RateMonitor(self.rate_hz)
@@ -174,14 +175,14 @@ class PolicyNode(Node):
         self.pub_step = self.create_publisher(Float64MultiArray, topics["step"], STEP_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics["diagnostics"], RELIABLE_10)
         self.pub_result = self.create_publisher(String, topics["policy_update_result"], LATCHED_10)
-        self.create_subscription(JointState, topics["joint_states"], self._on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(PoseStamped, topics["object_pose"], self._on_object_pose, qos_profile_sensor_data)
-        self.create_subscription(PoseStamped, topics["goal_pose"], self._on_goal_pose, qos_profile_sensor_data)
+        self.create_subscription(JointState, topics["joint_states"], self._guard(self._on_joint_state), qos_profile_sensor_data)
+        self.create_subscription(PoseStamped, topics["object_pose"], self._guard(self._on_object_pose), qos_profile_sensor_data)
+        self.create_subscription(PoseStamped, topics["goal_pose"], self._guard(self._on_goal_pose), qos_profile_sensor_data)
         if topics["image"]:
-            self.create_subscription(Image, topics["image"], self._on_image, qos_profile_sensor_data)
-        self.create_subscription(Float64MultiArray, topics["intervention"], self._on_intervention, qos_profile_sensor_data)
-        self.create_subscription(Bool, topics["estop"], self._on_estop, LATCHED)
-        self.create_subscription(String, topics["policy_update"], self._on_policy_update, RELIABLE_10)
+            self.create_subscription(Image, topics["image"], self._guard(self._on_image), qos_profile_sensor_data)
+        self.create_subscription(Float64MultiArray, topics["intervention"], self._guard(self._on_intervention), qos_profile_sensor_data)
+        self.create_subscription(Bool, topics["estop"], self._guard(self._on_estop), LATCHED)
+        self.create_subscription(String, topics["policy_update"], self._guard(self._on_policy_update), RELIABLE_10)
 
         # ---------------------------------------------- loader / notifier thread
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
@@ -191,8 +192,8 @@ class PolicyNode(Node):
             self._tasks.put(("load", {"path": self.model_path, "sha256": self.model_sha256, "version": None,
                                       "source": "model_path"}))
 
-        self._diag_timer = self.create_timer(diag_period, self._publish_diagnostics)
-        self._tick_timer = self.create_timer(1.0 / self.rate_hz, self._tick)
+        self._diag_timer = self.create_timer(diag_period, self._guard(self._publish_diagnostics))
+        self._tick_timer = self.create_timer(1.0 / self.rate_hz, self._safe_tick)
         log.info(f"policy_node: {spec.task}/{spec.action_mode}, {n} joints, obs {spec.obs_dim}, action {A}, "
                  f"{self.rate_hz:g} Hz ({self.executor_kind} executor), joint_state_timeout {js_timeout:g} s")
 
@@ -203,6 +204,21 @@ class PolicyNode(Node):
         return time.time_ns()
 
     # ============================================================ callbacks
+    def _guard(self, fn):
+        """Wrap a callback: an unexpected exception is logged and reported, never fatal to the node."""
+        name = fn.__name__
+
+        def wrapped(*args):
+            try:
+                return fn(*args)
+            except Exception as e:
+                self.callback_errors += 1
+                self.last_error = f"{name}: {type(e).__name__}: {e}"
+                self.get_logger().error(f"{name} failed: {type(e).__name__}: {e}", throttle_duration_sec=1.0)
+
+        wrapped.__name__ = name
+        return wrapped
+
     def _reject(self, ch: InputChannel, now: float, err: str) -> None:
         ch.reject(now, err)
         self.last_error = f"{ch.name}: {err}"
@@ -252,9 +268,10 @@ class PolicyNode(Node):
 
     def _on_estop(self, msg: Bool) -> None:
         engaged = bool(msg.data)
-        if engaged != self.watchdog.estop:
-            (self.get_logger().warning if engaged else self.get_logger().info)(
-                "estop engaged: holding" if engaged else "estop released")
+        if engaged and not self.watchdog.estop:
+            self.get_logger().warning("estop engaged: holding")
+        elif not engaged and self.watchdog.estop:
+            self.get_logger().info("estop released")
         self.watchdog.set_estop(engaged)
 
     def _on_policy_update(self, msg: String) -> None:
@@ -276,6 +293,23 @@ class PolicyNode(Node):
         self._tasks.put(("load", req))
 
     # ============================================================ control tick
+    def _safe_tick(self) -> None:
+        try:
+            self._tick()
+        except Exception as e:  # a bug must not take the arm's command stream down: report, try to hold
+            self.callback_errors += 1
+            self.last_error = f"control tick: {type(e).__name__}: {e}"
+            self.get_logger().error(f"control tick failed: {type(e).__name__}: {e}", throttle_duration_sec=1.0)
+            try:
+                if self.matcher.valid:
+                    cmd = self.controller.safety.hold(self.matcher.q, self.matcher.gripper_width, "tick error")
+                    self._arm_np[:] = cmd.arm
+                    self._grip_np[0] = cmd.gripper
+                    self.pub_arm.publish(self._arm_msg)
+                    self.pub_grip.publish(self._grip_msg)
+            except Exception:
+                pass
+
     def _tick(self) -> None:
         t0 = time.perf_counter()
         now = time.monotonic()
@@ -463,6 +497,7 @@ class PolicyNode(Node):
             "rejected_inputs": str(self.watchdog.n_rejected),
             **{f"rejected_{c.name}": str(c.n_rejected) for c in self.watchdog.channels},
             "inference_errors": str(self.inference_errors),
+            "callback_errors": str(self.callback_errors),
             "last_error": self.last_error,
         }
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]

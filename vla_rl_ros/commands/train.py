@@ -1,0 +1,179 @@
+"""``vla-rl-ros train``: training without ROS.
+
+    vla-rl-ros train --algo sac   --env VlaRlRos/PandaReach-v0 --steps 5000 --out reach_sac.onnx
+    vla-rl-ros train --algo sac   --env Pendulum-v1 --steps 20000 --out pendulum_sac.pt
+    vla-rl-ros train --algo bc    --data runs/pick_place-sim --steps 3000 --out pp_bc.onnx
+    vla-rl-ros train --algo recap --data runs/pick_place-sim --steps 2000 --out pp_recap.onnx
+    vla-rl-ros train --algo sac   --data runs/pick_place-sim --steps 20000 --out pp_sac_offline.onnx
+
+``--env`` trains SAC online on any registered gymnasium env with Box spaces;
+``--data`` trains offline from a run's durable buffer (one or more runs).
+ONNX output needs the robot spec, so it is available for the twin's envs and
+for runs; other envs write a checkpoint (``.pt``, weights-only). Progress bar
+and TensorBoard logs (``--tb``) in every mode.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train without ROS: online on a gymnasium env, or offline from a run's buffer")
+    p.add_argument("--algo", choices=["sac", "recap", "bc"], required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", nargs="+", metavar="RUN", help="run folder(s) or store(s) to learn from offline")
+    src.add_argument("--env", metavar="GYM_ID", help="gymnasium env id (Box observation and action spaces)")
+    p.add_argument("--steps", type=int, required=True,
+                   help="env steps (--env), gradient steps (sac/bc --data), or actor+value steps of one round (recap)")
+    p.add_argument("--out", required=True, help="output: .onnx (twin envs and runs) or .pt checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tb", default=None, help="TensorBoard log dir (default runs/train/<out name>/tb)")
+    p.add_argument("--demo-ratio", type=float, default=0.5, help="RLPD demo/online mix for sac --data")
+    p.add_argument("--bc-init-steps", type=int, default=1000, help="sac: behaviour-cloning init on demos first")
+    p.add_argument("--utd", type=int, default=1, help="sac: critic updates per env step / per actor update")
+    p.add_argument("--all", action="store_true", help="bc --data: clone every episode, not just demos + successes")
+    p.add_argument("--eval-episodes", type=int, default=20, help="seeded twin episodes to evaluate the result on")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    out = os.path.abspath(args.out)
+    if not (out.endswith(".onnx") or out.endswith(".pt")):
+        raise ValueError("--out must end in .onnx or .pt")
+    tb = args.tb or os.path.join("runs", "train", os.path.splitext(os.path.basename(out))[0], "tb")
+    t0 = time.time()
+    if args.env:
+        module, spec, lineage, state = _online(args, tb)
+    else:
+        module, spec, lineage, state = _offline(args, tb)
+    lineage["wall_time_s"] = round(time.time() - t0, 1)
+    return _write(args, out, module, spec, lineage, state)
+
+
+def _online(args, tb):
+    import gymnasium as gym
+
+    import vla_rl_ros.twin  # noqa: F401  (registers the twin's envs)
+
+    from ..algos.online import train_online
+    from ..algos.sac import SACConfig
+
+    if args.algo != "sac":
+        raise ValueError(f"--algo {args.algo} learns from recorded data: use --data RUN (online training is SAC)")
+    env = gym.make(args.env)
+    spec = getattr(env.unwrapped, "spec_", None)
+    cfg = SACConfig(utd=args.utd, learning_starts=min(1000, max(args.steps // 5, 1)))
+    sac, history = train_online(env, cfg, steps=args.steps, seed=args.seed, tb_dir=tb, progress=True)
+    for step, metric in history:
+        print(f"  env step {step:7d}: eval {metric:.3f}")
+    lineage = {"algorithm": "sac", "parent_version": None, "training_steps": args.steps,
+               "data_range": {"env": args.env, "online_env_steps": args.steps}, "config": cfg.to_json()}
+    return sac.policy_module(), spec, lineage, sac.state_dict()
+
+
+def _offline(args, tb):
+    import numpy as np
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from ..buffer import Replay, list_stores, open_run
+
+    stores = list_stores(args.data)
+    if not stores:
+        raise FileNotFoundError(f"no stores found under {args.data}")
+    replay = Replay(stores)
+    n = replay.refresh()
+    spec = _store_spec(stores[0])
+    eps = replay.episodes()
+    print(f"loaded {n} transitions, {len(eps)} episodes ({sum(e.success for e in eps)} successful, "
+          f"{sum(e.is_demo for e in eps)} demos) from {len(stores)} store(s)")
+    data_range = {"stores": [str(s) for s in stores], "transitions": n, "episodes": len(eps)}
+    writer = SummaryWriter(tb)
+    try:
+        if args.algo == "bc":
+            from ..algos.bc import train_bc
+
+            chosen = eps if args.all else [e for e in eps if e.is_demo or e.success]
+            if not chosen:
+                raise ValueError("no demo or successful episodes to clone (use --all to clone everything)")
+            obs = np.concatenate([e.obs for e in chosen])
+            act = np.concatenate([e.actions for e in chosen])
+            policy = train_bc(obs, act, steps=args.steps, seed=args.seed, progress=True)
+            for i, loss in enumerate(policy.bc_history):
+                writer.add_scalar("bc/loss", loss, i * 100)
+            data_range["cloned_episodes"] = len(chosen)
+            return policy, spec, {"algorithm": "bc", "training_steps": args.steps, "data_range": data_range}, None
+        if args.algo == "recap":
+            from ..algos.recap import RecapConfig, RecapTrainer
+
+            trainer = RecapTrainer(spec.obs_dim, spec.action_dim,
+                                   RecapConfig(value_steps=args.steps, actor_steps=args.steps, seed=args.seed))
+            metrics = trainer.round([{"obs": e.obs, "actions": e.actions, "success": e.success,
+                                      "intervention": e.intervention | bool(e.is_demo)} for e in eps])
+            for k, v in metrics.items():
+                writer.add_scalar(f"recap/{k}", float(v), 1)
+            print("recap round: " + ", ".join(f"{k}={float(v):.3g}" for k, v in metrics.items()))
+            return (trainer.export_module(), spec,
+                    {"algorithm": "recap", "training_steps": args.steps, "data_range": data_range}, trainer.state_dict())
+        # offline SAC with RLPD sampling
+        from ..algos.sac import SAC, SACConfig, metrics_to_floats
+
+        sac = SAC(spec.obs_dim, spec.action_dim, SACConfig(utd=args.utd, seed=args.seed, init_alpha=0.05))
+        sac.fit_obs_normalizer(np.concatenate([e.obs for e in eps]))
+        if args.bc_init_steps and replay.n_demo:
+            sac.bc_pretrain(lambda: (lambda b: (b["obs"], b["action"]))(replay.sample(256, demo_ratio=1.0)),
+                            args.bc_init_steps)
+        for i in tqdm(range(args.steps), desc="sac (offline)", unit="upd"):
+            m = sac.train_step(lambda: replay.sample(sac.cfg.batch_size, demo_ratio=args.demo_ratio))
+            if i % 500 == 0:
+                for k, v in metrics_to_floats(m).items():
+                    writer.add_scalar(f"sac/{k}", v, i)
+        return sac.policy_module(), spec, {"algorithm": "sac", "training_steps": args.steps,
+                                           "data_range": data_range}, sac.state_dict()
+    finally:
+        writer.close()
+        replay.close()
+
+
+def _store_spec(path):
+    from ..buffer.schema import connect, store_spec
+
+    con = connect(path, readonly=True)
+    try:
+        return store_spec(con)
+    finally:
+        con.close()
+
+
+def _write(args, out, module, spec, lineage, state) -> int:
+    from ..algos.checkpoint import save_checkpoint
+
+    if out.endswith(".pt"):
+        if state is None:
+            import torch
+
+            state = {"policy": {k: v.detach().clone() for k, v in module.state_dict().items()}}
+        save_checkpoint(out, {"state": state, "lineage": lineage})
+        print(f"wrote checkpoint {out}")
+        return 0
+    if spec is None:
+        raise ValueError(f"{args.env} is not one of the twin's envs: there is no robot spec to put in an ONNX model; "
+                         f"use --out NAME.pt for a checkpoint")
+    from ..algos.export import export_onnx
+    from ..learner.evaluate import evaluate_onnx
+    from ..learner.lineage import update_lineage
+
+    exp = export_onnx(module, spec, out, lineage)
+    print(f"wrote {out} ({exp.version})")
+    if args.eval_episodes > 0:
+        res = evaluate_onnx(out, spec.task, episodes=args.eval_episodes, progress=True)
+        update_lineage(out, {"twin_success_at_gate": {"rate": res.success_rate, "episodes": args.eval_episodes,
+                                                      "seed": res.seed}})
+        print(f"twin success {100 * res.success_rate:.1f}% over {args.eval_episodes} seeded {spec.task} episodes, "
+              f"mean return {res.mean_return:.3f}")
+    return 0
