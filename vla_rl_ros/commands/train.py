@@ -15,7 +15,6 @@ and TensorBoard logs (``--tb``) in every mode.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 
