@@ -69,23 +69,39 @@ TARGETS = {"reach": (0.95, 5_000), "pick_place": (0.80, 50_000)}
 DEFAULT_STEPS = {"reach": 5_000, "pick_place": 50_000}
 DEFAULT_EVAL_EVERY = {"reach": 500, "pick_place": 2_500}
 
-# Hyper-parameters per task, stated in the report. `shared` applies to both learners.
+# Hyper-parameters per task and variant, stated in the report. `shared` applies to both learners
+# (init_alpha is SB3's `ent_coef="auto_<init_alpha>"`; SB3's default "auto" starts at 1.0 too).
 HPARAMS = {
     "reach": {
-        "shared": {"gamma": 0.99, "learning_starts": 1000, "batch_size": 256, "utd": 1, "demos": 0},
-        "ours": {"n_critics": 2, "critic_layernorm": False, "init_alpha": 1.0, "bc_init_steps": 0, "bc_loss": "nll"},
+        # both libraries' defaults apart from learning_starts
+        "alpha1": {
+            "shared": {"gamma": 0.99, "learning_starts": 1000, "batch_size": 256, "utd": 1, "init_alpha": 1.0,
+                       "demos": 0},
+            "ours": {"n_critics": 2, "critic_layernorm": False, "bc_init_steps": 0, "bc_loss": "nll"},
+        },
+        # the reach reward is ~-0.3 per step: an initial temperature of 1.0 makes the entropy bonus (~4 nats/step)
+        # dominate for thousands of steps; start both at 0.1 (still auto-tuned)
+        "alpha0.1": {
+            "shared": {"gamma": 0.99, "learning_starts": 1000, "batch_size": 256, "utd": 1, "init_alpha": 0.1,
+                       "demos": 0},
+            "ours": {"n_critics": 2, "critic_layernorm": False, "bc_init_steps": 0, "bc_loss": "nll"},
+        },
     },
     "pick_place": {
-        # gamma 0.98, not 0.99: with the staged pick_and_place reward (+0.5 per tick while grasping) and
-        # termination on success (3 ticks of +10.5), holding the cube just outside the goal forever is
-        # worth 0.5/(1-gamma) = 50 at gamma 0.99 vs ~32 for finishing: hovering would be optimal.
-        "shared": {"gamma": 0.98, "learning_starts": 1000, "batch_size": 256, "utd": 1, "demos": 20},
-        # bc_loss "mse", not SACConfig's default "nll": on these 20 demos an NLL-cloned actor scores 0% (deterministic)
-        # where an MSE-cloned one scores 60-80% (see the report).
-        "ours": {"n_critics": 2, "critic_layernorm": True, "init_alpha": 0.1, "bc_init_steps": 2000,
-                 "bc_loss": "mse", "demo_ratio": 0.5},
+        "rlpd": {
+            # gamma 0.98, not 0.99: with the staged pick_and_place reward (+0.5 per tick while grasping) and
+            # termination on success (3 ticks of ~+10.5), holding the cube just outside the goal forever is worth
+            # 0.5/(1-gamma) = 50 at gamma 0.99 vs ~32 for finishing: hovering would be optimal.
+            "shared": {"gamma": 0.98, "learning_starts": 1000, "batch_size": 256, "utd": 1, "init_alpha": 0.1,
+                       "demos": 20},
+            # bc_loss "mse", not SACConfig's default "nll": on these 20 demos an NLL-cloned actor scores 0%
+            # (deterministic) where an MSE-cloned one scores 60-80% (see the report).
+            "ours": {"n_critics": 2, "critic_layernorm": True, "bc_init_steps": 2000, "bc_loss": "mse",
+                     "demo_ratio": 0.5},
+        },
     },
 }
+DEFAULT_VARIANT = {"reach": "alpha0.1", "pick_place": "rlpd"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -171,7 +187,8 @@ class _OutOfTime(Exception):
     """Raised from the evaluation hook to stop a run at its wall-time budget."""
 
 
-def run_ours(task: str, seed: int, steps: int, eval_every: int, eval_episodes: int, budget_s: float) -> dict:
+def run_ours(task: str, variant: str, seed: int, steps: int, eval_every: int, eval_episodes: int,
+             budget_s: float) -> dict:
     import dataclasses
 
     import torch
@@ -180,7 +197,7 @@ def run_ours(task: str, seed: int, steps: int, eval_every: int, eval_episodes: i
     from vla_rl_ros.algos.sac import SACConfig
 
     _threads()
-    hp = {**HPARAMS[task]["shared"], **HPARAMS[task]["ours"]}
+    hp = {**HPARAMS[task][variant]["shared"], **HPARAMS[task][variant]["ours"]}
     demos = expert_demos(task, hp["demos"])
     cfg = SACConfig(gamma=hp["gamma"], batch_size=hp["batch_size"], utd=hp["utd"], n_critics=hp["n_critics"],
                     critic_layernorm=hp["critic_layernorm"], init_alpha=hp["init_alpha"],
@@ -221,17 +238,18 @@ def run_ours(task: str, seed: int, steps: int, eval_every: int, eval_episodes: i
             "loop": "vla_rl_ros.algos.online.train_online"}
 
 
-def run_sb3(task: str, seed: int, steps: int, eval_every: int, eval_episodes: int, budget_s: float) -> dict:
+def run_sb3(task: str, variant: str, seed: int, steps: int, eval_every: int, eval_episodes: int,
+            budget_s: float) -> dict:
     import stable_baselines3
     from stable_baselines3 import SAC as SB3SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
     _threads()
-    hp = dict(HPARAMS[task]["shared"])
+    hp = dict(HPARAMS[task][variant]["shared"])
     demos = expert_demos(task, hp["demos"])
     env = make_env(task)
     model = SB3SAC("MlpPolicy", env, learning_starts=hp["learning_starts"], batch_size=hp["batch_size"],
-                   gamma=hp["gamma"], seed=seed, device="cpu", verbose=0,
+                   gamma=hp["gamma"], ent_coef=f"auto_{hp['init_alpha']}", seed=seed, device="cpu", verbose=0,
                    buffer_size=max(1_000_000, steps + 10_000))
     if demos:  # pre-load the same demos into SB3's replay buffer
         t = demo_transitions(demos)
@@ -260,7 +278,7 @@ def run_sb3(task: str, seed: int, steps: int, eval_every: int, eval_episodes: in
     return {"config": {"learning_starts": model.learning_starts, "batch_size": model.batch_size,
                        "gamma": model.gamma, "tau": model.tau, "lr": model.learning_rate, "buffer_size": model.buffer_size,
                        "train_freq": str(model.train_freq), "gradient_steps": model.gradient_steps,
-                       "ent_coef": "auto", "net_arch": "[256, 256] (default)", "seed": seed},
+                       "ent_coef": f"auto_{hp['init_alpha']}", "net_arch": "[256, 256] (default)", "seed": seed},
             "hparams": hp, "points": curve.points, "steps_done": state["step"], "wall_s": time.perf_counter() - curve.t0,
             "eval_s": curve.eval_s, "demo_transitions": int(sum(len(d["actions"]) for d in demos)),
             "sb3": stable_baselines3.__version__}
@@ -270,11 +288,12 @@ RUNNERS = {"ours": run_ours, "sb3": run_sb3}
 
 
 def worker(job: dict) -> str:
-    res = RUNNERS[job["algo"]](job["task"], job["seed"], job["steps"], job["eval_every"], job["eval_episodes"],
-                               job["budget_s"])
-    res.update({k: job[k] for k in ("task", "algo", "seed", "steps", "eval_every", "eval_episodes", "budget_s")})
+    res = RUNNERS[job["algo"]](job["task"], job["variant"], job["seed"], job["steps"], job["eval_every"],
+                               job["eval_episodes"], job["budget_s"])
+    res.update({k: job[k] for k in ("task", "variant", "algo", "seed", "steps", "eval_every", "eval_episodes",
+                                    "budget_s")})
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{job['task']}_{job['algo']}_s{job['seed']}.json"
+    path = RESULTS / f"{job['task']}_{job['variant']}_{job['algo']}_s{job['seed']}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1))
     tmp.replace(path)
@@ -282,11 +301,12 @@ def worker(job: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- report
-def load_results() -> dict[str, dict[str, list[dict]]]:
-    out: dict[str, dict[str, list[dict]]] = {}
-    for p in sorted(RESULTS.glob("*.json")):
+def load_results() -> dict[tuple[str, str], dict[str, list[dict]]]:
+    """``{(task, variant): {algo: [run, ...]}}`` from every result file on disk."""
+    out: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for p in sorted(RESULTS.glob("*_s*.json")):
         r = json.loads(p.read_text())
-        out.setdefault(r["task"], {}).setdefault(r["algo"], []).append(r)
+        out.setdefault((r["task"], r.get("variant", "")), {}).setdefault(r["algo"], []).append(r)
     return out
 
 
@@ -297,7 +317,7 @@ def first_step_reaching(points: list[dict], level: float) -> int | None:
     return None
 
 
-def plot(task: str, by_algo: dict[str, list[dict]], path: Path) -> None:
+def plot(task: str, variant: str, by_algo: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,7 +340,7 @@ def plot(task: str, by_algo: dict[str, list[dict]], path: Path) -> None:
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"success rate, % ({by_algo[next(iter(by_algo))][0]['eval_episodes']} seeded episodes)")
     ax.set_ylim(-3, 103)
-    ax.set_title(f"{task}: median over seeds (band: min-max)")
+    ax.set_title(f"{task} ({variant}): median over seeds (band: min-max)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -339,16 +359,15 @@ def report(commands: list[str]) -> str:
     lines += [machine_line(info), "",
               "Protocol (identical for both learners):" + __doc__.split("Protocol (identical for both learners):")[1],
               ""]
-    for task in ("reach", "pick_place"):
-        if task not in results:
+    for (task, variant), by_algo in sorted(results.items(), key=lambda kv: (kv[0][0] != "reach", kv[0][1])):
+        if variant not in HPARAMS.get(task, {}):
             continue
-        by_algo = results[task]
         level, budget = TARGETS[task]
-        png = ROOT / "docs" / "img" / f"sample_efficiency_{task}.png"
-        plot(task, by_algo, png)
-        hp = HPARAMS[task]
+        png = ROOT / "docs" / "img" / f"sample_efficiency_{task}_{variant}.png"
+        plot(task, variant, by_algo, png)
+        hp = HPARAMS[task][variant]
         lines += [f"### `{task}`" + (f" with {hp['shared']['demos']} expert demos" if hp["shared"]["demos"] else
-                                     " from scratch"), "",
+                                     " from scratch") + f", variant `{variant}`", "",
                   f"![{task} success curves](../img/{png.name})", "",
                   f"Shared settings: {', '.join(f'{k}={v}' for k, v in hp['shared'].items())}; "
                   f"ours additionally {', '.join(f'{k}={v}' for k, v in hp['ours'].items())}. "
@@ -395,6 +414,7 @@ def report(commands: list[str]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=("reach", "pick_place"), default="reach")
+    ap.add_argument("--variant", default=None, help="hyper-parameter set (see HPARAMS; default per task)")
     ap.add_argument("--algos", default="ours,sb3")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--steps", type=int, default=None, help="env-step budget (reach 5000, pick_place 50000)")
@@ -411,8 +431,11 @@ def main() -> int:
     commands = json.loads(cmd_file.read_text()) if cmd_file.exists() else {}
     if not args.report_only:
         task = args.task
+        variant = args.variant or DEFAULT_VARIANT[task]
+        if variant not in HPARAMS[task]:
+            ap.error(f"unknown variant {variant!r} for {task}; known: {sorted(HPARAMS[task])}")
         steps = args.steps or DEFAULT_STEPS[task]
-        jobs = [{"task": task, "algo": a, "seed": int(s), "steps": steps,
+        jobs = [{"task": task, "variant": variant, "algo": a, "seed": int(s), "steps": steps,
                  "eval_every": args.eval_every or DEFAULT_EVAL_EVERY[task], "eval_episodes": args.eval_episodes,
                  "budget_s": 60.0 * args.budget_min}
                 for s in args.seeds.split(",") for a in args.algos.split(",")]
@@ -420,10 +443,10 @@ def main() -> int:
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
             for path in ex.map(worker, jobs):
                 print("wrote", os.path.relpath(path, ROOT), flush=True)
-        commands[task] = ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+        commands[f"{task}:{variant}"] = ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
         RESULTS.mkdir(parents=True, exist_ok=True)
         cmd_file.write_text(json.dumps(commands, indent=1))
-    text = report([commands[t] for t in ("reach", "pick_place") if t in commands])
+    text = report([c for _, c in sorted(commands.items(), key=lambda kv: (not kv[0].startswith("reach"), kv[0]))])
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

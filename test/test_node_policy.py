@@ -142,6 +142,9 @@ def test_bad_inputs_hold_are_counted_and_the_node_recovers(policy, probe):
                      lambda: setattr(arm, "frame", "world"), lambda: setattr(arm, "frame", "panda_link0"))
     d = last_diag(probe)
     assert int(d["rejected_inputs"]) >= 5
+    log = policy.log()
+    assert "rejected joint_states: non-finite position for ['panda_joint4']" in log
+    assert "rejected image: unsupported image encoding 'mono16'" in log
 
 
 def test_intervention_replaces_the_policy_action_while_fresh(policy, probe):

@@ -56,3 +56,13 @@ def test_rate_monitor_window_reset():
     with pytest.raises(ValueError):
         RateMonitor(0.0)
     assert np.isclose(RateMonitor(500.0).period, 0.002)
+
+
+def test_rate_monitor_uses_the_timers_schedule_when_given():
+    r = RateMonitor(1000.0)
+    sched = [0.0, 0.001, 0.002, 0.003, 0.006, 0.007]  # the timer skipped the ticks due at 4 and 5 ms
+    late = [0.0001, 0.0001, 0.0009, 0.0029, 0.0001, 0.0001]  # a tick 0.9 ms late is late, not missed
+    for k, (e, d) in enumerate(zip(sched, late)):
+        r.tick(e + d, expected=e, actual=e + d)
+    assert r.missed == 2 and r.ticks == 6
+    assert r.lateness.summary().max == pytest.approx(0.0029)

@@ -63,7 +63,8 @@ def fit_bc(
     if loss not in BC_LOSSES:
         raise ValueError(f"unknown BC loss {loss!r}; expected one of {BC_LOSSES}")
     params = [p for p in actor.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if weight_decay else torch.optim.Adam(params, lr=lr)
+    opt = (torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True) if weight_decay
+           else torch.optim.Adam(params, lr=lr, fused=True))
     it = range(int(steps))
     if progress:
         from tqdm.auto import tqdm

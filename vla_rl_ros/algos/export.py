@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -102,18 +103,23 @@ def _to_proto(policy: nn.Module, example: torch.Tensor, exporter: str):
         try:
             for lg in quiet:
                 lg.setLevel(logging.ERROR)
-            prog = torch.onnx.export(
-                policy, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=True,
-                opset_version=18, dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}},
-                external_data=False, verbose=False,
-            )
+            with warnings.catch_warnings():  # torch-internal deprecation chatter
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                prog = torch.onnx.export(
+                    policy, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=True,
+                    opset_version=18, dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}},
+                    external_data=False, verbose=False,
+                )
         finally:
             for lg, lv in zip(quiet, levels):
                 lg.setLevel(lv)
         return prog.model_proto
     if exporter == "torchscript":
         buf = io.BytesIO()
-        with contextlib.redirect_stderr(io.StringIO()):
+        with warnings.catch_warnings():  # the legacy exporter announces its own deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             torch.onnx.export(
                 policy, (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=False,
                 opset_version=17, dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},

@@ -358,7 +358,7 @@ class RecapTrainer:
             self.value_opt.step()
             self.value_updates += 1
         v = self.values(obs)
-        return {"value_loss": float(loss), "value_mae": float(np.abs(v - tgt.numpy()).mean())}
+        return {"value_loss": float(loss.detach()), "value_mae": float(np.abs(v - tgt.numpy()).mean())}
 
     def label(self, episodes: Sequence[Episode | Mapping[str, Any]]) -> dict[str, Any]:
         """Advantages and indicators for every step (episodes concatenated in order).
@@ -398,7 +398,7 @@ class RecapTrainer:
             self.actor_opt.step()
             self.actor_updates += 1
         self.actor.eval()
-        return {"actor_loss": float(loss)}
+        return {"actor_loss": float(loss.detach())}
 
     def round(self, episodes: Sequence[Episode | Mapping[str, Any]]) -> dict[str, float]:
         """One Recap iteration: value fit, relabel, actor fit. Returns summary metrics."""

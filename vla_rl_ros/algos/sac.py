@@ -8,29 +8,37 @@ References:
     with the target minimum over a random subset, high update-to-data ratio.
 
 One update (:meth:`SAC.update`) on a batch ``(s, a, r, s', d)``, with ``d`` =
-*terminated* (a time-limit truncation is not a terminal: it bootstraps):
+*terminated* (a time-limit truncation is not a terminal: it bootstraps), all
+three losses evaluated at the current parameters:
 
 1. Critic. ``a' ~ pi(.|s')``,
    ``y = r + gamma (1 - d) (min_i Qtarg_i(s', a') - alpha log pi(a'|s'))``
    where the minimum is over all target critics, or over a random subset of
    ``target_subset`` of them (REDQ / RLPD). Loss ``1/2 sum_i mean (Q_i(s,a) - y)^2``.
-   Then Polyak averaging ``targ <- (1 - tau) targ + tau online``.
 2. Actor (skipped when ``update_actor=False``). ``a~ ~ pi(.|s)`` reparameterised,
    loss ``mean(alpha log pi(a~|s) - Q(s, a~))`` with ``Q`` the min (default) or
-   mean over the just-updated critics; critic weights are detached so no weight
-   gradient is computed for them.
+   mean over the critics; critic weights are detached so the actor loss moves
+   only the actor (and no critic weight gradient is computed at all).
 3. Temperature. Loss ``-mean(log_alpha (log pi(a~|s) + target_entropy))``: log
    alpha rises when the policy entropy ``-log pi`` is below the target and falls
-   when above.
+   when above (Haarnoja et al. 2018b, optimised in log space as SB3/CleanRL).
+
+The gradients of the three losses touch disjoint parameters, so they are summed,
+back-propagated once and applied by one fused Adam step (as the reference
+implementation, softlearning, which runs the Q, policy and temperature train ops
+in one ``session.run``); then the target critics are Polyak-averaged,
+``targ <- (1 - tau) targ + tau online``.
 
 :meth:`SAC.train_step` does ``utd`` critic updates on fresh batches and one
 actor/temperature update (RLPD). Metrics come back as detached 0-d tensors, so
 the hot loop never forces a ``.item()``; call :func:`metrics_to_floats` when
 logging.
 
-Speed: both critics are one :class:`~.networks.EnsembleCritic` (one batched
-matmul per layer), optimisers are fused Adam, the target update is one
-``torch._foreach_lerp_``, and the actor loss skips critic weight gradients.
+Speed (CPU): both critics are one :class:`~.networks.EnsembleCritic` (one batched
+matmul per layer), one backward pass and one fused Adam kernel per update, the
+target update is one ``torch._foreach_lerp_``, and the actor loss skips critic
+weight gradients. At 2x256 and batch 256 the update is bound by its 16
+256x256x256-equivalent matrix products (SB3's update does 18).
 """
 from __future__ import annotations
 
@@ -233,7 +241,7 @@ class SAC:
         n = ObsNormalizer(self.obs_dim).fit(obs)
         self.set_obs_stats(n.mean, n.std)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Action(s) in ``[-1, 1]`` for raw observation(s) (``[obs_dim]`` or ``[B, obs_dim]``)."""
         o = torch.as_tensor(np.asarray(obs, dtype=np.float32))
@@ -249,6 +257,22 @@ class SAC:
         return DeterministicPolicy(actor).eval()
 
     # ------------------------------------------------------------------ update
+    @torch.no_grad()
+    def compute_target(self, batch: Batch | Mapping[str, Any]) -> torch.Tensor:
+        """Soft clipped double-Q target ``[B]``:
+        ``r + gamma (1 - d) (min_i Qtarg_i(s', a') - alpha log pi(a'|s'))``, ``a' ~ pi(.|s')``
+        (min over a random ``target_subset`` of the target critics if configured).
+        Draws the noise for ``a'`` (and the subset) from :attr:`generator`."""
+        cfg = self.cfg
+        b = as_batch(batch)
+        next_a, next_logp = self.actor(b.next_obs, generator=self.generator)
+        q_next = self.critic_target(b.next_obs, next_a)  # [E, B]
+        if cfg.target_subset is not None and cfg.target_subset < cfg.n_critics:
+            idx = torch.randperm(cfg.n_critics, generator=self.generator)[: cfg.target_subset]
+            q_next = q_next.index_select(0, idx)
+        soft_v = q_next.min(0).values - self.log_alpha.detach().exp() * next_logp
+        return b.reward + cfg.gamma * (1.0 - b.done) * soft_v
+
     def update(self, batch: Batch | Mapping[str, Any], update_actor: bool = True) -> dict[str, torch.Tensor]:
         """One SAC gradient step on ``batch`` (see the module docstring).
 
@@ -272,14 +296,7 @@ class SAC:
         cfg = self.cfg
         b = as_batch(batch)
         alpha = self.log_alpha.detach().exp()
-        with torch.no_grad():
-            next_a, next_logp = self.actor(b.next_obs, generator=self.generator)
-            q_next = self.critic_target(b.next_obs, next_a)  # [E, B]
-            if cfg.target_subset is not None and cfg.target_subset < cfg.n_critics:
-                idx = torch.randperm(cfg.n_critics, generator=self.generator)[: cfg.target_subset]
-                q_next = q_next.index_select(0, idx)
-            soft_v = q_next.min(0).values - alpha * next_logp
-            target = b.reward + cfg.gamma * (1.0 - b.done) * soft_v
+        target = self.compute_target(b)
         q = self.critic(b.obs, b.action)  # [E, B]
         critic_loss = 0.5 * (q - target).pow(2).mean(1).sum()
         loss = critic_loss

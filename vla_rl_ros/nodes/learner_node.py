@@ -21,17 +21,18 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
+from ._common import declare, run_node
 from ..learner.continual import ContinualLearner, Event, LearnerConfig
 
 
 class LearnerNode(Node):
     def __init__(self) -> None:
         super().__init__("learner_node")
+        self.executor_kind = "single_threaded"
         d = self._declare
         run_dir = d("run_dir", "runs/sim", "Run folder whose store this learner tails (and where models/tb/checkpoints go)")
         extra = d("extra_stores", [""], "More stores or run folders to learn from (several robots)")
@@ -74,8 +75,7 @@ class LearnerNode(Node):
         self.get_logger().info(f"learning ({cfg.algo}) from {run_dir}; incumbent {inc['version'] if inc else None}")
 
     def _declare(self, name, default, description):
-        self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        return self.get_parameter(name).value
+        return declare(self, name, default, description)
 
     def _announce(self, path: str, sha: str, version: str) -> None:
         msg = String()
@@ -125,6 +125,10 @@ class LearnerNode(Node):
         arr.status = [st]
         self.pub_diag.publish(arr)
 
+    def destroy_node(self):
+        self.close()
+        return super().destroy_node()
+
     def close(self) -> None:
         self._stop.set()
         self.thread.join(timeout=60)
@@ -132,19 +136,7 @@ class LearnerNode(Node):
 
 
 def main(argv=None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = LearnerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(LearnerNode, argv)
     return 0
 
 

@@ -49,7 +49,7 @@ from ..runtime.stats import LatencyWindow, RateMonitor
 from ..runtime.watchdog import InputChannel, Watchdog
 from ..spec import spec_from_params
 from ..stepmsg import META_FIELDS, encode_layout
-from ._common import declare, declare_spec_params, run_node
+from ._common import RateLimitedLog, declare, declare_spec_params, run_node
 
 RELIABLE_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 STEP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -108,9 +108,12 @@ class PolicyNode(Node):
             max_gripper_step=declare(self, "safety.max_gripper_step", d.max_gripper_step,
                                      "m: max change of the gripper target per tick", lo=1e-5, hi=1.0),
         )
-        diag_period = declare(self, "diagnostics_period_s", 1.0, "period of /diagnostics (s)", lo=0.05, hi=60.0)
+        self._diag_period = diag_period = declare(self, "diagnostics_period_s", 1.0, "period of /diagnostics (s)", lo=0.05, hi=60.0)
         self.executor_kind = declare(self, "executor", "events", "events (rclpy.experimental.EventsExecutor) | single_threaded",
                                      additional="one of: events, single_threaded")
+        self.realtime_priority = declare(
+            self, "realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-98; 0 = normal scheduling). "
+            "Needs CAP_SYS_NICE or an rtprio limit; refused -> warning, normal scheduling", lo=0, hi=98)
         topics = {k: declare(self, f"topics.{k}", v, desc) for k, (v, desc) in TOPICS.items()}
 
         urdf_path = resolve_path(urdf) if urdf else default_panda_urdf()
@@ -145,7 +148,9 @@ class PolicyNode(Node):
         self.intervention_ticks = 0
         self.inference_errors = 0
         self.callback_errors = 0
+        self._log_reject = RateLimitedLog(self.get_logger())
         self.hold_reason = "waiting for joint_states"
+        self._missed_at_diag = 0
         self._holding = True
         self.rate = RateMonitor(self.rate_hz)
         self.latency = LatencyWindow()  # obs stamp -> command publish (s)
@@ -192,10 +197,22 @@ class PolicyNode(Node):
             self._tasks.put(("load", {"path": self.model_path, "sha256": self.model_sha256, "version": None,
                                       "source": "model_path"}))
 
+        if self.realtime_priority > 0:
+            self._set_realtime(self.realtime_priority)
         self._diag_timer = self.create_timer(diag_period, self._guard(self._publish_diagnostics))
         self._tick_timer = self.create_timer(1.0 / self.rate_hz, self._safe_tick)
         log.info(f"policy_node: {spec.task}/{spec.action_mode}, {n} joints, obs {spec.obs_dim}, action {A}, "
                  f"{self.rate_hz:g} Hz ({self.executor_kind} executor), joint_state_timeout {js_timeout:g} s")
+
+    def _set_realtime(self, prio: int) -> None:
+        """SCHED_FIFO for the calling (executor) thread and the threads it creates later (the executor's
+        timer thread); the loader thread and DDS threads, created before, keep normal scheduling."""
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+        except (OSError, AttributeError) as e:
+            self.get_logger().warning(f"realtime_priority {prio} refused ({e}); running with normal scheduling")
+        else:
+            self.get_logger().info(f"control thread scheduled SCHED_FIFO priority {prio}")
 
     # ================================================================= clock
     def _now_ns(self) -> int:
@@ -208,20 +225,31 @@ class PolicyNode(Node):
         """Wrap a callback: an unexpected exception is logged and reported, never fatal to the node."""
         name = fn.__name__
 
-        def wrapped(*args):
-            try:
-                return fn(*args)
-            except Exception as e:
-                self.callback_errors += 1
-                self.last_error = f"{name}: {type(e).__name__}: {e}"
-                self.get_logger().error(f"{name} failed: {type(e).__name__}: {e}", throttle_duration_sec=1.0)
+        def report(e: Exception) -> None:
+            self.callback_errors += 1
+            self.last_error = f"{name}: {type(e).__name__}: {e}"
+            self.get_logger().error(f"{name} failed: {type(e).__name__}: {e}", throttle_duration_sec=1.0)
 
-        wrapped.__name__ = name
-        return wrapped
+        # explicit arities: rclpy inspects a callback's signature (a timer callback taking an
+        # argument is given a TimerInfo)
+        def on_message(msg):
+            try:
+                fn(msg)
+            except Exception as e:
+                report(e)
+
+        def on_timer():
+            try:
+                fn()
+            except Exception as e:
+                report(e)
+
+        return on_timer if fn.__code__.co_argcount == 1 else on_message
 
     def _reject(self, ch: InputChannel, now: float, err: str) -> None:
         ch.reject(now, err)
         self.last_error = f"{ch.name}: {err}"
+        self._log_reject(f"rejected {ch.name}: {err}")
 
     def _on_joint_state(self, msg: JointState) -> None:
         now = time.monotonic()
@@ -293,9 +321,9 @@ class PolicyNode(Node):
         self._tasks.put(("load", req))
 
     # ============================================================ control tick
-    def _safe_tick(self) -> None:
+    def _safe_tick(self, info) -> None:
         try:
-            self._tick()
+            self._tick(info.expected_call_time.nanoseconds, info.actual_call_time.nanoseconds)
         except Exception as e:  # a bug must not take the arm's command stream down: report, try to hold
             self.callback_errors += 1
             self.last_error = f"control tick: {type(e).__name__}: {e}"
@@ -310,10 +338,13 @@ class PolicyNode(Node):
             except Exception:
                 pass
 
-    def _tick(self) -> None:
+    def _tick(self, expected_ns: int | None = None, actual_ns: int | None = None) -> None:
         t0 = time.perf_counter()
         now = time.monotonic()
-        self.rate.tick(now)
+        if expected_ns is None:
+            self.rate.tick(now)
+        else:
+            self.rate.tick(now, expected_ns * 1e-9, actual_ns * 1e-9)
         self.tick += 1
         m = self.matcher
         if not m.valid:  # never a valid joint state: nothing to hold, publish nothing
@@ -460,10 +491,14 @@ class PolicyNode(Node):
         lat = self.latency.summary()
         comp = self.compute.summary()
         per = self.rate.periods.summary()
+        late = self.rate.lateness.summary()
         achieved = self.rate.achieved_rate(now)
-        reason = self.watchdog.check(now)
-        if not reason and self._policy is None and not self.ch_interv.fresh(now, self.interv_timeout):
-            reason = "no model: " + self.model_error
+        if not self.matcher.valid:  # the loop has nothing to act on or hold at yet
+            reason = self.watchdog.check(now) or "waiting for joint_states"
+        else:  # what the last tick did (watchdog, model and safety-filter holds alike)
+            reason = self.hold_reason if self._holding else ""
+        missed_window = self.rate.missed - self._missed_at_diag
+        self._missed_at_diag = self.rate.missed
         pol = self._policy
         st = DiagnosticStatus()
         st.name = f"{self.get_name()}: control loop"
@@ -471,6 +506,9 @@ class PolicyNode(Node):
         if not reason:
             st.level = DiagnosticStatus.OK
             st.message = f"acting with model {pol.version if pol else '(intervention)'} at {achieved:.0f} Hz"
+            if missed_window > 0.01 * self.rate_hz * self._diag_period:
+                st.level = DiagnosticStatus.WARN
+                st.message += f", {missed_window} missed ticks"
         else:
             st.level = DiagnosticStatus.WARN if reason == "estop engaged" else DiagnosticStatus.ERROR
             st.message = f"hold: {reason}"
@@ -486,7 +524,8 @@ class PolicyNode(Node):
             "tick_compute_p50_us": f(comp.p50, 1e6, "{:.1f}"), "tick_compute_p99_us": f(comp.p99, 1e6, "{:.1f}"),
             "tick_compute_max_us": f(comp.max, 1e6, "{:.1f}"),
             "period_p99_ms": f(per.p99, 1e3), "period_max_ms": f(per.max, 1e3),
-            "missed_ticks": str(self.rate.missed), "ticks": str(self.tick), "hold_ticks": str(self.hold_ticks),
+            "tick_lateness_p99_ms": f(late.p99, 1e3), "tick_lateness_max_ms": f(late.max, 1e3),
+            "missed_ticks": str(self.rate.missed), "missed_ticks_window": str(missed_window), "ticks": str(self.tick), "hold_ticks": str(self.hold_ticks),
             "intervention_ticks": str(self.intervention_ticks),
             "watchdog": "ok" if not reason else reason,
             "estop": str(self.watchdog.estop).lower(),

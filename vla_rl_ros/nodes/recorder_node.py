@@ -10,7 +10,8 @@ Subscribes ``/rl/step`` (std_msgs/Float64MultiArray, reliable, deep queue) and
 current episode as ``reset`` and starts the next one; on a real robot this is
 the operator's reset. With ``twin_reset: true`` (the sim stack) the recorder is
 also the episode manager: at each episode end it calls ``/twin/reset`` and the
-next episode begins once the twin has re-drawn the scene.
+next episode begins once the twin has re-drawn the scene. On a robot the next
+episode starts at the operator's reset, or at once with ``auto_next_episode``.
 """
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from ._common import declare, run_node
 from ..buffer import create_run
 from ..recorder import EpisodeRecorder, RecorderConfig
 from ..rewards import make_reward
@@ -39,6 +40,7 @@ DEFAULT_REWARD = {"reach": "reach", "pick_place": "pick_and_place"}
 class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("recorder_node")
+        self.executor_kind = "single_threaded"
         d = self._declare
         run_dir = d("run_dir", "runs/sim", "Run folder: <runs>/<name>; the store is <run_dir>/buffer.sqlite")
         robot_id = d("robot_id", "sim", "Robot id recorded in the store (several robots → several runs)")
@@ -57,6 +59,9 @@ class RecorderNode(Node):
         )
         commit_window = d("commit_window_s", 0.1, "Durability window: a crash loses at most this much (s)")
         self.twin_reset = d("twin_reset", False, "Sim only: call /twin/reset at each episode end (episode manager)")
+        self.auto_rearm = d("auto_next_episode", False,
+                            "Robot without twin_reset: start the next episode right after one ends (after settle_s) "
+                            "instead of waiting for the operator's /rl/episode/reset")
         step_topic = d("step_topic", "/rl/step", "Per-tick steps from policy_node")
 
         self.spec = spec_from_params({"task": task, "action_mode": action_mode})
@@ -97,8 +102,7 @@ class RecorderNode(Node):
             self._request_twin_reset()
 
     def _declare(self, name, default, description):
-        self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        return self.get_parameter(name).value
+        return declare(self, name, default, description)
 
     # -------------------------------------------------------------- callbacks
     def _on_step(self, msg: Float64MultiArray) -> None:
@@ -136,6 +140,8 @@ class RecorderNode(Node):
         self.pub_episode.publish(msg)
         if self.twin_reset:
             self._request_twin_reset()
+        elif self.auto_rearm:
+            self.rec.arm(None)
 
     def _request_twin_reset(self) -> None:
         if self._reset_pending or self.reset_client is None:
@@ -182,24 +188,16 @@ class RecorderNode(Node):
         arr.status = [st]
         self.pub_diag.publish(arr)
 
+    def destroy_node(self):
+        self.close()
+        return super().destroy_node()
+
     def close(self) -> None:
         self.writer.close("reset")
 
 
 def main(argv=None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = RecorderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(RecorderNode, argv)
     return 0
 
 

@@ -36,7 +36,7 @@ from ..runtime.inputs import validate_command
 from ..runtime.paths import resolve_path
 from ..spec import spec_from_params
 from ..twin.core import TwinCore
-from ._common import declare, declare_spec_params, run_node
+from ._common import RateLimitedLog, declare, declare_spec_params, run_node
 
 RELIABLE_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -83,6 +83,7 @@ class TwinNode(Node):
         self._t0: float | None = None
         self.dropped_steps = 0
         self.rejected_commands = 0
+        self._log_reject = RateLimitedLog(self.get_logger())
 
         # messages
         self._js = JointState()
@@ -201,7 +202,7 @@ class TwinNode(Node):
         err = validate_command(msg.data, self.n_arm, "arm command")
         if err is not None:
             self.rejected_commands += 1
-            self.get_logger().error(f"{err}: rejected, keeping the previous target", throttle_duration_sec=1.0)
+            self._log_reject(f"{err}: rejected, keeping the previous target")
             return
         self._arm_target = np.array(msg.data, dtype=np.float64)
         self.twin.apply_command(self._arm_target, None)
@@ -210,7 +211,7 @@ class TwinNode(Node):
         err = validate_command(msg.data, 1, "gripper command")
         if err is not None:
             self.rejected_commands += 1
-            self.get_logger().error(f"{err}: rejected, keeping the previous target", throttle_duration_sec=1.0)
+            self._log_reject(f"{err}: rejected, keeping the previous target")
             return
         self.twin.apply_command(self._arm_target, float(msg.data[0]))
 

@@ -16,8 +16,8 @@ read of the file), so what was verified is what runs.
 
 :class:`OnnxPolicy` is tuned for batch-1 latency: one intra-op and one inter-op
 thread (the control loop owns the other core), sequential execution, all graph
-optimisations, no spinning worker threads, and a preallocated input. On this
-machine's ONNX Runtime (1.23) plain ``InferenceSession.run`` with a
+optimisations, no spinning worker threads, and a preallocated input. With
+ONNX Runtime 1.32 on this machine plain ``InferenceSession.run`` with a
 preallocated feed measured ~18 µs p50 for a 2x256 MLP, against ~53 µs for
 ``run_with_iobinding`` and ~60-75 µs for ``run_with_ort_values`` (their Python
 overhead dominates at this size), so ``run`` is used.

@@ -66,11 +66,15 @@ class LatencyWindow:
 
 
 class RateMonitor:
-    """Tick periods of a loop that should run at ``rate_hz``.
+    """Tick periods, lateness and missed ticks of a loop that should run at ``rate_hz``.
 
-    A tick that comes more than ``late_factor`` periods after the previous one
-    counts ``round(dt / period) - 1`` (at least 1) missed ticks: a periodic
-    timer that falls behind skips the periods it missed.
+    With the timer's *scheduled* time of each tick (``expected``, e.g. rclpy's
+    ``TimerInfo.expected_call_time``), missed ticks are exact: a periodic timer
+    that falls more than a period behind skips the periods it missed, so the
+    scheduled times jump by ``k`` periods and ``k - 1`` ticks were missed;
+    ``actual - expected`` is recorded in :attr:`lateness`. Without it, a tick
+    more than ``late_factor`` periods after the previous one counts
+    ``round(dt / period) - 1`` (at least 1) missed ticks.
     """
 
     def __init__(self, rate_hz: float, late_factor: float = 1.5, capacity: int = 8192):
@@ -80,20 +84,35 @@ class RateMonitor:
         self.period = 1.0 / self.rate_hz
         self.late_threshold = late_factor * self.period
         self.periods = LatencyWindow(capacity)
+        self.lateness = LatencyWindow(capacity)
         self.ticks = 0
         self.missed = 0
         self._last: float | None = None
+        self._last_expected: float | None = None
         self._win_start: float | None = None
         self._win_ticks = 0
 
-    def tick(self, now: float) -> int:
-        """Record a tick at ``now`` (seconds, monotonic); returns the ticks missed just before it."""
+    def tick(self, now: float, expected: float | None = None, actual: float | None = None) -> int:
+        """Record a tick at ``now`` (seconds, monotonic); returns the ticks missed just before it.
+
+        ``expected``/``actual``: the timer's scheduled and actual call times (seconds, the timer's clock).
+        """
         missed = 0
         last = self._last
+        if expected is not None:
+            if actual is not None:
+                self.lateness.add(actual - expected)
+            le = self._last_expected
+            if le is not None:
+                k = int(round((expected - le) * self.rate_hz))
+                if k > 1:
+                    missed = k - 1
+                    self.missed += missed
+            self._last_expected = expected
         if last is not None:
             dt = now - last
             self.periods.add(dt)
-            if dt > self.late_threshold:
+            if expected is None and dt > self.late_threshold:
                 missed = int(round(dt * self.rate_hz)) - 1
                 if missed < 1:
                     missed = 1
@@ -115,3 +134,4 @@ class RateMonitor:
         self._win_start = now
         self._win_ticks = 0
         self.periods.clear()
+        self.lateness.clear()

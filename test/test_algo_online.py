@@ -1,0 +1,68 @@
+"""Online SAC loop: learns Pendulum-v1, logs to TensorBoard, ring buffer semantics."""
+import glob
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from vla_rl_ros.algos.online import ReplayBuffer, train_online
+from vla_rl_ros.algos.sac import SACConfig
+
+torch.set_num_threads(1)
+
+
+def _random_policy_return(episodes=5, seed=10_000):
+    env = gym.make("Pendulum-v1")
+    env.action_space.seed(seed)
+    total = 0.0
+    for k in range(episodes):
+        env.reset(seed=seed + k)
+        done = False
+        while not done:
+            _, r, term, trunc, _ = env.step(env.action_space.sample())
+            total += r
+            done = term or trunc
+    return total / episodes
+
+
+def test_sac_learns_pendulum(tmp_path):
+    """3000 steps (500 random warm-up) of small-network SAC lift the mean return of
+    Pendulum-v1 from about -1250 (random or untrained policy) to better than -700."""
+    cfg = SACConfig(hidden=(64, 64), lr=1e-3, learning_starts=500)
+    sac, hist = train_online("Pendulum-v1", cfg, steps=3000, seed=0, tb_dir=str(tmp_path / "tb"),
+                             progress=False, eval_every=3000, eval_episodes=5, log_every=500)
+    random_return = _random_policy_return()
+    steps, metric = zip(*hist)
+    assert steps == (0, 3000)
+    assert metric[-1] > random_return + 400, (random_return, hist)
+    assert metric[-1] > metric[0] + 400, hist
+    assert sac.num_critic_updates == 2501 and sac.num_actor_updates == 2501
+    assert bool(sac.actor.normalizer.fitted)  # fitted on the warm-up data
+    assert glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))
+
+
+def test_replay_ring_buffer_wraps_and_samples():
+    buf = ReplayBuffer(4, 2, 1)
+    for i in range(6):
+        buf.add(np.full(2, i), np.full(1, i / 10), float(i), np.full(2, i + 1), i == 5)
+    assert buf.size == 4 and buf.pos == 2
+    assert sorted(buf.reward.tolist()) == [2.0, 3.0, 4.0, 5.0]  # the two oldest were overwritten
+    b = buf.sample(64, np.random.default_rng(0))
+    assert b.obs.shape == (64, 2) and b.obs.dtype == torch.float32
+    assert torch.equal(b.next_obs, b.obs + 1) and torch.equal(b.done, (b.reward == 5).float())
+
+
+def test_demos_bc_init_and_symmetric_sampling():
+    """With demonstrations and bc_init_steps, the loop clones them first (the policy
+    then explores from the cloned behaviour) and every batch is half demos."""
+    rng = np.random.default_rng(0)
+    n = 1000
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    demos = {"obs": obs, "action": np.full((n, 1), 0.5, np.float32), "reward": np.zeros(n, np.float32),
+             "next_obs": obs, "done": np.zeros(n, np.float32)}
+    cfg = SACConfig(hidden=(32, 32), lr=1e-3, learning_starts=50, bc_init_steps=300, bc_loss="mse", batch_size=64)
+    seen = []
+    sac, hist = train_online("Pendulum-v1", cfg, steps=60, seed=1, progress=False, demos=demos,
+                             eval_fn=lambda agent: seen.append(agent.act(obs[:100], deterministic=True)) or 0.0)
+    assert np.abs(seen[0] - 0.5).max() < 0.1  # cloned before the first evaluation
+    assert len(hist) == 2 and sac.num_critic_updates == 11
