@@ -51,6 +51,19 @@ class LearnerNode(Node):
             checkpoint_every_s=d("checkpoint_every_s", 60.0, "Checkpoint period (s)"),
             bc_init_steps=d("bc_init_steps", 2000, "SAC: behaviour-cloning steps on demos before RL"),
             seed=d("seed", 0, "Seed of the learner"),
+            sac_overrides={
+                "n_critics": d("n_critics", 2, "SAC critic ensemble size (clipped double-Q over the ensemble)"),
+                "critic_layernorm": d("critic_layernorm", False, "SAC: LayerNorm in the critics (RLPD)"),
+                "gamma": d("gamma", 0.99, "Discount"),
+            },
+            recap_overrides={
+                "value_steps": d("recap_value_steps", 2000, "Recap: value-function gradient steps per round"),
+                "actor_steps": d("recap_actor_steps", 2000, "Recap: actor gradient steps per round"),
+                "h_norm": d("recap_h_norm", 200, "Recap: steps that map to a value of -1 (≥ the longest episode)"),
+                "positive_fraction": d("recap_positive_fraction", 0.3, "Recap: top fraction of advantages labelled positive"),
+                "indicator_dropout": d("recap_indicator_dropout", 0.3, "Recap: indicator dropout (for CFG)"),
+                "cfg_weight": d("recap_cfg_weight", 1.0, "Recap: classifier-free guidance weight at inference"),
+            },
         )
         self.pub_update = self.create_publisher(
             String, "/rl/policy_update",

@@ -1,0 +1,132 @@
+"""The continual learner: the twin gate with real seeded evaluations, the registry, checkpoint resume,
+and learner_node announcing a promoted model."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+
+from vla_rl_ros.algos.export import export_onnx, read_model_metadata, sha256_file
+from vla_rl_ros.buffer import create_run
+from vla_rl_ros.commands.demos import collect_and_import
+from vla_rl_ros.learner.continual import ContinualLearner, LearnerConfig
+from vla_rl_ros.spec import Spec
+
+SPEC = Spec(task="reach")
+
+
+class PController(torch.nn.Module):
+    """A decent reach policy: move the hand toward the goal."""
+
+    def __init__(self, gain=1.5):
+        super().__init__()
+        s = SPEC.obs_slice("ee_to_goal")
+        self.a, self.b, self.gain = s.start, s.stop, gain
+
+    def forward(self, obs):
+        d = obs[:, self.a:self.b] * (self.gain / SPEC.max_ee_step)
+        return torch.cat([d.clamp(-1, 1), torch.ones_like(obs[:, :1])], dim=1)
+
+
+class Still(torch.nn.Module):
+    """A useless policy: never moves."""
+
+    def forward(self, obs):
+        return torch.cat([torch.zeros_like(obs[:, :3]), torch.ones_like(obs[:, :1])], dim=1)
+
+
+@pytest.fixture()
+def run(tmp_path):
+    r = create_run(tmp_path, "run", SPEC, robot_id="test")
+    still = tmp_path / "still.onnx"
+    export_onnx(Still(), SPEC, still, {"algorithm": "still"})
+    return r, str(still)
+
+
+def _learner(r, initial, **kw):
+    cfg = LearnerConfig(algo="recap", gate_episodes=12, checkpoint_every_s=1e9,
+                        recap_overrides={"value_steps": 200, "actor_steps": 600, "h_norm": 50}, **kw)
+    return ContinualLearner(str(r.path), cfg, initial_model=initial, log=lambda m: None, tb=False)
+
+
+def test_gate_promotes_a_better_candidate_and_refuses_a_worse_one(run):
+    r, still = run
+    L = _learner(r, still)
+    try:
+        inc0 = L.incumbent
+        assert inc0["version"] == read_model_metadata(still)[2]
+        [good] = L._candidate(PController(), "test")
+        assert good.promoted, good.reason
+        assert good.data["candidate_rate"] >= 0.8 and good.data["incumbent_rate"] == 0.0
+        assert L.incumbent["version"] == good.version and L.incumbent["sha256"] == sha256_file(good.path)
+        [bad] = L._candidate(Still(), "test")
+        assert not bad.promoted and "keep incumbent" in bad.reason
+        assert L.incumbent["version"] == good.version  # unchanged
+        recs = L.registry.records()
+        assert [x["promoted"] for x in recs] == [True, True, False]  # initial, good, bad: every candidate kept
+        assert all(os.path.isfile(x["path"]) for x in recs)
+        # the measured gate figure and the lineage travel inside the promoted model
+        _, lineage, version = read_model_metadata(good.path)
+        assert version == good.version and lineage["parent_version"] == inc0["version"]
+        assert lineage["twin_success_at_gate"]["rate"] == good.data["candidate_rate"]
+        # different gates use different seed blocks (no overfitting to one set of episodes)
+        assert recs[1]["eval"]["candidate"]["seed"] != recs[2]["eval"]["candidate"]["seed"]
+    finally:
+        L.close()
+
+
+def test_recap_round_from_the_buffer_and_resume_from_checkpoint(run):
+    r, still = run
+    collect_and_import(r, "reach", 12, seed=0)
+    L = _learner(r, still, recap_min_episodes=10, recap_round_episodes=10)
+    try:
+        L.replay.refresh()
+        events = L._recap_step()
+        assert L.rounds == 1 and len(events) == 1
+        assert events[0].promoted, events[0].reason  # imitating 12 expert demos beats standing still
+        L.checkpoint()
+    finally:
+        L.close()
+    L2 = _learner(r, still, recap_min_episodes=10, recap_round_episodes=10)
+    try:
+        assert L2.rounds == 1 and L2.episodes_at_last_round == 12 and L2.gates == 1
+        # the resumed trainer carries the trained weights: same action as the promoted candidate's
+        L2.replay.refresh()
+        obs = L2.replay.sample(8)["obs"]
+        with torch.no_grad():
+            a = L2.algo.export_module()(obs).numpy()
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(L2.incumbent["path"], providers=["CPUExecutionProvider"])
+        b = sess.run(None, {"obs": obs.numpy()})[0]
+        np.testing.assert_allclose(a, np.clip(b, -1, 1), atol=1e-5)
+    finally:
+        L2.close()
+
+
+def test_learner_node_announces_the_promoted_model(launch, probe, tmp_path, run):
+    from conftest import params_file
+
+    r, still = run
+    collect_and_import(r, "reach", 12, seed=0)
+    params = params_file(tmp_path / "sim.yaml", learner_node={
+        "run_dir": str(r.path), "initial_model": still, "task": "reach", "algo": "recap",
+        "recap_min_episodes": 10, "recap_round_episodes": 10, "gate_episodes": 12})
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    probe.collect("/rl/policy_update", String, latched)
+    probe.collect("/rl/learner/events", String, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    node = launch("learner_node", params, extra_ros_args=["-p", "recap_value_steps:=200", "-p", "recap_actor_steps:=600"])
+    first = probe.wait_for(lambda: probe.get("/rl/policy_update"), 60, "the incumbent announced")
+    assert json.loads(first[0][1].data)["version"] == read_model_metadata(still)[2]
+    ev = probe.wait_for(lambda: probe.get("/rl/learner/events"), 240, "a gated candidate")
+    e = json.loads(ev[0][1].data)
+    assert e["promoted"], e["reason"]
+    upd = probe.wait_for(lambda: [json.loads(m.data) for _, m in probe.get("/rl/policy_update")
+                                  if json.loads(m.data)["version"] == e["version"]], 30, "the promotion announced")
+    assert upd[0]["sha256"] == sha256_file(upd[0]["path"])
+    assert node.alive
