@@ -4,6 +4,7 @@ accepts one later."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -113,3 +114,20 @@ def test_startup_without_a_usable_model_holds_then_accepts_one(launch, probe, tm
                    "acting with the late model")
     probe.wait_for(lambda: last_diag(probe)["watchdog"] == "ok", 10, "watchdog ok")
     assert proc.alive
+
+
+def test_sim_config_loads_its_relative_model_path(launch, probe, tmp_path):
+    """config/sim.yaml as shipped: a relative model_path, resolved by the node (share dir, repo root, cwd)."""
+    from conftest import REPO, load_config
+
+    rel = load_config("sim.yaml")["policy_node"]["ros__parameters"]["model_path"]
+    if not os.path.isfile(os.path.join(REPO, rel)):
+        pytest.skip(f"{rel} is not in this checkout")
+    from vla_rl_ros.runtime.onnx_policy import load_validated
+
+    want = load_validated(os.path.join(REPO, rel), None, None).version
+    probe.collect("/diagnostics", DiagnosticArray, RELIABLE)
+    launch("policy_node", os.path.join(REPO, "config", "sim.yaml"))
+    d = probe.wait_for(lambda: (lambda d: d if d and d["model_version"] else None)(last_diag(probe)), 60,
+                       "the configured model in diagnostics")
+    assert d["model_version"] == want and d["model_path"] == os.path.join(REPO, rel)

@@ -154,19 +154,30 @@ def test_two_inputs_rejected(tmp_path):
 
 
 def test_torch_exported_model_validates(tmp_path):
+    """A model from the project's exporter (vla_rl_ros.algos.export) or, without it, torch's legacy exporter."""
     torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(SPEC.obs_dim, 64), torch.nn.ReLU(), torch.nn.Linear(64, SPEC.action_dim),
                               torch.nn.Tanh())
-    f = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, still supported
-        torch.onnx.export(net, (torch.zeros(1, SPEC.obs_dim),), f, dynamo=False, input_names=["obs"],
-                          output_names=["action"], dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}})
-    m = onnx.load_from_string(f.getvalue())
-    onnx.helper.set_model_props(m, {METADATA_KEY: SPEC.to_json(), VERSION_KEY: "torch-1"})
     p = tmp_path / "torch.onnx"
-    p.write_bytes(m.SerializeToString())
-    pol = load_validated(str(p), None, SPEC)
+    try:
+        from vla_rl_ros.algos.export import export_onnx
+    except ImportError:
+        export_onnx = None
+    if export_onnx is not None:
+        exported = export_onnx(net, SPEC, p, {"algorithm": "test"}, exporter="torchscript")
+        pol = load_validated(str(p), exported.sha256, SPEC, expected_version=exported.version)
+        assert pol.version == exported.version and pol.info.lineage["algorithm"] == "test"
+    else:
+        f = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated
+            torch.onnx.export(net, (torch.zeros(1, SPEC.obs_dim),), f, dynamo=False, input_names=["obs"],
+                              output_names=["action"], dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}})
+        m = onnx.load_from_string(f.getvalue())
+        onnx.helper.set_model_props(m, {METADATA_KEY: SPEC.to_json(), VERSION_KEY: "torch-1"})
+        p.write_bytes(m.SerializeToString())
+        pol = load_validated(str(p), None, SPEC)
     obs = realistic_observation(SPEC)
     with torch.no_grad():
         ref = net(torch.as_tensor(obs)[None]).numpy()[0]

@@ -454,9 +454,10 @@ class PolicyNode(Node):
         return realistic_observation(self.spec, self.kin)
 
     def _load(self, req: dict) -> None:
-        path = resolve_path(req["path"])
+        path = req["path"]
         version = req.get("version") or None
         try:
+            path = resolve_path(path)
             pol = load_validated(path, req.get("sha256") or None, self.spec, expected_version=version,
                                  probe_obs=self._probe_obs(), kinematics=self.kin)
         except ModelRejected as e:
