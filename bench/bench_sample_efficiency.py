@@ -40,9 +40,11 @@ Learners:
   random actions for ``learning_starts`` steps, normaliser fitted on them.
 * **SB3**: ``stable_baselines3.SAC("MlpPolicy", ...)`` with its documented
   defaults (2x256 networks, 2 critics, lr 3e-4, batch 256, ``ent_coef="auto"``,
-  ``train_freq=1``, ``gradient_steps=1``); changed only where the protocol
-  requires it: ``learning_starts``, ``gamma`` (pick_place) and ``seed``. For
-  pick_place the demos are pre-loaded into its replay buffer before ``learn``.
+  ``train_freq=1``, ``gradient_steps=1``); changed only to match the shared
+  settings of a variant: ``learning_starts``, ``gamma``, the initial
+  temperature (``ent_coef="auto_<init_alpha>"``, still learned),
+  ``gradient_steps = utd`` and ``seed``. For pick_place the demos are
+  pre-loaded into its replay buffer before ``learn``.
 """
 from __future__ import annotations
 
@@ -249,7 +251,8 @@ def run_sb3(task: str, variant: str, seed: int, steps: int, eval_every: int, eva
     demos = expert_demos(task, hp["demos"])
     env = make_env(task)
     model = SB3SAC("MlpPolicy", env, learning_starts=hp["learning_starts"], batch_size=hp["batch_size"],
-                   gamma=hp["gamma"], ent_coef=f"auto_{hp['init_alpha']}", seed=seed, device="cpu", verbose=0,
+                   gamma=hp["gamma"], ent_coef=f"auto_{hp['init_alpha']}", gradient_steps=hp["utd"], seed=seed,
+                   device="cpu", verbose=0,
                    buffer_size=max(1_000_000, steps + 10_000))
     if demos:  # pre-load the same demos into SB3's replay buffer
         t = demo_transitions(demos)
@@ -342,7 +345,7 @@ def plot(task: str, variant: str, by_algo: dict[str, list[dict]], path: Path) ->
     ax.set_ylim(-3, 103)
     ax.set_title(f"{task} ({variant}): median over seeds (band: min-max)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

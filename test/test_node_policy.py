@@ -26,10 +26,11 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 
 
 @pytest.fixture
-def policy(launch, probe, tmp_path):
+def policy(launch, probe, tmp_path, request):
     model = om.write(tmp_path / "reach.onnx", Spec(), "reach", version="r1")
     params = params_file(tmp_path / "p.yaml", policy_node={
-        "model_path": model, "control_rate_hz": 50.0, "joint_state_timeout_s": 0.3, "intervention_timeout_s": 0.3})
+        "model_path": model, "control_rate_hz": 50.0, "joint_state_timeout_s": 0.3, "intervention_timeout_s": 0.3,
+        **getattr(request, "param", {})})
     probe.collect("/arm_controller/commands", Float64MultiArray)
     probe.collect("/gripper_controller/commands", Float64MultiArray)
     probe.collect("/rl/step", Float64MultiArray, RELIABLE)
@@ -147,6 +148,7 @@ def test_bad_inputs_hold_are_counted_and_the_node_recovers(policy, probe):
     assert "rejected image: unsupported image encoding 'mono16'" in log
 
 
+@pytest.mark.parametrize("policy", [{"executor": "single_threaded"}], indirect=True)  # the other executor
 def test_intervention_replaces_the_policy_action_while_fresh(policy, probe):
     FakeArm(probe)
     wait_step(probe, lambda s: not s.hold and not s.intervention, "a policy tick")
@@ -167,3 +169,6 @@ def test_intervention_replaces_the_policy_action_while_fresh(policy, probe):
     d = wait_diag(probe, lambda d: int(d["rejected_intervention"]) >= 1, "rejected intervention counted")
     assert "action has 2 values, expected 4" in d["last_error"]
     wait_step(probe, lambda s: not s.hold and not s.intervention, "acting after the bad human action expired")
+    assert "(single_threaded executor)" in policy.log()
+    d = last_diag(probe)
+    assert float(d["tick_lateness_max_ms"]) >= 0.0  # the timer's schedule reached the tick (TimerInfo)

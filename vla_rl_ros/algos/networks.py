@@ -212,6 +212,58 @@ class DeterministicPolicy(nn.Module):
 
 
 # --------------------------------------------------------------------------- critic
+class _StackedReluMLP(torch.autograd.Function):
+    """Forward and hand-written backward of the stacked ReLU ensemble (no LayerNorm).
+
+    Same maths as the autograd path of :meth:`EnsembleCritic.forward`, in about a
+    third of the kernel launches: ReLUs run in place on fresh matmul outputs, the
+    backward reuses the saved post-ReLU activations as masks, and weight
+    gradients are skipped when the weights do not need them (the actor loss's
+    detached critics). On a 2-core CPU this is ~10-15% of a SAC update.
+
+    Inputs: ``x [B, in]``, ``w_in [E, h0, in]``, ``b_in [E, h0, 1]``, ``w_out [E, 1, h]``,
+    ``b_out [E, 1, 1]``, then ``w_l [E, h_l, h_{l-1}], b_l [E, h_l, 1]`` per hidden layer.
+    Output ``[E, B]``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_in, b_in, w_out, b_out, *hidden):  # type: ignore[override]
+        E, h0, d_in = w_in.shape
+        h = torch.addmm(b_in.reshape(E * h0, 1), w_in.reshape(E * h0, d_in), x.t()).view(E, h0, -1).relu_()
+        acts = [h]
+        for w, b in zip(hidden[0::2], hidden[1::2]):
+            h = torch.baddbmm(b, w, h).relu_()
+            acts.append(h)
+        ctx.save_for_backward(x, w_in, w_out, *hidden[0::2], *acts)
+        return torch.baddbmm(b_out, w_out, h).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad_q):  # type: ignore[override]
+        need = ctx.needs_input_grad
+        x, w_in, w_out, *rest = ctx.saved_tensors
+        n_hidden = len(rest) // 2
+        ws, acts = rest[:n_hidden], rest[n_hidden:]
+        E, h0, d_in = w_in.shape
+        g = grad_q.unsqueeze(1)  # [E, 1, B]
+        grads: list[torch.Tensor | None] = [None] * len(need)
+        if need[3]:
+            grads[3] = torch.bmm(g, acts[-1].transpose(1, 2))
+            grads[4] = g.sum(-1, keepdim=True)
+        gh = torch.ops.aten.threshold_backward(w_out.transpose(1, 2) * g, acts[-1], 0)
+        for l in range(n_hidden - 1, -1, -1):  # hidden layer l maps acts[l] -> acts[l + 1]
+            if need[5 + 2 * l]:
+                grads[5 + 2 * l] = torch.bmm(gh, acts[l].transpose(1, 2))
+                grads[6 + 2 * l] = gh.sum(-1, keepdim=True)
+            gh = torch.ops.aten.threshold_backward(torch.bmm(ws[l].transpose(1, 2), gh), acts[l], 0)
+        gz = gh.view(E * h0, -1)  # [E*h0, B]
+        if need[1]:
+            grads[1] = torch.mm(gz, x).view(E, h0, d_in)
+            grads[2] = gz.sum(-1, keepdim=True).view(E, h0, 1)
+        if need[0]:
+            grads[0] = torch.mm(gz.t(), w_in.reshape(E * h0, d_in))
+        return tuple(grads)
+
+
 class EnsembleCritic(nn.Module):
     """``n_critics`` Q-functions ``Q_i(s, a)`` evaluated together.
 
@@ -224,6 +276,10 @@ class EnsembleCritic(nn.Module):
     * first layer: one ``addmm`` ``[E*h, in] x [normalise(obs), action]^T``;
     * hidden layers: one ``baddbmm`` ``[E, h', h] x [E, h, B]``;
     * output layer: one ``baddbmm`` ``[E, 1, h] x [E, h, B]``.
+
+    Without LayerNorm the pass runs through :class:`_StackedReluMLP`, whose
+    backward is written out by hand (fewer, in-place kernels); with LayerNorm it is
+    plain autograd.
 
     Each member is initialised independently like ``nn.Linear``; member ``i`` is
     mathematically the MLP ``Linear -> [LayerNorm] -> ReLU -> ... -> Linear(1)`` on
@@ -260,6 +316,7 @@ class EnsembleCritic(nn.Module):
         self.n_critics, self.layernorm = int(n_critics), bool(layernorm)
         self.hidden = tuple(int(h) for h in hidden)
         self.normalizer = normalizer if normalizer is not None else ObsNormalizer(obs_dim)
+        self.fused = True  # use _StackedReluMLP when there is no LayerNorm (False: plain autograd)
         E = self.n_critics
 
         def uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
@@ -312,6 +369,11 @@ class EnsembleCritic(nn.Module):
 
         E, h0 = self.n_critics, self.hidden[0]
         x = torch.cat([self.normalizer(obs), action], dim=-1)  # [B, in]
+        if self.fused and not self.layernorm:  # fast path, hand-written backward (same maths as below)
+            params = [self.w_in, self.b_in, self.w_out, self.b_out]
+            for w, b in zip(self.w_hidden, self.b_hidden):
+                params += [w, b]
+            return _StackedReluMLP.apply(x, *[p(t) for t in params])
         x = torch.addmm(p(self.b_in).reshape(E * h0, 1), p(self.w_in).reshape(E * h0, -1), x.t())  # [E*h0, B]
         h = self._act(x.reshape(E, h0, -1), 0, detach_params, inplace=False)  # [E, h0, B]
         for i in range(len(self.w_hidden)):

@@ -23,8 +23,8 @@ JSON): ``{"event": "rejected", "accepted": false, "reason": ...}``, or
 whose command the new model computed, ``{"event": "first_command", "tick",
 "cmd_stamp_s", ...}``.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: rclpy passes a TimerInfo to a timer callback only when the
+# parameter is annotated with the TimerInfo class itself (SingleThreadedExecutor), not a string.
 import json
 import math
 import os
@@ -37,6 +37,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.timer import TimerInfo
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
 
@@ -108,8 +109,10 @@ class PolicyNode(Node):
             max_gripper_step=declare(self, "safety.max_gripper_step", d.max_gripper_step,
                                      "m: max change of the gripper target per tick", lo=1e-5, hi=1.0),
         )
-        self._diag_period = diag_period = declare(self, "diagnostics_period_s", 1.0, "period of /diagnostics (s)", lo=0.05, hi=60.0)
-        self.executor_kind = declare(self, "executor", "events", "events (rclpy.experimental.EventsExecutor) | single_threaded",
+        self._diag_period = diag_period = declare(self, "diagnostics_period_s", 1.0, "period of /diagnostics (s)",
+                                                  lo=0.05, hi=60.0)
+        self.executor_kind = declare(self, "executor", "events",
+                                     "events (rclpy.experimental.EventsExecutor) | single_threaded",
                                      additional="one of: events, single_threaded")
         self.realtime_priority = declare(
             self, "realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-98; 0 = normal scheduling). "
@@ -180,14 +183,15 @@ class PolicyNode(Node):
         self.pub_step = self.create_publisher(Float64MultiArray, topics["step"], STEP_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics["diagnostics"], RELIABLE_10)
         self.pub_result = self.create_publisher(String, topics["policy_update_result"], LATCHED_10)
-        self.create_subscription(JointState, topics["joint_states"], self._guard(self._on_joint_state), qos_profile_sensor_data)
-        self.create_subscription(PoseStamped, topics["object_pose"], self._guard(self._on_object_pose), qos_profile_sensor_data)
-        self.create_subscription(PoseStamped, topics["goal_pose"], self._guard(self._on_goal_pose), qos_profile_sensor_data)
+        sensor, sub, g = qos_profile_sensor_data, self.create_subscription, self._guard
+        sub(JointState, topics["joint_states"], g(self._on_joint_state), sensor)
+        sub(PoseStamped, topics["object_pose"], g(self._on_object_pose), sensor)
+        sub(PoseStamped, topics["goal_pose"], g(self._on_goal_pose), sensor)
         if topics["image"]:
-            self.create_subscription(Image, topics["image"], self._guard(self._on_image), qos_profile_sensor_data)
-        self.create_subscription(Float64MultiArray, topics["intervention"], self._guard(self._on_intervention), qos_profile_sensor_data)
-        self.create_subscription(Bool, topics["estop"], self._guard(self._on_estop), LATCHED)
-        self.create_subscription(String, topics["policy_update"], self._guard(self._on_policy_update), RELIABLE_10)
+            sub(Image, topics["image"], g(self._on_image), sensor)
+        sub(Float64MultiArray, topics["intervention"], g(self._on_intervention), sensor)
+        sub(Bool, topics["estop"], g(self._on_estop), LATCHED)
+        sub(String, topics["policy_update"], g(self._on_policy_update), RELIABLE_10)
 
         # ---------------------------------------------- loader / notifier thread
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
@@ -321,9 +325,12 @@ class PolicyNode(Node):
         self._tasks.put(("load", req))
 
     # ============================================================ control tick
-    def _safe_tick(self, info) -> None:
+    def _safe_tick(self, info: TimerInfo = None) -> None:
         try:
-            self._tick(info.expected_call_time.nanoseconds, info.actual_call_time.nanoseconds)
+            if info is None:
+                self._tick()
+            else:
+                self._tick(info.expected_call_time.nanoseconds, info.actual_call_time.nanoseconds)
         except Exception as e:  # a bug must not take the arm's command stream down: report, try to hold
             self.callback_errors += 1
             self.last_error = f"control tick: {type(e).__name__}: {e}"
@@ -526,7 +533,8 @@ class PolicyNode(Node):
             "tick_compute_max_us": f(comp.max, 1e6, "{:.1f}"),
             "period_p99_ms": f(per.p99, 1e3), "period_max_ms": f(per.max, 1e3),
             "tick_lateness_p99_ms": f(late.p99, 1e3), "tick_lateness_max_ms": f(late.max, 1e3),
-            "missed_ticks": str(self.rate.missed), "missed_ticks_window": str(missed_window), "ticks": str(self.tick), "hold_ticks": str(self.hold_ticks),
+            "missed_ticks": str(self.rate.missed), "missed_ticks_window": str(missed_window),
+            "ticks": str(self.tick), "hold_ticks": str(self.hold_ticks),
             "intervention_ticks": str(self.intervention_ticks),
             "watchdog": "ok" if not reason else reason,
             "estop": str(self.watchdog.estop).lower(),

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import pybullet as pb
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -128,8 +129,6 @@ class TwinNode(Node):
     # ------------------------------------------------------------------ time
     def _stamp(self):
         if self.publish_clock:
-            from builtin_interfaces.msg import Time
-
             return Time(sec=self._sim_ns // 1_000_000_000, nanosec=self._sim_ns % 1_000_000_000)
         return self.get_clock().now().to_msg()
 
