@@ -54,6 +54,12 @@ def test_params_files_have_a_section_per_node():
             assert "ros__parameters" in data.get(n, {}), f"{g.params_file} has no {n}.ros__parameters"
 
 
-def test_cli_sim_starts_the_graph_nodes():
+def test_cli_starts_the_graph_tables_nodes():
+    from vla_rl_ros.cli import build_parser
+
+    parser = build_parser()
+    for graph in GRAPHS:
+        argv = [graph] + (["--run", "x"] if graph == "robot" else [])
+        assert parser.parse_args(argv).graph == graph  # `vla-rl-ros sim` / `robot` run GRAPHS[graph]
     src = open(os.path.join(ROOT, "vla_rl_ros", "commands", "sim.py")).read()
-    assert 'GRAPHS["sim"]' in src and "graph.nodes" in src and "graph.params_file" in src
+    assert "GRAPHS[args.graph]" in src and "graph.nodes" in src and "graph.params_file" in src

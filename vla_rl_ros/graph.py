@@ -37,27 +37,12 @@ def share_dir() -> str | None:
         return None
     try:
         return get_package_share_directory(PACKAGE)
-    except (PackageNotFoundError, ValueError, LookupError):
+    except (PackageNotFoundError, ValueError, LookupError, OSError):
+        # OSError: ament_index raises it when AMENT_PREFIX_PATH is unset (a source checkout, no colcon)
         return None
 
 
-def resolve_data_path(rel: str) -> str:
-    """Resolve a relative data path (``config/...``, ``models/...``, ``sim/...``).
-
-    Absolute paths are returned unchanged. Relative ones are looked up in the
-    current directory, then the source checkout, then the installed share dir.
-    """
-    if not rel or os.path.isabs(rel):
-        return rel
-    candidates = [os.path.abspath(rel), os.path.join(repo_root(), rel)]
-    sd = share_dir()
-    if sd:
-        candidates.append(os.path.join(sd, rel))
-    for c in candidates:
-        if os.path.exists(c):
-            return c
-    return candidates[1]
-
-
 def config_path(name: str) -> str:
-    return resolve_data_path(os.path.join("config", name))
+    from .runtime.paths import resolve_path
+
+    return resolve_path(os.path.join("config", name))

@@ -1,4 +1,4 @@
-"""``vla-rl-ros sim``: the sim stack, learning continually, on a machine without ``ros2 launch``.
+"""``vla-rl-ros sim`` / ``vla-rl-ros robot``: the graphs of the launch files, on a machine without ``ros2 launch``.
 
 Starts the graph of ``launch/sim.launch.py`` (twin, policy, recorder, learner;
 one process per node, same executables, same ``config/sim.yaml``), then prints
@@ -32,7 +32,18 @@ def register(sub) -> None:
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: keep the environment's)")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE",
                    help="override one parameter, e.g. --set policy_node.control_rate_hz:=100")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, graph="sim")
+
+    r = sub.add_parser("robot", help="run the robot graph (policy + recorder + learner) against a real arm, "
+                                     "on a machine without ros2 launch")
+    r.add_argument("--run", required=True, help="run folder for the store, models, logs")
+    r.add_argument("--params", default=None, help="params file (default config/robot.yaml)")
+    r.add_argument("--model", default=None, help="starting ONNX model (default: the params file's model_path)")
+    r.add_argument("--no-learner", action="store_true", help="policy + recorder only (learner elsewhere)")
+    r.add_argument("--duration", type=float, default=0.0)
+    r.add_argument("--domain-id", type=int, default=None)
+    r.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE")
+    r.set_defaults(func=run, graph="robot", task=None, demos=0)
 
 
 def _overrides(args) -> dict[str, list[str]]:
@@ -46,19 +57,25 @@ def _overrides(args) -> dict[str, list[str]]:
 
 
 def run(args) -> int:
-    from ..graph import GRAPHS, config_path, resolve_data_path
+    from ..graph import GRAPHS, config_path
+    from ..runtime.paths import resolve_path
 
-    graph = GRAPHS["sim"]
+    graph = GRAPHS[args.graph]
     params = os.path.abspath(args.params or config_path(graph.params_file))
     if not os.path.isfile(params):
         print(f"error: params file not found: {params}", file=sys.stderr)
         return 2
-    run_dir = os.path.abspath(args.run or os.path.join("runs", f"{args.task}-sim"))
-    model = os.path.abspath(resolve_data_path(args.model or DEFAULT_MODEL[args.task]))
-    if not os.path.isfile(model):
-        print(f"error: starting model not found: {model} (make it with `vla-rl-ros ship --task {args.task}`)", file=sys.stderr)
-        return 2
-    _prepare_run(run_dir, args)
+    if args.graph == "sim":
+        run_dir = os.path.abspath(args.run or os.path.join("runs", f"{args.task}-sim"))
+        model = os.path.abspath(args.model) if args.model else resolve_path(DEFAULT_MODEL[args.task])
+        if not os.path.isfile(model):
+            print(f"error: starting model not found: {model} (make it with `vla-rl-ros ship --task {args.task}`)",
+                  file=sys.stderr)
+            return 2
+        _prepare_run(run_dir, args)
+    else:
+        run_dir = os.path.abspath(args.run)
+        model = os.path.abspath(args.model) if args.model else None
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.domain_id is not None:
@@ -67,15 +84,16 @@ def run(args) -> int:
     logs = os.path.join(run_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     extra = _overrides(args)
-    common = {"task": args.task}
+    common = {"task": args.task} if args.task else {}
     per_node = {
-        "policy_node": {"model_path": model},
+        "policy_node": {"model_path": model} if model else {},
         "recorder_node": {"run_dir": run_dir},
-        "learner_node": {"run_dir": run_dir, "initial_model": model},
+        "learner_node": {"run_dir": run_dir, **({"initial_model": model} if model else {})},
     }
     nodes = [n for n in graph.nodes if not (args.no_learner and n == "learner_node")]
     procs: dict[str, subprocess.Popen] = {}
-    print(f"[sim] run {run_dir}  task {args.task}  start model {os.path.basename(model)}  params {params}")
+    print(f"[{args.graph}] run {run_dir}  task {args.task or '(params file)'}  "
+          f"start model {os.path.basename(model) if model else '(params file)'}  params {params}")
     for name in nodes:
         cmd = [sys.executable, "-m", f"vla_rl_ros.nodes.{name}", "--ros-args", "-r", f"__node:={name}",
                "--params-file", params]
@@ -171,7 +189,8 @@ def _monitor(args, run_dir: str, procs, env) -> int:
 
     def _plot() -> None:
         try:
-            plot_progress(history, promotions, os.path.join(run_dir, "success.png"), title=f"{args.task}: success rate")
+            plot_progress(history, promotions, os.path.join(run_dir, "success.png"),
+                          title=f"{args.task or args.graph}: success rate")
         except Exception as e:  # plotting must never stop the stack
             print(f"[sim] plot failed: {e}", flush=True)
 

@@ -31,7 +31,7 @@ from ._common import declare, run_node
 from ..buffer import create_run
 from ..recorder import EpisodeRecorder, RecorderConfig
 from ..rewards import make_reward
-from ..spec import spec_from_params
+from ..spec import Spec, spec_from_params
 from ..stepmsg import StepDecodeError, decode
 
 DEFAULT_REWARD = {"reach": "reach", "pick_place": "pick_and_place"}
@@ -52,11 +52,15 @@ class RecorderNode(Node):
         gamma = d("shaping_gamma", 0.99, "γ of the potential-based shaping")
         self.cfg = RecorderConfig(
             task=task,
-            max_episode_s=d("max_episode_s", 2.5, "Episode timeout (s of control ticks)"),
+            max_episode_s=d("max_episode_s", 0.0, "Episode timeout (s of control ticks); 0 = the task's default"),
             success_tolerance=d("success_tolerance", 0.05, "Object (reach: hand) to goal distance counted as success (m)"),
             success_hold_s=d("success_hold_s", 0.15, "Time within tolerance required for success (s)"),
             settle_s=d("settle_s", 0.2, "After a reset, ignore steps observed earlier than this (s)"),
         )
+        if self.cfg.max_episode_s <= 0:
+            from ..twin.env import DEFAULT_MAX_STEPS
+
+            self.cfg.max_episode_s = DEFAULT_MAX_STEPS[task] / Spec().control_hz
         commit_window = d("commit_window_s", 0.1, "Durability window: a crash loses at most this much (s)")
         self.twin_reset = d("twin_reset", False, "Sim only: call /twin/reset at each episode end (episode manager)")
         self.auto_rearm = d("auto_next_episode", False,

@@ -15,10 +15,7 @@ def candidates(path: str) -> list[str]:
     from ..graph import repo_root, share_dir
 
     out = []
-    try:
-        sd = share_dir()
-    except OSError:  # ament_index raises when AMENT_PREFIX_PATH is unset (a source checkout, no colcon)
-        sd = None
+    sd = share_dir()
     if sd:
         out.append(os.path.join(sd, path))
     out.append(os.path.join(repo_root(), path))
