@@ -218,7 +218,8 @@ def _monitor(args, run_dir: str, procs, env) -> int:
                     stop["flag"] = True
             if now - last_status > 15.0:
                 last_status = now
-                keys = ("rate_hz", "latency_p50_us", "latency_p99_us", "missed_ticks", "watchdog", "model_version")
+                keys = ("achieved_rate_hz", "latency_obs_to_cmd_p50_ms", "latency_obs_to_cmd_p99_ms", "missed_ticks", "watchdog",
+                        "model_version")
                 d = " ".join(f"{k}={policy_diag[k]}" for k in keys if k in policy_diag)
                 print(f"[sim] t={now - t0:6.0f}s episodes {len(history)}  policy: {d or 'waiting for diagnostics'}",
                       flush=True)

@@ -24,6 +24,20 @@ def plot_progress(episodes: list[dict], promotions: list[dict], out_path: str, w
         roll = np.convolve(s, k, mode="full")[: len(s)] / np.minimum(np.arange(1, len(s) + 1), len(k))
         ax.plot(x, 100 * roll, color="tab:blue", lw=2, label=f"success rate (last {len(k)} episodes)")
         ax.scatter(x, 100 * s, s=6, color="tab:blue", alpha=0.25, label="episode outcome")
+        # each model version's own success rate over the episodes it ran (a flat segment)
+        versions = [",".join(e.get("model_versions") or []) for e in episodes]
+        start = 0
+        for i in range(1, len(versions) + 1):
+            if i == len(versions) or versions[i] != versions[start]:
+                seg = s[start:i]
+                if len(seg) >= 3 and "," not in versions[start]:
+                    x0 = x[start - 1] if start else 0.0  # the version took over after the previous episode
+                    ax.hlines(100 * seg.mean(), x0, x[i - 1],
+                              color="tab:orange", lw=2.5, alpha=0.8,
+                              label="success rate of each model version" if start == 0 else None)
+                    ax.text(x[i - 1], 100 * seg.mean() + 2, f"{100 * seg.mean():.0f}% ({len(seg)} ep)",
+                            color="tab:orange", fontsize=8, ha="right")
+                start = i
     for i, p in enumerate(promotions):
         ax.axvline(p["env_steps"], color="tab:green", ls="--", lw=1)
         ax.text(p["env_steps"], 102, f"v{i + 1}", color="tab:green", fontsize=8, ha="center")
