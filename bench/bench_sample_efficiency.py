@@ -88,6 +88,13 @@ HPARAMS = {
                        "demos": 0},
             "ours": {"n_critics": 2, "critic_layernorm": False, "bc_init_steps": 0, "bc_loss": "nll"},
         },
+        # diagnosis: the same without our observation normaliser (SB3 has none by default)
+        "alpha0.1-noobsnorm": {
+            "shared": {"gamma": 0.99, "learning_starts": 1000, "batch_size": 256, "utd": 1, "init_alpha": 0.1,
+                       "demos": 0},
+            "ours": {"n_critics": 2, "critic_layernorm": False, "bc_init_steps": 0, "bc_loss": "nll",
+                     "normalize_obs": False},
+        },
     },
     "pick_place": {
         "rlpd": {
@@ -226,7 +233,7 @@ def run_ours(task: str, variant: str, seed: int, steps: int, eval_every: int, ev
     env = make_env(task)
     try:
         train_online(env, cfg, steps=steps, seed=seed, eval_fn=eval_fn, progress=False, eval_every=eval_every,
-                     buffer_size=steps, demos=demo_arrays)
+                     buffer_size=steps, demos=demo_arrays, normalize_obs=hp.get("normalize_obs", True))
     except _OutOfTime:
         pass
     finally:
