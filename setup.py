@@ -63,7 +63,6 @@ setup(
     maintainer_email="maintainers@vla-rl-ros.invalid",
     description="Continual RL for a robot arm over ROS 2: ONNX policy node, durable buffer, SAC/Recap learner, PyBullet twin.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "vla-rl-ros = vla_rl_ros.cli:main",

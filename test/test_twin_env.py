@@ -77,3 +77,27 @@ def test_render_rgb_array():
         assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and img.std() > 0
     finally:
         env.close()
+
+
+def test_scene_file_is_the_twins_scene_and_bad_scenes_are_clear_errors(tmp_path):
+    import yaml
+
+    from vla_rl_ros.twin.core import Scene, TwinCore
+
+    assert Scene.load() == Scene()  # sim/panda_table.yaml describes the built-in scene
+    d = yaml.safe_load(open(__import__("vla_rl_ros.graph", fromlist=["x"]).repo_root() + "/sim/panda_table.yaml"))
+    d["regions"]["reach_low"], d["regions"]["reach_high"] = [0.5, 0.0, 0.2], [0.5001, 0.0001, 0.2001]
+    p = tmp_path / "scene.yaml"
+    p.write_text(yaml.safe_dump(d))
+    twin = TwinCore(scene=str(p))
+    try:
+        obj, goal = twin.sample_task(np.random.default_rng(0), "reach")
+        np.testing.assert_allclose(goal, [0.5, 0.0, 0.2], atol=2e-4)  # goals come from the scene's region
+    finally:
+        twin.close()
+    del d["table"]
+    p.write_text(yaml.safe_dump(d))
+    with pytest.raises(ValueError, match="malformed"):
+        Scene.load(str(p))
+    with pytest.raises(FileNotFoundError):
+        Scene.load(str(tmp_path / "nope.yaml"))

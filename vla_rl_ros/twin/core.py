@@ -13,7 +13,7 @@ is reproducible from its seed.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pybullet as pb
@@ -24,7 +24,7 @@ from ..runtime.control import PANDA_HOME
 from ..spec import Spec
 
 CUBE_HALF = 0.025
-SIM_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "sim")
+DEFAULT_SCENE = "sim/panda_table.yaml"
 
 
 @dataclass
@@ -38,6 +38,54 @@ class TaskRegion:
     reach_low: tuple[float, float, float] = (0.35, -0.25, 0.08)
     reach_high: tuple[float, float, float] = (0.65, 0.25, 0.40)
     min_object_goal_dist: float = 0.10
+
+
+@dataclass
+class Scene:
+    """The twin's scene (``sim/panda_table.yaml``): fixed bodies, the object, the marker, regions, camera."""
+
+    table_urdf: str = "table/table.urdf"
+    table_position: tuple = (0.5, 0.0, -0.625)
+    plane_urdf: str = "plane.urdf"
+    plane_position: tuple = (0.0, 0.0, -0.625)
+    object_urdf: str = "cube_small.urdf"
+    object_half_height: float = CUBE_HALF
+    object_friction: float = 1.5
+    goal_radius: float = 0.02
+    goal_rgba: tuple = (0.1, 0.8, 0.1, 0.6)
+    region: TaskRegion = field(default_factory=TaskRegion)
+    camera_eye: tuple = (1.2, 0.0, 0.6)
+    camera_target: tuple = (0.5, 0.0, 0.05)
+    camera_fov_deg: float = 55.0
+
+    @classmethod
+    def load(cls, path: str | None = None) -> "Scene":
+        """Read a scene YAML (default ``sim/panda_table.yaml``, resolved like every data path)."""
+        from ..runtime.paths import resolve_path
+
+        resolved = resolve_path(path or DEFAULT_SCENE)
+        if not os.path.isfile(resolved):
+            if path:
+                raise FileNotFoundError(f"twin scene not found: {path}")
+            return cls()  # a bare pip install without the sim/ folder: the built-in defaults (same scene)
+        import yaml
+
+        with open(resolved) as f:
+            d = yaml.safe_load(f) or {}
+        try:
+            r = d.get("regions", {})
+            region = TaskRegion(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()})
+            return cls(
+                table_urdf=d["table"]["urdf"], table_position=tuple(d["table"]["position"]),
+                plane_urdf=d["plane"]["urdf"], plane_position=tuple(d["plane"]["position"]),
+                object_urdf=d["object"]["urdf"], object_half_height=float(d["object"]["half_height"]),
+                object_friction=float(d["object"].get("lateral_friction", 1.5)),
+                goal_radius=float(d["goal_marker"]["radius"]), goal_rgba=tuple(d["goal_marker"]["rgba"]),
+                region=region, camera_eye=tuple(d["camera"]["eye"]), camera_target=tuple(d["camera"]["target"]),
+                camera_fov_deg=float(d["camera"]["fov_deg"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"twin scene {resolved} is malformed: {e!r}") from e
 
 
 @dataclass
@@ -62,26 +110,29 @@ class TwinCore:
         time_step: float = 1.0 / 240.0,
         region: TaskRegion | None = None,
         gui: bool = False,
+        scene: "Scene | str | None" = None,
     ):
         self.spec = spec or Spec()
         self.urdf_path = urdf_path or default_panda_urdf()
         if not os.path.isfile(self.urdf_path):
             raise FileNotFoundError(f"arm URDF not found: {self.urdf_path}")
         self.time_step = float(time_step)
-        self.region = region or TaskRegion()
+        self.scene = sc = scene if isinstance(scene, Scene) else Scene.load(scene)
+        self.region = region or sc.region
+        self.object_half = sc.object_half_height
         self.cid = pb.connect(pb.GUI if gui else pb.DIRECT)
         c = self.cid
         pb.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=c)
         pb.setGravity(0, 0, -9.81, physicsClientId=c)
         pb.setTimeStep(self.time_step, physicsClientId=c)
         pb.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
-        pb.loadURDF("plane.urdf", [0, 0, -0.625], physicsClientId=c)
-        self.table = pb.loadURDF("table/table.urdf", [0.5, 0.0, -0.625], useFixedBase=True, physicsClientId=c)
+        pb.loadURDF(sc.plane_urdf, list(sc.plane_position), physicsClientId=c)
+        self.table = pb.loadURDF(sc.table_urdf, list(sc.table_position), useFixedBase=True, physicsClientId=c)
         self.robot = pb.loadURDF(
             self.urdf_path, [0, 0, 0], useFixedBase=True, flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c
         )
-        self.cube = pb.loadURDF("cube_small.urdf", [0.5, 0.0, CUBE_HALF], physicsClientId=c)
-        vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=0.02, rgbaColor=[0.1, 0.8, 0.1, 0.6], physicsClientId=c)
+        self.cube = pb.loadURDF(sc.object_urdf, [0.5, 0.0, sc.object_half_height], physicsClientId=c)
+        vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=sc.goal_radius, rgbaColor=list(sc.goal_rgba), physicsClientId=c)
         self.goal_body = pb.createMultiBody(baseMass=0, baseVisualShapeIndex=vis, basePosition=[0.5, 0.2, 0.1], physicsClientId=c)
 
         idx = {}
@@ -108,7 +159,7 @@ class TwinCore:
         self.finger_velocity = [max(float(self.joint_info[j]["velocity"]), 0.05) for j in self.spec.gripper_joints]
         for link in (*self.finger_idx, self.ee_idx):
             pb.changeDynamics(self.robot, link, lateralFriction=1.5, spinningFriction=0.01, physicsClientId=c)
-        pb.changeDynamics(self.cube, -1, lateralFriction=1.5, spinningFriction=0.01, physicsClientId=c)
+        pb.changeDynamics(self.cube, -1, lateralFriction=sc.object_friction, spinningFriction=0.01, physicsClientId=c)
         home = PANDA_HOME if len(self.arm_idx) == 7 else np.zeros(len(self.arm_idx))
         self.home = np.clip(home, self.arm_lower, self.arm_upper)
         self.goal = np.array([0.5, 0.2, 0.1])
@@ -120,7 +171,7 @@ class TwinCore:
     # ---------------------------------------------------------------- episode
     def sample_task(self, rng: np.random.Generator, task: str) -> tuple[np.ndarray, np.ndarray]:
         r = self.region
-        obj = np.array([*rng.uniform(r.object_low, r.object_high), CUBE_HALF])
+        obj = np.array([*rng.uniform(r.object_low, r.object_high), self.object_half])
         if task == "reach":
             goal = rng.uniform(r.reach_low, r.reach_high)
         else:
@@ -188,8 +239,9 @@ class TwinCore:
     def render(self, width: int = 84, height: int = 84) -> np.ndarray:
         """RGB frame (H, W, 3) uint8 from a fixed camera looking at the workspace (TinyRenderer)."""
         c = self.cid
-        view = pb.computeViewMatrix([1.2, 0.0, 0.6], [0.5, 0.0, 0.05], [0, 0, 1], physicsClientId=c)
-        proj = pb.computeProjectionMatrixFOV(55, width / height, 0.05, 3.0, physicsClientId=c)
+        sc = self.scene
+        view = pb.computeViewMatrix(list(sc.camera_eye), list(sc.camera_target), [0, 0, 1], physicsClientId=c)
+        proj = pb.computeProjectionMatrixFOV(sc.camera_fov_deg, width / height, 0.05, 3.0, physicsClientId=c)
         img = pb.getCameraImage(width, height, view, proj, renderer=pb.ER_TINY_RENDERER, physicsClientId=c)
         rgba = np.reshape(np.asarray(img[2], dtype=np.uint8), (height, width, 4))
         return np.ascontiguousarray(rgba[:, :, :3])

@@ -46,12 +46,13 @@ class TwinEnv(gym.Env):
         render_mode: str | None = None,
         render_size: tuple[int, int] = (224, 224),
         ik_iters: int = 3,
+        scene: str | None = None,
     ):
         super().__init__()
         self.spec_ = spec or Spec(task=task, action_mode=action_mode)
         s = self.spec_
         self.task = s.task
-        self.twin = TwinCore(s, urdf_path=urdf_path)
+        self.twin = TwinCore(s, urdf_path=urdf_path, scene=scene)
         self.kin = Kinematics(self.twin.urdf_path, s.base_link, s.ee_link, s.arm_joints)
         self.controller = Controller(s, self.kin, SafetyLimits(), ik_iters=ik_iters)
         self.substeps = max(1, int(round(1.0 / (s.control_hz * self.twin.time_step))))
