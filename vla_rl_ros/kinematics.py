@@ -171,6 +171,11 @@ class Kinematics:
     def fk_pos(self, q) -> np.ndarray:
         return self._chain(q)[3]
 
+    @property
+    def chain_arrays(self) -> tuple:
+        """The compiled chain's arrays, for other compiled kernels (the safety filter)."""
+        return (self._seg_R, self._seg_t, self._seg_axis, self._seg_prismatic, self._tail_R, self._tail_t)
+
     def jacobian(self, q) -> tuple[np.ndarray, np.ndarray]:
         """(6xN geometric Jacobian [v; w] at the ee, 4x4 ee pose)."""
         Z, P, R, p = self._chain(q)
@@ -358,3 +363,31 @@ def _ik_jit(q, tp, tr, use_rot, qr, use_rest, iters, damping, rot_weight, rest_g
             dq = dq + rest_gain * (r - _mv(Jw.T.copy(), _solve(JJt, Jr)))
         q = np.minimum(np.maximum(q + dq, lower), upper)
     return q
+
+
+@njit(cache=True)
+def filter_targets_jit(q_target, q_meas, ref, lower, upper, max_step, max_track, ws_low, ws_high,
+                       seg_R, seg_t, seg_axis, prismatic, tail_R, tail_t):
+    """The safety filter's arithmetic in one compiled pass (see runtime.control.SafetyFilter).
+
+    Returns (filtered targets, flags): bit 0 = clipped to joint limits, bit 1 = cut by the per-tick
+    step or tracking bound, bit 2 = the hand (FK of the result) leaves the workspace box.
+    """
+    n = q_target.shape[0]
+    q = np.empty(n)
+    flags = 0
+    for i in range(n):
+        v = min(max(q_target[i], lower[i]), upper[i])
+        if v != q_target[i]:
+            flags |= 1
+        w = min(max(v, ref[i] - max_step), ref[i] + max_step)
+        w = min(max(w, q_meas[i] - max_track), q_meas[i] + max_track)
+        w = min(max(w, lower[i]), upper[i])
+        if w != v:
+            flags |= 2
+        q[i] = w
+    _, _, _, p = _chain_jit(q, seg_R, seg_t, seg_axis, prismatic, tail_R, tail_t)
+    for k in range(3):
+        if p[k] < ws_low[k] or p[k] > ws_high[k]:
+            flags |= 4
+    return q, flags

@@ -12,11 +12,12 @@ joint positions (never zeros, never a stale action).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..kinematics import Kinematics
+from ..kinematics import Kinematics, filter_targets_jit
 from ..spec import Spec
 
 # Panda "ready" posture (hand pointing down). Used as IK rest posture and twin home.
@@ -66,8 +67,8 @@ class ActionMapper:
         clipped = False
         if s.action_mode == "ee_delta":
             target = ee_meas + a[:3] * s.max_ee_step
-            boxed = np.minimum(np.maximum(target, self.ws_low), self.ws_high)
-            clipped = bool(np.any(boxed != target))
+            boxed = np.clip(target, self.ws_low, self.ws_high)
+            clipped = not np.array_equal(boxed, target)
             q = self.kin.ik(boxed, q_meas, target_rot=self.target_rot, iters=self.ik_iters, q_rest=self.rest)
         else:
             q = q_meas + a[: s.n_arm] * s.max_joint_step
@@ -82,8 +83,8 @@ class SafetyFilter:
         m = self.limits.joint_margin
         self.lower = kin.lower + m
         self.upper = kin.upper - m
-        self.ws_low = np.asarray(spec.workspace_low) - self.limits.workspace_tolerance
-        self.ws_high = np.asarray(spec.workspace_high) + self.limits.workspace_tolerance
+        self.ws_low = np.asarray(spec.workspace_low, dtype=np.float64) - self.limits.workspace_tolerance
+        self.ws_high = np.asarray(spec.workspace_high, dtype=np.float64) + self.limits.workspace_tolerance
         self.last_cmd: np.ndarray | None = None
         self.last_grip: float | None = None
 
@@ -100,27 +101,23 @@ class SafetyFilter:
 
     def filter(self, q_target: np.ndarray, grip_target: float, q_meas: np.ndarray, grip_meas: float) -> Command:
         L = self.limits
-        if not (np.all(np.isfinite(q_target)) and np.isfinite(grip_target)):
+        if not (np.all(np.isfinite(q_target)) and math.isfinite(grip_target)):
             return self.hold(q_meas, grip_meas, "non-finite target")
-        reasons = []
-        q = np.minimum(np.maximum(q_target, self.lower), self.upper)
-        if np.any(q != q_target):
-            reasons.append("joint limits")
         ref = q_meas if self.last_cmd is None else self.last_cmd
-        q2 = np.clip(q, ref - L.max_joint_step, ref + L.max_joint_step)
-        q2 = np.clip(q2, q_meas - L.max_tracking_error, q_meas + L.max_tracking_error)
-        q2 = np.minimum(np.maximum(q2, self.lower), self.upper)
-        if np.any(q2 != q):
-            reasons.append("max step")
-        ee = self.kin.fk_pos(q2)
-        if np.any(ee < self.ws_low) or np.any(ee > self.ws_high):
+        q2, flags = filter_targets_jit(
+            np.ascontiguousarray(q_target, dtype=np.float64), np.ascontiguousarray(q_meas, dtype=np.float64),
+            np.ascontiguousarray(ref, dtype=np.float64), self.lower, self.upper, float(L.max_joint_step),
+            float(L.max_tracking_error), self.ws_low, self.ws_high, *self.kin.chain_arrays)
+        if flags & 4:
             return self.hold(q_meas, grip_meas, "workspace")
+        reasons = ("joint limits" if flags & 1 else "", "max step" if flags & 2 else "")
         g_ref = grip_meas if self.last_grip is None else self.last_grip
-        g = float(np.clip(grip_target, 0.0, self.spec.gripper_open))
-        g = float(np.clip(g, g_ref - L.max_gripper_step, g_ref + L.max_gripper_step))
-        self.last_cmd = q2.copy()
+        g = min(max(float(grip_target), 0.0), self.spec.gripper_open)
+        g = min(max(g, g_ref - L.max_gripper_step), g_ref + L.max_gripper_step)
+        self.last_cmd = q2
         self.last_grip = g
-        return Command(arm=q2, gripper=g, hold=False, reason=", ".join(reasons), clipped=bool(reasons))
+        reason = ", ".join(r for r in reasons if r)
+        return Command(arm=q2, gripper=g, hold=False, reason=reason, clipped=bool(flags & 3))
 
 
 class Controller:
