@@ -1,5 +1,4 @@
 """The twin gate's promotion rule and the models registry."""
-import json
 
 import pytest
 

@@ -1,5 +1,4 @@
 """The one observation/action spec: layout, (de)serialisation, precise diffs."""
-import json
 
 import numpy as np
 import pytest

@@ -80,7 +80,7 @@ def _offline(args, tb):
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    from ..buffer import Replay, list_stores, open_run
+    from ..buffer import Replay, list_stores
 
     stores = list_stores(args.data)
     if not stores:
@@ -154,7 +154,6 @@ def _write(args, out, module, spec, lineage, state) -> int:
 
     if out.endswith(".pt"):
         if state is None:
-            import torch
 
             state = {"policy": {k: v.detach().clone() for k, v in module.state_dict().items()}}
         save_checkpoint(out, {"state": state, "lineage": lineage})

@@ -30,10 +30,8 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from ..algos.export import export_onnx, read_model_metadata, sha256_file

@@ -15,7 +15,7 @@ import datetime as _dt
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 

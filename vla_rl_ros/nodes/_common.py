@@ -144,3 +144,19 @@ class RateLimitedLog:
             msg = f"{msg} ({self.suppressed} similar messages suppressed)"
             self.suppressed = 0
         self._logger.error(msg)
+
+
+def publish_status(node, publisher, name: str, level: int, message: str, values: dict, hardware_id: str = "") -> None:
+    """Publish one ``DiagnosticStatus`` (values stringified) as a stamped ``DiagnosticArray``."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    st = DiagnosticStatus()
+    st.name = name
+    st.hardware_id = hardware_id
+    st.level = level
+    st.message = message
+    st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    arr = DiagnosticArray()
+    arr.header.stamp = node.get_clock().now().to_msg()
+    arr.status = [st]
+    publisher.publish(arr)

@@ -19,13 +19,12 @@ import sys
 import threading
 import time
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from ._common import declare, run_node
+from ._common import declare, publish_status, run_node
 from ..learner.continual import ContinualLearner, Event, LearnerConfig
 
 
@@ -124,19 +123,13 @@ class LearnerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         L = self.learner
-        st = DiagnosticStatus()
-        st.name = "vla_rl_ros: learner"
-        st.level = DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK
-        st.message = self.last_error or f"{L.cfg.algo} learning"
         inc = L.incumbent
         vals = dict(algo=L.cfg.algo, updates=L.updates, rounds=L.rounds, candidates=self.n_candidates,
                     promotions=self.n_promoted, incumbent=inc["version"] if inc else "",
                     transitions=len(L.replay), demo_transitions=L.replay.n_demo)
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [st]
-        self.pub_diag.publish(arr)
+        publish_status(self, self.pub_diag, "vla_rl_ros: learner",
+                       DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK,
+                       self.last_error or f"{L.cfg.algo} learning", vals)
 
     def destroy_node(self):
         self.close()

@@ -33,7 +33,7 @@ import threading
 import time
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -50,7 +50,7 @@ from ..runtime.stats import LatencyWindow, RateMonitor
 from ..runtime.watchdog import InputChannel, Watchdog
 from ..spec import spec_from_params
 from ..stepmsg import META_FIELDS, encode_layout
-from ._common import RateLimitedLog, declare, declare_spec_params, run_node
+from ._common import RateLimitedLog, declare, declare_spec_params, publish_status, run_node
 
 RELIABLE_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 STEP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -508,18 +508,15 @@ class PolicyNode(Node):
         missed_window = self.rate.missed - self._missed_at_diag
         self._missed_at_diag = self.rate.missed
         pol = self._policy
-        st = DiagnosticStatus()
-        st.name = f"{self.get_name()}: control loop"
-        st.hardware_id = self.spec.base_link
         if not reason:
-            st.level = DiagnosticStatus.OK
-            st.message = f"acting with model {pol.version if pol else '(intervention)'} at {achieved:.0f} Hz"
+            level = DiagnosticStatus.OK
+            message = f"acting with model {pol.version if pol else '(intervention)'} at {achieved:.0f} Hz"
             if missed_window > 0.01 * self.rate_hz * self._diag_period:
-                st.level = DiagnosticStatus.WARN
-                st.message += f", {missed_window} missed ticks"
+                level = DiagnosticStatus.WARN
+                message += f", {missed_window} missed ticks"
         else:
-            st.level = DiagnosticStatus.WARN if reason == "estop engaged" else DiagnosticStatus.ERROR
-            st.message = f"hold: {reason}"
+            level = DiagnosticStatus.WARN if reason == "estop engaged" else DiagnosticStatus.ERROR
+            message = f"hold: {reason}"
 
         def f(x: float, k: float = 1.0, fmt: str = "{:.3f}") -> str:
             return "nan" if not math.isfinite(x) else fmt.format(x * k)
@@ -548,11 +545,8 @@ class PolicyNode(Node):
             "callback_errors": str(self.callback_errors),
             "last_error": self.last_error,
         }
-        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [st]
-        self.pub_diag.publish(arr)
+        publish_status(self, self.pub_diag, f"{self.get_name()}: control loop", level, message, values,
+                       hardware_id=self.spec.base_link)
         self.rate.reset_window(now)
         self.latency.clear()
         self.compute.clear()

@@ -20,14 +20,13 @@ import re
 import sys
 import time
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from ._common import declare, run_node
+from ._common import declare, publish_status, run_node
 from ..buffer import create_run
 from ..recorder import EpisodeRecorder, RecorderConfig
 from ..rewards import make_reward
@@ -178,19 +177,11 @@ class RecorderNode(Node):
 
     def _publish_diagnostics(self) -> None:
         c = self.rec.counters
-        st = DiagnosticStatus()
-        st.name = "vla_rl_ros: recorder"
-        st.hardware_id = self.writer.robot_id or "sim"
-        st.level = DiagnosticStatus.WARN if c.rejected else DiagnosticStatus.OK
-        st.message = c.last_error or "recording"
         vals = dict(episodes=c.episodes, successes=c.successes, transitions=c.transitions, committed=self.writer.committed_steps,
                     rejected_steps=c.rejected, gaps=c.gaps, hold_ticks=c.hold_ticks, pending=self.writer.pending_steps,
                     store=str(self.run.buffer_path))
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [st]
-        self.pub_diag.publish(arr)
+        publish_status(self, self.pub_diag, "vla_rl_ros: recorder", DiagnosticStatus.WARN if c.rejected else DiagnosticStatus.OK,
+                       c.last_error or "recording", vals, hardware_id=self.writer.robot_id or "sim")
 
     def destroy_node(self):
         self.close()

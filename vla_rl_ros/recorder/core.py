@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
-import numpy as np
 
 from ..buffer import InvalidStep, Writer
 from ..rewards import SuccessDetector
