@@ -8,7 +8,8 @@ One :class:`ContinualLearner` owns the learning side of a run:
   vs online side, ``demo_ratio``), ``utd`` critic updates per actor update, and
   behaviour-cloning initialisation of the actor from the demo side.
   ``algo="recap"``: Recap rounds over the growing buffer (value fit → relabel →
-  advantage-conditioned actor) every ``recap_round_episodes`` new episodes.
+  advantage-conditioned actor) every ``recap_round_episodes`` new episodes; each
+  round starts from fresh weights unless ``recap_warm_start``.
 * **Candidates.** Every ``candidate_every_updates`` SAC updates (or each Recap
   round) the policy is exported to ONNX (spec + lineage in metadata, atomic
   write) and evaluated against the incumbent on the same fresh block of
@@ -54,6 +55,8 @@ class LearnerConfig:
     candidate_every_updates: int = 3000  # SAC
     recap_round_episodes: int = 20  # Recap: new completed episodes per round
     recap_min_episodes: int = 30
+    recap_warm_start: bool = False  # False: each round trains value + actor afresh on all data (as π*0.6 does
+    # from its base model each iteration); True: continue from the previous round's weights
     gate_episodes: int = 20
     gate_alpha: float = 0.1
     gate_seed_base: int = 1_000_000
@@ -239,6 +242,8 @@ class ContinualLearner:
         if len(eps) < self.cfg.recap_min_episodes or n_new < self.cfg.recap_round_episodes:
             time.sleep(0.5)
             return []
+        if not self.cfg.recap_warm_start:
+            self.algo = None  # a fresh value function and actor, trained on everything recorded so far
         self._build_algo()
         t0 = time.time()
         # Demonstrations (and human interventions) are always on the positive side of the indicator.

@@ -45,6 +45,8 @@ class LearnerNode(Node):
             candidate_every_updates=d("candidate_every_updates", 3000, "SAC: export + gate a candidate every K updates"),
             recap_round_episodes=d("recap_round_episodes", 20, "Recap: new episodes per round"),
             recap_min_episodes=d("recap_min_episodes", 30, "Recap: episodes needed before the first round"),
+            recap_warm_start=d("recap_warm_start", False, "Recap: continue from the last round's weights "
+                                                          "(false: train each round afresh on all data)"),
             gate_episodes=d("gate_episodes", 20, "Seeded twin episodes per policy at the gate"),
             gate_alpha=d("gate_alpha", 0.1, "Sign-test level a candidate must reach to be promoted"),
             checkpoint_every_s=d("checkpoint_every_s", 60.0, "Checkpoint period (s)"),
