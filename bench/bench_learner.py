@@ -393,7 +393,7 @@ def main() -> int:
         f"result in {ln_stats['two_pass']:.0f} µs ({ln_stats['var_mean'] / ln_stats['two_pass']:.0f}x faster, "
         f"max abs difference {ln_stats['max_diff']:.1e}), forward only.",
         "",
-        f"Sampling from our Replay costs ~{100 * sample_share:.0f}% of an update, so the learner is compute-bound; "
+        f"Sampling from our Replay costs ~{100 * sample_share:.1f}% of an update, so the learner is compute-bound; "
         f"sampling would only become the bottleneck at ~{med['sample'] / med['ours_pre']:.0f}x faster updates. "
         "Where the speed comes from (see `algos/sac.py`): both critics are one stacked ensemble "
         "(batched matmuls, no Python loop), one fused Adam step over all parameters, the actor loss "

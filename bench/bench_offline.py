@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/bench_offline.py [--seeds 0,1,2] [--iql-steps 20000] [--out docs/bench/offline.md]
+    .venv/bin/python bench/bench_offline.py [--seeds 0,1,2] [--iql-steps 10000] [--out docs/bench/offline.md]
 
 The dataset (``runs/bench/offline_dataset``, a durable run: ``create_run`` +
 ``import_episodes``; built once, reused unless ``--rebuild``) holds
@@ -180,7 +180,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2", help="training seeds (each learner, each seed)")
     ap.add_argument("--steps", type=int, default=5000, help="BC steps = Recap actor steps = Recap value steps")
-    ap.add_argument("--iql-steps", type=int, default=20_000)
+    ap.add_argument("--iql-steps", type=int, default=10_000)
     ap.add_argument("--episodes", type=int, default=50, help="seeded evaluation episodes per policy")
     ap.add_argument("--clean", type=int, default=GROUPS[0][1])
     ap.add_argument("--noisy", type=int, default=GROUPS[1][1])

@@ -297,6 +297,35 @@ def run_sb3(task: str, variant: str, seed: int, steps: int, eval_every: int, eva
 RUNNERS = {"ours": run_ours, "sb3": run_sb3}
 
 
+def bc_init_check(task: str = "pick_place", variant: str = "rlpd", eval_episodes: int = 20) -> dict:
+    """Success of our SAC actor right after ``SAC.bc_pretrain`` on the bench's demos, per BC loss.
+
+    Justifies the ``bc_loss`` of the demo variant: same demos, steps, seed and evaluation episodes.
+    """
+    import numpy as np
+    import torch
+
+    from vla_rl_ros.algos.sac import SAC, SACConfig
+    from vla_rl_ros.learner.evaluate import evaluate_policy
+
+    _threads()
+    hp = {**HPARAMS[task][variant]["shared"], **HPARAMS[task][variant]["ours"]}
+    t = demo_transitions(expert_demos(task, hp["demos"]))
+    out = {"demos": hp["demos"], "steps": hp["bc_init_steps"], "episodes": eval_episodes, "success": {}}
+    for loss in ("nll", "mse"):
+        sac = SAC(t["obs"].shape[1], t["action"].shape[1], SACConfig(bc_loss=loss, seed=0))
+        sac.fit_obs_normalizer(t["obs"])
+        rng = np.random.default_rng(0)
+        sac.bc_pretrain(lambda: (lambda i: (t["obs"][i], t["action"][i]))(rng.integers(0, len(t["obs"]), 256)),
+                        steps=hp["bc_init_steps"])
+        res = evaluate_policy(lambda o: sac.act(o, deterministic=True), task, episodes=eval_episodes, seed=EVAL_SEED)
+        out["success"][loss] = res.success_rate
+    out["torch"] = torch.__version__
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"bc_check_{task}_{variant}.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
 def worker(job: dict) -> str:
     res = RUNNERS[job["algo"]](job["task"], job["variant"], job["seed"], job["steps"], job["eval_every"],
                                job["eval_episodes"], job["budget_s"])
@@ -359,6 +388,82 @@ def plot(task: str, variant: str, by_algo: dict[str, list[dict]], path: Path) ->
     plt.close(fig)
 
 
+def hover_vs_finish(gamma: float) -> tuple[float, float]:
+    """Discounted value of holding the cube just outside the goal forever vs finishing (pick_and_place reward).
+
+    From the reward's own parameters: holding (grasped, object at the success radius) earns
+    ``grasp_bonus - transport_weight * success_distance`` per tick forever (a time-limit truncation
+    bootstraps); finishing earns ``grasp_bonus + success_bonus - transport_weight * d`` (d ~ 0) for the
+    ``success_ticks`` ticks the env needs before it terminates.
+    """
+    from vla_rl_ros.twin.env import TwinEnv
+
+    env = TwinEnv(task="pick_place")
+    try:
+        p = env.reward_fn.params
+        ticks = env.success.n_consecutive
+    finally:
+        env.close()
+    hold = (p["grasp_bonus"] - p["transport_weight"] * p["success_distance"]) / (1.0 - gamma)
+    finish = sum(gamma ** k * (p["grasp_bonus"] + p["success_bonus"]) for k in range(ticks))
+    return hold, finish
+
+
+def _after_start(r: dict) -> list[dict]:
+    ls = r["hparams"]["learning_starts"]
+    return [p for p in r["points"] if p["step"] > ls]
+
+
+def notes(task: str, variant: str, by_algo: dict[str, list[dict]]) -> list[str]:
+    """Measured observations that explain the table (computed, not written by hand)."""
+    out = []
+    level, budget = TARGETS[task]
+    hp = HPARAMS[task][variant]
+    if "ours" in by_algo and "sb3" in by_algo:
+        for algo in ("ours", "sb3"):
+            runs = by_algo[algo]
+            peak = [max((p["success_rate"] for p in _after_start(r)), default=0.0) for r in runs]
+            fin = [r["points"][-1]["success_rate"] for r in runs]
+            out.append(f"{algo}: peak after learning starts {', '.join(f'{100 * x:.0f}%' for x in peak)}, "
+                       f"final {', '.join(f'{100 * x:.0f}%' for x in fin)} (per seed); "
+                       f"{sum(a > b + 0.15 for a, b in zip(peak, fin))}/{len(runs)} runs end >15 points below "
+                       "their peak.")
+    if hp["shared"]["demos"] and "ours" in by_algo:
+        for r in by_algo["ours"]:
+            p0 = r["points"][0]["success_rate"]
+            nxt = _after_start(r)
+            if nxt and p0 >= 0.3 and nxt[0]["success_rate"] <= p0 / 2:
+                out.append(
+                    f"ours, seed {r['seed']}: the BC-initialised actor scores {100 * p0:.0f}% before any RL update "
+                    f"and {100 * nxt[0]['success_rate']:.0f}% at the first evaluation after learning starts "
+                    f"(step {nxt[0]['step']:,}, i.e. {nxt[0]['step'] - hp['shared']['learning_starts']:,} SAC "
+                    f"updates): the actor follows the gradient of a still-untrained critic and forgets the demos. "
+                    "`train_online`/`SAC` have no critic warm-up (actor frozen while the critic fits the demos) "
+                    "and no BC term in the actor loss, the usual remedies.")
+    check = RESULTS / f"bc_check_{task}_{variant}.json"
+    if hp["shared"].get("demos") and check.exists():
+        c = json.loads(check.read_text())
+        out.append(f"BC loss for the initialisation (`--bc-check`): after {c['steps']:,} `SAC.bc_pretrain` steps on the "
+                   f"{c['demos']} demos the deterministic actor scores {100 * c['success']['nll']:.0f}% with "
+                   f"`bc_loss='nll'` (SACConfig's default) and {100 * c['success']['mse']:.0f}% with `'mse'` "
+                   f"({c['episodes']} seeded episodes).")
+    if task == "pick_place":
+        h99, f99 = hover_vs_finish(0.99)
+        hg, fg = hover_vs_finish(hp["shared"]["gamma"])
+        out.append(f"Reward design: with the staged `pick_and_place` reward and termination on success, holding the "
+                   f"cube just outside the goal is worth {h99:.0f} at gamma 0.99 vs {f99:.0f} for finishing, so "
+                   f"hovering is optimal at 0.99; at the gamma used here ({hp['shared']['gamma']}) it is {hg:.0f} vs "
+                   f"{fg:.0f}. Both learners get the same gamma.")
+    for algo, runs in by_algo.items():
+        cut = [r for r in runs if r["steps_done"] < r["steps"]]
+        if cut:
+            rate = ", ".join(f"{r['steps_done'] / max(r['wall_s'] - r['eval_s'], 1e-9):.0f}" for r in cut)
+            done = ", ".join(f"{r['steps_done']:,}" for r in cut)
+            out.append(f"{algo}: stopped by the {cut[0]['budget_s'] / 60:.0f}-minute wall-time budget at {done} env "
+                       f"steps ({rate} env steps/s of training, one update per step, on a shared 2-core machine).")
+    return [f"* {o}" for o in out]
+
+
 def report(commands: list[str]) -> str:
     from bench_learner import machine_info, machine_line
 
@@ -368,7 +473,8 @@ def report(commands: list[str]) -> str:
     lines += ["Commands:", ""] + [f"    {c}" for c in commands] + [""]
     lines += [machine_line(info), "",
               "Protocol (identical for both learners):" + __doc__.split("Protocol (identical for both learners):")[1],
-              ""]
+              "Wall times below are context only (runs shared the machine with each other and with other work); "
+              "update throughput is compared properly in `docs/bench/learner.md`.", ""]
     for (task, variant), by_algo in sorted(results.items(), key=lambda kv: (kv[0][0] != "reach", kv[0][1])):
         if variant not in HPARAMS.get(task, {}):
             continue
@@ -382,22 +488,25 @@ def report(commands: list[str]) -> str:
                   f"Shared settings: {', '.join(f'{k}={v}' for k, v in hp['shared'].items())}; "
                   f"ours additionally {', '.join(f'{k}={v}' for k, v in hp['ours'].items())}. "
                   "SB3: its defaults otherwise.", "",
-                  "| learner | seeds | env steps done (budget) | final success, median [runs] | best success, median | "
-                  f"first eval ≥ {100 * level:.0f}% (per seed) | wall time / run, median | eval share |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| learner | seeds | env steps done (budget) | success at step 0 | final success, median [runs] | "
+                  f"best after learning starts, median | first eval ≥ {100 * level:.0f}% (per seed) | "
+                  "wall time / run, median | eval share |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         summary = {}
         for algo in ("ours", "sb3"):
             runs = by_algo.get(algo, [])
             if not runs:
                 continue
             finals = [r["points"][-1]["success_rate"] for r in runs]
-            bests = [max(p["success_rate"] for p in r["points"]) for r in runs]
-            firsts = [first_step_reaching(r["points"], level) for r in runs]
+            bests = [max((p["success_rate"] for p in _after_start(r)), default=0.0) for r in runs]
+            firsts = [first_step_reaching(_after_start(r), level) for r in runs]
             done = [r["steps_done"] for r in runs]
+            step0 = ", ".join(f"{100 * r['points'][0]['success_rate']:.0f}%" for r in runs)
             summary[algo] = (statistics.median(finals), firsts, runs)
             lines.append(
                 f"| {algo} | {', '.join(str(r['seed']) for r in runs)} | "
                 f"{', '.join(f'{d:,}' for d in done)} ({runs[0]['steps']:,}) | "
+                f"{step0} | "
                 f"{100 * statistics.median(finals):.0f}% [{', '.join(f'{100 * f:.0f}' for f in finals)}] | "
                 f"{100 * statistics.median(bests):.0f}% | "
                 f"{', '.join('—' if f is None else f'{f:,}' for f in firsts)} | "
@@ -413,11 +522,11 @@ def report(commands: list[str]) -> str:
             elif any(cut):
                 done = ", ".join(f"{r['steps_done']:,}" for r in runs)
                 verdicts.append(f"{algo}: **not met within the run** (stopped by the wall-time budget at "
-                                f"{done} steps; "
-                                f"{sum(met)}/{len(met)} seeds had reached it)")
+                                f"{done} steps; {sum(met)}/{len(met)} seeds had reached it)")
             else:
                 verdicts.append(f"{algo}: **not met** ({sum(met)}/{len(met)} seeds reached it)")
         lines += [f"Target ≥ {100 * level:.0f}% within {budget:,} env steps: " + "; ".join(verdicts) + ".", ""]
+        lines += notes(task, variant, by_algo) + [""]
     return "\n".join(lines)
 
 
@@ -433,13 +542,19 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process, one torch thread each)")
     ap.add_argument("--budget-min", type=float, default=35.0, help="wall-time budget per run (minutes)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--bc-check", action="store_true",
+                    help="only measure BC-initialisation success per BC loss for --task/--variant, then report")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "sample_efficiency.md"))
     args = ap.parse_args()
 
     out = Path(args.out)
     cmd_file = RESULTS / "commands.json"
     commands = json.loads(cmd_file.read_text()) if cmd_file.exists() else {}
-    if not args.report_only:
+    if args.bc_check:
+        print(bc_init_check(args.task, args.variant or DEFAULT_VARIANT[args.task], args.eval_episodes))
+        commands["bc-check"] = ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+        cmd_file.write_text(json.dumps(commands, indent=1))
+    elif not args.report_only:
         task = args.task
         variant = args.variant or DEFAULT_VARIANT[task]
         if variant not in HPARAMS[task]:
@@ -456,7 +571,8 @@ def main() -> int:
         commands[f"{task}:{variant}"] = ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
         RESULTS.mkdir(parents=True, exist_ok=True)
         cmd_file.write_text(json.dumps(commands, indent=1))
-    text = report([c for _, c in sorted(commands.items(), key=lambda kv: (not kv[0].startswith("reach"), kv[0]))])
+    text = report([c for _, c in sorted(commands.items(), key=lambda kv: (not kv[0].startswith("reach"),
+                                                                         kv[0].startswith("bc"), kv[0]))])
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -241,7 +241,7 @@ def _stop(procs) -> None:
                 os.killpg(p.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
-    deadline = time.monotonic() + 15.0
+    deadline = time.monotonic() + 20.0
     for name, p in procs.items():
         try:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -139,7 +139,13 @@ class LearnerNode(Node):
 
     def close(self) -> None:
         self._stop.set()
-        self.thread.join(timeout=60)
+        self.thread.join(timeout=5.0)
+        if self.thread.is_alive():
+            # A Recap round or a gate evaluation is in progress: don't hold up shutdown for it. Nothing durable
+            # is lost (the store is the recorder's; the last checkpoint and the registry stay as they are).
+            self.get_logger().warn("learner busy (training round or gate in progress); exiting without waiting, "
+                                   "resuming from the last checkpoint next time")
+            return
         self.learner.close()
 
 
