@@ -350,8 +350,10 @@ class EnsembleCritic(nn.Module):
             g, beta = self.ln_weights[i], self.ln_biases[i]
             if detach:
                 g, beta = g.detach(), beta.detach()
-            var, mean = torch.var_mean(h, dim=1, keepdim=True, correction=0)
-            h = torch.addcmul(beta, (h - mean) * torch.rsqrt(var + self.LN_EPS), g)
+            # mean/var by hand: torch.var_mean over dim 1 of a [E, ., .] tensor is ~10x slower on CPU here
+            d = h - h.mean(1, keepdim=True)
+            var = (d * d).mean(1, keepdim=True)
+            h = torch.addcmul(beta, d * torch.rsqrt(var + self.LN_EPS), g)
             inplace = True
         return F.relu(h, inplace=inplace)
 
