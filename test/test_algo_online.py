@@ -30,7 +30,7 @@ def test_sac_learns_pendulum(tmp_path):
     Pendulum-v1 from about -1250 (random or untrained policy) to about -400 (seeds
     0, 1, 2 give -400, -394, -494); the test asks for 400 better than random."""
     cfg = SACConfig(hidden=(64, 64), lr=1e-3, batch_size=128, learning_starts=500)
-    sac, hist = train_online("Pendulum-v1", cfg, steps=3000, seed=0, tb_dir=str(tmp_path / "tb"),
+    sac, hist = train_online("Pendulum-v1", cfg, steps=3000, seed=0, normalize_obs=True, tb_dir=str(tmp_path / "tb"),
                              progress=False, eval_every=3000, eval_episodes=5, log_every=500)
     random_return = _random_policy_return()
     steps, metric = zip(*hist)
