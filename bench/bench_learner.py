@@ -75,10 +75,12 @@ def machine_info() -> dict:
     }
 
 
-def machine_line(info: dict, load_end: float | None = None) -> str:
+def machine_line(info: dict, load_end: float | None = None, load: bool = True) -> str:
     s = (f"Machine: `nproc` = {info['nproc']}, CPU {info['cpu']}, torch {info['torch']} "
-         f"({info['torch_threads']} thread), Python {info['python']}; shared machine, 1-min load average "
-         f"{info['load1']:.2f} at start")
+         f"({info['torch_threads']} thread), Python {info['python']}; shared machine")
+    if not load:
+        return s + "."
+    s += f", 1-min load average {info['load1']:.2f} at start"
     if load_end is not None:
         s += f", {load_end:.2f} at end"
     return s + "."

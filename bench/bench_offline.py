@@ -124,8 +124,14 @@ def train_recap_policy(eps, seed: int, steps: int, h_norm: int):
 
     cfg = RecapConfig(h_norm=h_norm, actor_steps=steps, value_steps=steps, seed=seed)
     trainer = RecapTrainer(eps[0].obs.shape[1], eps[0].actions.shape[1], cfg)
-    metrics = trainer.round([{"obs": e.obs, "actions": e.actions, "success": e.success,
-                              "intervention": e.intervention} for e in eps])
+    data = [{"obs": e.obs, "actions": e.actions, "success": e.success, "intervention": e.intervention} for e in eps]
+    metrics = trainer.round(data)
+    # label quality: which steps did the advantage indicator call "positive"?
+    ind = trainer.label(data)["indicator"]
+    clean = np.concatenate([np.full(len(e), e.is_demo) for e in eps])
+    ok = np.concatenate([np.full(len(e), e.success) for e in eps])
+    metrics.update(pos_clean=float(ind[clean].mean()), pos_other_success=float(ind[~clean & ok].mean()),
+                   pos_failed=float(ind[~ok].mean()), positives_clean_share=float(ind[clean].sum() / max(ind.sum(), 1)))
     return trainer, metrics
 
 
@@ -300,10 +306,28 @@ def main() -> int:
         f"Recap labelled {100 * statistics.median(m['positive_fraction'] for m in recap_metrics):.0f}% of the steps "
         f"positive (value MAE {statistics.median(m['value_mae'] for m in recap_metrics):.3f} in normalised return).",
         "",
+        "Recap's labels (median over seeds): positive on "
+        f"{100 * statistics.median(m['pos_clean'] for m in recap_metrics):.0f}% of the clean-expert steps, "
+        f"{100 * statistics.median(m['pos_other_success'] for m in recap_metrics):.0f}% of the other steps of "
+        f"successful episodes and {100 * statistics.median(m['pos_failed'] for m in recap_metrics):.0f}% of the "
+        "steps of failed episodes; clean-expert steps are "
+        f"{100 * statistics.median(m['positives_clean_share'] for m in recap_metrics):.0f}% of the positives "
+        f"({100 * sum(len(e) for e in eps if e.is_demo) / n_tr:.0f}% of the data).",
+        "",
         "Target: Recap ≥ BC + 20 points: "
         + ("**met**." if statistics.median(gain) >= 20 else f"**not met** (median {statistics.median(gain):+.0f})."),
         "",
     ]
+    if statistics.median(gain) < 20:
+        lines += [
+            "Why (reading the figures above): the noise in this dataset is zero-mean Gaussian on the expert's hand "
+            "motion, so a state rarely tells whether the noisy actions taken from it will end in success; the value "
+            "function, trained on outcomes only, is nearly flat along the approach and the N-step advantages "
+            "separate clean-expert steps from the rest only weakly (the label rates above). The positive-conditioned "
+            "policy then imitates a set dominated by noisy steps, much like BC. IQL learns from the env's staged "
+            "reward (grasp bonus, distances), a denser signal than Recap's outcome-only reward.",
+            "",
+        ]
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)

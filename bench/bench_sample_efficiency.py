@@ -88,8 +88,10 @@ HPARAMS = {
                        "demos": 0},
             "ours": {"n_critics": 2, "critic_layernorm": False, "bc_init_steps": 0, "bc_loss": "nll"},
         },
-        # diagnosis: the same without our observation normaliser (SB3 has none by default)
+        # diagnosis: the same without our observation normaliser (SB3 has none by default); only ours is run,
+        # SB3's runs of "alpha0.1" (identical settings for it) are shown alongside
         "alpha0.1-noobsnorm": {
+            "sb3_runs_from": "alpha0.1",
             "shared": {"gamma": 0.99, "learning_starts": 1000, "batch_size": 256, "utd": 1, "init_alpha": 0.1,
                        "demos": 0},
             "ours": {"n_critics": 2, "critic_layernorm": False, "bc_init_steps": 0, "bc_loss": "nll",
@@ -327,10 +329,12 @@ def bc_init_check(task: str = "pick_place", variant: str = "rlpd", eval_episodes
 
 
 def worker(job: dict) -> str:
+    job = {**job, "load1_start": os.getloadavg()[0]}
     res = RUNNERS[job["algo"]](job["task"], job["variant"], job["seed"], job["steps"], job["eval_every"],
                                job["eval_episodes"], job["budget_s"])
     res.update({k: job[k] for k in ("task", "variant", "algo", "seed", "steps", "eval_every", "eval_episodes",
                                     "budget_s")})
+    res["load1"] = [job["load1_start"], os.getloadavg()[0]]
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{job['task']}_{job['variant']}_{job['algo']}_s{job['seed']}.json"
     tmp = path.with_suffix(".tmp")
@@ -471,13 +475,19 @@ def report(commands: list[str]) -> str:
     results = load_results()
     lines = ["## Sample efficiency: our SAC vs Stable-Baselines3 SAC (`bench/bench_sample_efficiency.py`)", ""]
     lines += ["Commands:", ""] + [f"    {c}" for c in commands] + [""]
-    lines += [machine_line(info), "",
+    loads = [x for runs in results.values() for rs in runs.values() for r in rs for x in r.get("load1", [])]
+    load_txt = (f" 1-min load average during the runs: {min(loads):.1f}–{max(loads):.1f} (other work shared the "
+                "machine)." if loads else " Other work shared the machine during the runs.")
+    lines += [machine_line(info, load=False) + load_txt, "",
               "Protocol (identical for both learners):" + __doc__.split("Protocol (identical for both learners):")[1],
               "Wall times below are context only (runs shared the machine with each other and with other work); "
               "update throughput is compared properly in `docs/bench/learner.md`.", ""]
     for (task, variant), by_algo in sorted(results.items(), key=lambda kv: (kv[0][0] != "reach", kv[0][1])):
         if variant not in HPARAMS.get(task, {}):
             continue
+        borrowed = HPARAMS[task][variant].get("sb3_runs_from")
+        if borrowed and "sb3" not in by_algo and "sb3" in results.get((task, borrowed), {}):
+            by_algo = {**by_algo, "sb3": results[(task, borrowed)]["sb3"]}
         level, budget = TARGETS[task]
         png = ROOT / "docs" / "img" / f"sample_efficiency_{task}_{variant}.png"
         plot(task, variant, by_algo, png)
@@ -487,7 +497,8 @@ def report(commands: list[str]) -> str:
                   f"![{task} success curves](../img/{png.name})", "",
                   f"Shared settings: {', '.join(f'{k}={v}' for k, v in hp['shared'].items())}; "
                   f"ours additionally {', '.join(f'{k}={v}' for k, v in hp['ours'].items())}. "
-                  "SB3: its defaults otherwise.", "",
+                  "SB3: its defaults otherwise."
+                  + (f" SB3 runs: those of variant `{borrowed}` (the same settings for SB3)." if borrowed else ""), "",
                   "| learner | seeds | env steps done (budget) | success at step 0 | final success, median [runs] | "
                   f"best after learning starts, median | first eval ≥ {100 * level:.0f}% (per seed) | "
                   "wall time / run, median | eval share |",
@@ -568,7 +579,9 @@ def main() -> int:
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
             for path in ex.map(worker, jobs):
                 print("wrote", os.path.relpath(path, ROOT), flush=True)
-        commands[f"{task}:{variant}"] = ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+        commands = json.loads(cmd_file.read_text()) if cmd_file.exists() else {}  # re-read: runs may overlap
+        commands[f"{task}:{variant}"] = (".venv/bin/python "
+                                         + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]))
         RESULTS.mkdir(parents=True, exist_ok=True)
         cmd_file.write_text(json.dumps(commands, indent=1))
     text = report([c for _, c in sorted(commands.items(), key=lambda kv: (not kv[0].startswith("reach"),
