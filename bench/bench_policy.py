@@ -250,9 +250,9 @@ def markdown(res: list[dict], floor: dict, mach: dict, cmd: str, seconds: int) -
                 parts.append(f"{label} {r['achieved_hz'] / rate:.3f}")
         lines.append(f"* {rate} Hz, achieved/target: " + ", ".join(parts) + ".")
     lines += [
-        "* Tick compute is well above the ONNX floor: the IK + safety filter (`runtime/control.py`, numpy on 7-vectors) "
-        "and three rclpy publishes dominate; in a hot loop the tick measured ~260 µs here, and it grows when the loop "
-        "sleeps longer between ticks (cold caches on a shared machine), hence the higher figures at 100 Hz.",
+        "* Tick compute is well above the ONNX floor: the action mapping + safety filter (`runtime/control.py`: numba "
+        "IK and filter kernels, ~120 µs with their Python glue) and three rclpy publishes dominate; the tick grows "
+        "when the loop sleeps longer between ticks (cold caches on a shared machine), hence the higher figures at 100 Hz.",
         "* The load average column is the machine's (other engineers' jobs included): \"idle\" means no busy loop of "
         "ours, not an idle machine. Under CPU contention normal scheduling loses ticks; `realtime_priority` "
         "(SCHED_FIFO for the control thread) keeps the rate, which is how the node should run on a robot.",
