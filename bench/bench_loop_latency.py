@@ -62,7 +62,7 @@ def run(rate: float, swaps: int, work: str) -> dict:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray, String
 
-    from bench_policy import start, stop
+    from bench_policy import start, teardown
     from conftest import reserve_domain_id
     from vla_rl_ros.algos.export import read_model_metadata, sha256_file
     from vla_rl_ros.spec import Spec
@@ -149,13 +149,7 @@ def run(rate: float, swaps: int, work: str) -> dict:
         missed1 = int(diags[-1]["missed_ticks"]) if diags else 0
         achieved = float(diags[-1]["achieved_rate_hz"]) if diags else float("nan")
     finally:
-        for p in reversed(procs):
-            stop(p)
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
-        log.close()
-        lock.close()
+        teardown(procs, ex, node, ctx, log, lock)
     lat = np.array(latencies)
     return {"rate": rate, "swaps": swaps, "lat_ms": (lat * 1000).tolist(), "lat_p50_ms": float(np.median(lat) * 1000),
             "lat_max_ms": float(lat.max() * 1000), "step_gaps": gaps, "missed_ticks_run": missed1 - missed0,

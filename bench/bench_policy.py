@@ -123,6 +123,19 @@ def stop(p: subprocess.Popen) -> None:
             p.wait(5)
 
 
+def teardown(procs, ex, node, ctx, log, lock) -> None:
+    """Stop the graph's processes (newest first) and the probe's rclpy context; release the domain id."""
+    import rclpy
+
+    for p in reversed(procs):
+        stop(p)
+    ex.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown(context=ctx)
+    log.close()
+    lock.close()
+
+
 def run_config(rate: int, loaded: bool, executor: str, rt: int, model: str, seconds: float, warmup: int,
                workdir: str) -> dict:
     import rclpy
@@ -169,13 +182,7 @@ def run_config(rate: int, loaded: bool, executor: str, rt: int, model: str, seco
         if not acting:
             raise RuntimeError(f"policy_node never acted at {rate} Hz; see {log.name}")
     finally:
-        for p in reversed(procs):
-            stop(p)
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
-        log.close()
-        lock.close()
+        teardown(procs, ex, node, ctx, log, lock)
 
     def col(k):
         return np.array([float(d[k]) for d in acting])
