@@ -321,11 +321,11 @@ def main() -> int:
     if statistics.median(gain) < 20:
         lines += [
             "Why (reading the figures above): the noise in this dataset is zero-mean Gaussian on the expert's hand "
-            "motion, so a state rarely tells whether the noisy actions taken from it will end in success; the value "
-            "function, trained on outcomes only, is nearly flat along the approach and the N-step advantages "
-            "separate clean-expert steps from the rest only weakly (the label rates above). The positive-conditioned "
-            "policy then imitates a set dominated by noisy steps, much like BC. IQL learns from the env's staged "
-            "reward (grasp bonus, distances), a denser signal than Recap's outcome-only reward.",
+            "motion, so whether the noisy actions taken from a state end in success is largely luck; with a value "
+            "function trained on outcomes only, the N-step advantages separate clean-expert steps from the rest only "
+            "weakly (the label rates above), and the positive-conditioned policy imitates a set dominated by noisy "
+            "steps, much like BC. IQL learns from the env's staged reward (grasp bonus, distances), a denser signal "
+            "than Recap's outcome-only reward (a likely reason for its lead, not isolated here).",
             "",
         ]
     text = "\n".join(lines)
