@@ -56,7 +56,8 @@ setup(
             "ros-lifecycle-msgs",
         ],
         "test": ["pytest", "pytest-timeout"],
-        "bench": ["stable-baselines3", "d3rlpy"],
+        # References for bench/ (d3rlpy pins gymnasium==1.0.0: install it with --no-deps, see docs/BENCHMARKS.md).
+        "bench": ["stable-baselines3"],
     },
     zip_safe=True,
     maintainer="vla_rl_ros maintainers",

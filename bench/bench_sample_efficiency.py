@@ -79,14 +79,16 @@ HPARAMS = {
         "alpha1": {
             "shared": {"gamma": 0.99, "learning_starts": 1000, "batch_size": 256, "utd": 1, "init_alpha": 1.0,
                        "demos": 0},
-            "ours": {"n_critics": 2, "critic_layernorm": False, "bc_init_steps": 0, "bc_loss": "nll"},
+            "ours": {"n_critics": 2, "critic_layernorm": False, "bc_init_steps": 0, "bc_loss": "nll",
+                     "normalize_obs": True},
         },
         # the reach reward is ~-0.3 per step: an initial temperature of 1.0 makes the entropy bonus (~4 nats/step)
         # dominate for thousands of steps; start both at 0.1 (still auto-tuned)
         "alpha0.1": {
             "shared": {"gamma": 0.99, "learning_starts": 1000, "batch_size": 256, "utd": 1, "init_alpha": 0.1,
                        "demos": 0},
-            "ours": {"n_critics": 2, "critic_layernorm": False, "bc_init_steps": 0, "bc_loss": "nll"},
+            "ours": {"n_critics": 2, "critic_layernorm": False, "bc_init_steps": 0, "bc_loss": "nll",
+                     "normalize_obs": True},
         },
         # diagnosis: the same without our observation normaliser (SB3 has none by default); only ours is run,
         # SB3's runs of "alpha0.1" (identical settings for it) are shown alongside
@@ -108,7 +110,7 @@ HPARAMS = {
             # bc_loss "mse", not SACConfig's default "nll": on these 20 demos an NLL-cloned actor scores 0%
             # (deterministic) where an MSE-cloned one scores 60-80% (see the report).
             "ours": {"n_critics": 2, "critic_layernorm": True, "bc_init_steps": 2000, "bc_loss": "mse",
-                     "demo_ratio": 0.5},
+                     "demo_ratio": 0.5, "normalize_obs": True},
         },
     },
 }
@@ -235,7 +237,7 @@ def run_ours(task: str, variant: str, seed: int, steps: int, eval_every: int, ev
     env = make_env(task)
     try:
         train_online(env, cfg, steps=steps, seed=seed, eval_fn=eval_fn, progress=False, eval_every=eval_every,
-                     buffer_size=steps, demos=demo_arrays, normalize_obs=hp.get("normalize_obs", True))
+                     buffer_size=steps, demos=demo_arrays, normalize_obs=hp["normalize_obs"])
     except _OutOfTime:
         pass
     finally:
@@ -328,6 +330,17 @@ def bc_init_check(task: str = "pick_place", variant: str = "rlpd", eval_episodes
     return out
 
 
+def git_head() -> str:
+    """The commit the working tree is on (read-only ``git rev-parse``), for the record."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def worker(job: dict) -> str:
     job = {**job, "load1_start": os.getloadavg()[0]}
     res = RUNNERS[job["algo"]](job["task"], job["variant"], job["seed"], job["steps"], job["eval_every"],
@@ -335,6 +348,8 @@ def worker(job: dict) -> str:
     res.update({k: job[k] for k in ("task", "variant", "algo", "seed", "steps", "eval_every", "eval_episodes",
                                     "budget_s")})
     res["load1"] = [job["load1_start"], os.getloadavg()[0]]
+    res["finished_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    res["git_head"] = git_head()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{job['task']}_{job['variant']}_{job['algo']}_s{job['seed']}.json"
     tmp = path.with_suffix(".tmp")
@@ -349,6 +364,7 @@ def load_results() -> dict[tuple[str, str], dict[str, list[dict]]]:
     out: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for p in sorted(RESULTS.glob("*_s*.json")):
         r = json.loads(p.read_text())
+        r.setdefault("finished_utc", time.strftime("%Y-%m-%d %H:%M", time.gmtime(p.stat().st_mtime)))
         out.setdefault((r["task"], r.get("variant", "")), {}).setdefault(r["algo"], []).append(r)
     return out
 
@@ -537,6 +553,10 @@ def report(commands: list[str]) -> str:
             else:
                 verdicts.append(f"{algo}: **not met** ({sum(met)}/{len(met)} seeds reached it)")
         lines += [f"Target ≥ {100 * level:.0f}% within {budget:,} env steps: " + "; ".join(verdicts) + ".", ""]
+        allruns = [r for rs in by_algo.values() for r in rs]
+        heads = sorted({r["git_head"] for r in allruns if r.get("git_head")})
+        lines += [f"Runs finished {min(r['finished_utc'] for r in allruns)} – {max(r['finished_utc'] for r in allruns)}"
+                  f" UTC" + (f" (HEAD {', '.join(heads)})" if heads else "") + ".", ""]
         lines += notes(task, variant, by_algo) + [""]
     return "\n".join(lines)
 

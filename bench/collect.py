@@ -37,6 +37,10 @@ def main() -> None:
         "machines are shared and noisy: read medians and ratios, not single absolute times.\n",
         f"Collected on: {cpu_model()}, {os.cpu_count()} cores. Re-run a section with its command, then",
         "`.venv/bin/python bench/collect.py`.\n",
+        "The references are not runtime dependencies. Install them into the venv without touching torch or",
+        "gymnasium (d3rlpy 2.8.1 pins gymnasium==1.0.0; it runs with the installed 1.x):\n",
+        "    .venv/bin/pip install stable-baselines3",
+        "    .venv/bin/pip install --no-deps d3rlpy && .venv/bin/pip install structlog colorama dataclasses-json h5py gym click\n",
     ]
     for n in names:
         with open(os.path.join(sec_dir, n + ".md")) as f:
