@@ -139,7 +139,7 @@ def iql_dataset(eps):
     """d3rlpy MDPDataset; timed-out episodes get their final observation appended (dummy action, reward 0)."""
     import d3rlpy
 
-    O, A, R, T, TO = [], [], [], [], []
+    obs_l, act_l, rew_l, term_l, tout_l = [], [], [], [], []
     for e in eps:
         n = len(e.actions)
         term = np.zeros(n, np.float32)
@@ -153,9 +153,10 @@ def iql_dataset(eps):
             r = np.concatenate([r, np.zeros(1, np.float32)])
             term = np.concatenate([term, [0.0]]).astype(np.float32)
             tout = np.concatenate([tout, [1.0]]).astype(np.float32)
-        O.append(o), A.append(a), R.append(r), T.append(term), TO.append(tout)
-    return d3rlpy.dataset.MDPDataset(np.concatenate(O), np.concatenate(A), np.concatenate(R).reshape(-1, 1),
-                                     np.concatenate(T), np.concatenate(TO),
+        obs_l.append(o), act_l.append(a), rew_l.append(r), term_l.append(term), tout_l.append(tout)
+    return d3rlpy.dataset.MDPDataset(np.concatenate(obs_l), np.concatenate(act_l),
+                                     np.concatenate(rew_l).reshape(-1, 1), np.concatenate(term_l),
+                                     np.concatenate(tout_l),
                                      action_space=d3rlpy.ActionSpace.CONTINUOUS)
 
 
@@ -289,7 +290,8 @@ def main() -> int:
         *[f"| {g['group']} | {g['episodes']} | {g['noise'][0]}–{g['noise'][1]} | {100 * g['success_rate']:.0f}% | "
           f"{g['transitions']:,} |" for g in groups],
         "",
-        f"Evaluation: {args.episodes} seeded twin episodes (seeds {EVAL_SEED}..{EVAL_SEED + args.episodes - 1}), the same "
+        f"Evaluation: {args.episodes} seeded twin episodes (seeds {EVAL_SEED}..{EVAL_SEED + args.episodes - 1}), "
+        "the same "
         f"for every policy; training seeds {args.seeds}.",
         "",
         "| learner | what | gradient steps | success, median | per seed | train time / seed |",

@@ -290,10 +290,12 @@ def run_sb3(task: str, variant: str, seed: int, steps: int, eval_every: int, eva
     model.learn(total_timesteps=steps, callback=EvalCB())
     env.close()
     return {"config": {"learning_starts": model.learning_starts, "batch_size": model.batch_size,
-                       "gamma": model.gamma, "tau": model.tau, "lr": model.learning_rate, "buffer_size": model.buffer_size,
+                       "gamma": model.gamma, "tau": model.tau, "lr": model.learning_rate,
+                       "buffer_size": model.buffer_size,
                        "train_freq": str(model.train_freq), "gradient_steps": model.gradient_steps,
                        "ent_coef": f"auto_{hp['init_alpha']}", "net_arch": "[256, 256] (default)", "seed": seed},
-            "hparams": hp, "points": curve.points, "steps_done": state["step"], "wall_s": time.perf_counter() - curve.t0,
+            "hparams": hp, "points": curve.points, "steps_done": state["step"],
+            "wall_s": time.perf_counter() - curve.t0,
             "eval_s": curve.eval_s, "demo_transitions": int(sum(len(d["actions"]) for d in demos)),
             "sb3": stable_baselines3.__version__}
 
@@ -463,7 +465,8 @@ def notes(task: str, variant: str, by_algo: dict[str, list[dict]]) -> list[str]:
     check = RESULTS / f"bc_check_{task}_{variant}.json"
     if hp["shared"].get("demos") and check.exists():
         c = json.loads(check.read_text())
-        out.append(f"BC loss for the initialisation (`--bc-check`): after {c['steps']:,} `SAC.bc_pretrain` steps on the "
+        out.append(f"BC loss for the initialisation (`--bc-check`): after {c['steps']:,} `SAC.bc_pretrain` steps "
+                   "on the "
                    f"{c['demos']} demos the deterministic actor scores {100 * c['success']['nll']:.0f}% with "
                    f"`bc_loss='nll'` (SACConfig's default) and {100 * c['success']['mse']:.0f}% with `'mse'` "
                    f"({c['episodes']} seeded episodes).")
@@ -555,8 +558,9 @@ def report(commands: list[str]) -> str:
         lines += [f"Target ≥ {100 * level:.0f}% within {budget:,} env steps: " + "; ".join(verdicts) + ".", ""]
         allruns = [r for rs in by_algo.values() for r in rs]
         heads = sorted({r["git_head"] for r in allruns if r.get("git_head")})
-        lines += [f"Runs finished {min(r['finished_utc'] for r in allruns)} – {max(r['finished_utc'] for r in allruns)}"
-                  f" UTC" + (f" (HEAD {', '.join(heads)})" if heads else "") + ".", ""]
+        first, last = min(r["finished_utc"] for r in allruns), max(r["finished_utc"] for r in allruns)
+        head_txt = f" (HEAD {', '.join(heads)})" if heads else ""
+        lines += [f"Result files written {first} – {last} UTC{head_txt}.", ""]
         lines += notes(task, variant, by_algo) + [""]
     return "\n".join(lines)
 
