@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from collect import write_section
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vla_rl_ros.buffer import Replay, Writer, import_episodes  # noqa: E402
@@ -164,9 +166,7 @@ def main() -> int:
     ]
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_section(text, args.out)
     return 0
 
 

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from collect import write_section
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
@@ -414,9 +416,7 @@ def main() -> int:
     ]
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_section(text, args.out)
     return 0
 
 

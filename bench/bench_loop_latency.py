@@ -196,11 +196,9 @@ thread, off the control path; the control loop picks the new model up with one r
     if a.no_write:
         print(md)
     else:
-        out = os.path.join(REPO, "docs", "bench", "loop_latency.md")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(md)
-        print(f"wrote {out}")
+        from collect import write_section
+
+        write_section(md, os.path.join(REPO, "docs", "bench", "loop_latency.md"))
     return 0
 
 

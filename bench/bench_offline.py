@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from collect import write_section
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -332,9 +334,7 @@ def main() -> int:
         ]
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_section(text, args.out)
     (Path(args.data_root) / "offline_results.json").write_text(json.dumps(
         {"res": res, "train_s": train_s, "recap_metrics": recap_metrics, "args": vars(args)}, indent=1))
     return 0

@@ -313,11 +313,9 @@ def main() -> int:
     if a.no_write:
         print(md)
     else:
-        out = os.path.join(REPO, "docs", "bench", "policy.md")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
-            f.write("# Benchmark: policy_node\n\n" + md)
-        print(f"wrote {out}")
+        from collect import write_section
+
+        write_section("# Benchmark: policy_node\n\n" + md, os.path.join(REPO, "docs", "bench", "policy.md"))
     return 0
 
 

@@ -611,8 +611,9 @@ def main() -> int:
     text = report([c for _, c in sorted(commands.items(), key=lambda kv: (not kv[0].startswith("reach"),
                                                                          kv[0].startswith("bc"), kv[0]))])
     print(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    from collect import write_section
+
+    write_section(text, out)
     return 0
 
 

@@ -26,6 +26,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def write_section(text: str, out: str | os.PathLike) -> str:
+    """Write one benchmark's markdown section (atomically, creating docs/bench/); returns the path."""
+    out = os.fspath(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+    return out
+
+
 def main() -> None:
     sec_dir = os.path.join(DOCS, "bench")
     names = [n[:-3] for n in os.listdir(sec_dir) if n.endswith(".md")]
