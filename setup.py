@@ -71,6 +71,7 @@ setup(
             "policy_node = vla_rl_ros.nodes.policy_node:main",
             "recorder_node = vla_rl_ros.nodes.recorder_node:main",
             "learner_node = vla_rl_ros.nodes.learner_node:main",
+            "teacher_node = vla_rl_ros.nodes.teacher_node:main",
         ],
     },
 )

@@ -1,4 +1,4 @@
-"""Sim stack: PyBullet twin + policy + recorder + learner, one process per node.
+"""Sim stack: PyBullet twin + policy + recorder + learner (+ the scripted teacher), one process per node.
 
     ros2 launch vla_rl_ros sim.launch.py [task:=reach|pick_place] [params_file:=...]
 
@@ -32,4 +32,7 @@ def generate_launch_description():
              parameters=[params_file, overrides, {"run_dir": run_dir}]),
         Node(package="vla_rl_ros", executable="learner_node", name="learner_node", output="screen",
              parameters=[params_file, overrides, {"run_dir": run_dir}]),
+        # the twin's stand-in for a human who corrects the arm over /rl/intervention (watch_fraction 0 = off)
+        Node(package="vla_rl_ros", executable="teacher_node", name="teacher_node", output="screen",
+             parameters=[params_file, overrides]),
     ])

@@ -179,3 +179,53 @@ def test_recap_rejects_bad_episodes():
         t.round([])
     with pytest.raises(ValueError):
         t.round([Episode(np.zeros((4, 3)), np.zeros((4, 1)), True)])
+
+
+def test_actor_batches_draw_demo_ratio_from_interventions(monkeypatch):
+    """With corrections present, demo_ratio of every actor minibatch comes from them (RLPD-style); 0 = uniform."""
+    import vla_rl_ros.algos.recap as recap
+
+    rng = np.random.default_rng(0)
+    n, n_iv = 1000, 20  # corrections: 2% of the steps
+    obs = rng.normal(size=(n, 2)).astype(np.float32)
+    act = np.zeros((n, 1), np.float32)
+    iv = np.zeros(n, bool)
+    iv[:n_iv] = True
+    obs[:n_iv, 0] = 100.0  # mark the correction rows so a batch's share can be counted from its observations
+    seen = []
+
+    def spy(actor, o, a, kind, cond=None):
+        seen.append(float((o[:, 0] == 100.0).float().mean()))
+        return real(actor, o, a, kind, cond=cond)
+
+    real = recap.bc_loss
+    monkeypatch.setattr(recap, "bc_loss", spy)
+    for ratio, lo, hi in ((0.5, 0.5, 0.53), (0.0, 0.0, 0.08)):
+        seen.clear()
+        t = RecapTrainer(2, 1, RecapConfig(hidden=(16, 16), batch_size=200, actor_steps=30, demo_ratio=ratio, seed=0))
+        t.fit_actor(obs, act, iv, intervention=iv)
+        assert lo <= np.mean(seen) <= hi, (ratio, np.mean(seen))
+    with pytest.raises(ValueError):
+        RecapConfig(demo_ratio=1.5)
+
+
+@pytest.mark.parametrize("mode", ["input", "heads"])
+def test_actor_conditioning_modes_follow_the_indicator(mode):
+    """Both ways of feeding the indicator learn indicator-specific actions (positive -> +1, negative -> -1)."""
+    from vla_rl_ros.algos.bc import bc_loss
+    from vla_rl_ros.algos.networks import SquashedGaussianActor
+
+    torch.manual_seed(0)
+    actor = SquashedGaussianActor(2, 1, (32, 32), cond_dim=3, cond_mode=mode)
+    opt = torch.optim.Adam(actor.parameters(), lr=3e-3)
+    obs = torch.randn(256, 2)
+    ind = torch.rand(256) < 0.5
+    target = torch.where(ind, 0.9, -0.9).unsqueeze(-1)  # same states, opposite actions by indicator
+    for _ in range(300):
+        loss = bc_loss(actor, obs, target, "mse", cond=indicator_tokens(ind))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    pos = actor.deterministic(obs, indicator_tokens(torch.ones(256, dtype=torch.bool)))
+    neg = actor.deterministic(obs, indicator_tokens(torch.zeros(256, dtype=torch.bool)))
+    assert pos.mean() > 0.8 and neg.mean() < -0.8

@@ -20,7 +20,8 @@ class Graph:
 
 
 GRAPHS = {
-    "sim": Graph(params_file="sim.yaml", nodes=("twin_node", "policy_node", "recorder_node", "learner_node")),
+    "sim": Graph(params_file="sim.yaml",
+                 nodes=("twin_node", "policy_node", "recorder_node", "learner_node", "teacher_node")),
     "robot": Graph(params_file="robot.yaml", nodes=("policy_node", "recorder_node", "learner_node")),
 }
 

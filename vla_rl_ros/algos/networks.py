@@ -123,9 +123,15 @@ class SquashedGaussianActor(nn.Module):
     Args:
         obs_dim, action_dim: sizes (from the spec).
         hidden: hidden layer sizes (default ``(256, 256)``).
-        cond_dim: size of an optional conditioning input concatenated after the
-            normalised observation (Recap's one-hot indicator: 3); 0 for none.
+        cond_dim: size of an optional conditioning input (Recap's one-hot
+            indicator: 3); 0 for none.
         normalizer: observation normaliser (a fresh identity one if omitted).
+        cond_mode: how the condition enters. ``"input"``: concatenated after the
+            normalised observation. ``"heads"``: also one output layer per
+            condition, mixed by the condition's weights (for a one-hot
+            condition: its own head), so that what is learnt under one
+            indicator value cannot be averaged away by the others; the trunk
+            is shared.
 
     The log-std head is squashed smoothly into ``[LOG_STD_MIN, LOG_STD_MAX]``.
     """
@@ -137,11 +143,20 @@ class SquashedGaussianActor(nn.Module):
         hidden: Sequence[int] = (256, 256),
         cond_dim: int = 0,
         normalizer: ObsNormalizer | None = None,
+        cond_mode: str = "input",
     ) -> None:
         super().__init__()
+        if cond_mode not in ("input", "heads"):
+            raise ValueError(f"cond_mode must be 'input' or 'heads', got {cond_mode!r}")
         self.obs_dim, self.action_dim, self.cond_dim = int(obs_dim), int(action_dim), int(cond_dim)
+        self.cond_mode = cond_mode if self.cond_dim else "input"
         self.normalizer = normalizer if normalizer is not None else ObsNormalizer(obs_dim)
-        self.net = mlp(self.obs_dim + self.cond_dim, tuple(hidden), 2 * self.action_dim)
+        if self.cond_mode == "heads":
+            hidden = tuple(hidden)
+            self.net = nn.Sequential(mlp(self.obs_dim + self.cond_dim, hidden[:-1], hidden[-1]), nn.ReLU())
+            self.heads = nn.Linear(hidden[-1], self.cond_dim * 2 * self.action_dim)
+        else:
+            self.net = mlp(self.obs_dim + self.cond_dim, tuple(hidden), 2 * self.action_dim)
 
     def _features(self, obs: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         x = self.normalizer(obs)
@@ -153,7 +168,13 @@ class SquashedGaussianActor(nn.Module):
 
     def dist_params(self, obs: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-tanh ``mean`` and ``log_std``, each ``[B, action_dim]``."""
-        mean, raw = self.net(self._features(obs, cond)).chunk(2, dim=-1)
+        x = self._features(obs, cond)
+        if self.cond_mode == "heads":
+            c = x[:, self.obs_dim:]
+            out = self.heads(self.net(x)).view(x.shape[0], self.cond_dim, 2 * self.action_dim)
+            mean, raw = (out * c.unsqueeze(-1)).sum(1).chunk(2, dim=-1)
+        else:
+            mean, raw = self.net(x).chunk(2, dim=-1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(raw) + 1.0)
         return mean, log_std
 

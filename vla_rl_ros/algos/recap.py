@@ -95,6 +95,17 @@ class RecapConfig:
         value_steps, actor_steps: gradient steps per round for each fit (2000).
         batch_size, lr, weight_decay: Adam(W) settings (256, 3e-4, 0).
         actor_loss: ``"mse"`` (default) or ``"nll"`` (see :mod:`.bc`).
+        demo_ratio: fraction of each actor minibatch drawn from intervention
+            (and demonstration) steps when there are any (0.5, as RLPD's
+            demo/online split; 0 = uniform over all steps). Corrections are a
+            few percent of the steps; without this they are drowned by the
+            autonomous positives.
+        actor_cond: how the indicator enters the actor: ``"heads"`` (one output
+            layer per token on a shared trunk; default) or ``"input"`` (the
+            one-hot token concatenated to the observation only). With
+            ``"input"`` a 2x256 MLP largely ignored the 3 extra inputs: on
+            pick_place data with corrections the positive-conditioned policy
+            stayed near plain BC on everything.
         seed: seeds initialisation, minibatches and dropout.
     """
 
@@ -112,6 +123,8 @@ class RecapConfig:
     lr: float = 3e-4
     weight_decay: float = 0.0
     actor_loss: str = "mse"
+    demo_ratio: float = 0.5
+    actor_cond: str = "heads"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -122,8 +135,12 @@ class RecapConfig:
             raise ValueError("fail_penalty must be >= 0")
         if not 0.0 <= self.positive_fraction <= 1.0:
             raise ValueError("positive_fraction must be in [0, 1]")
+        if not 0.0 <= self.demo_ratio <= 1.0:
+            raise ValueError("demo_ratio must be in [0, 1]")
         if not 0.0 <= self.indicator_dropout < 1.0:
             raise ValueError("indicator_dropout must be in [0, 1)")
+        if self.actor_cond not in ("input", "heads"):
+            raise ValueError("actor_cond must be 'input' or 'heads'")
         if self.actor_loss not in BC_LOSSES:
             raise ValueError(f"actor_loss must be one of {BC_LOSSES}")
 
@@ -306,7 +323,8 @@ class RecapTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.value_net = DistributionalValue(obs_dim, cfg.hidden, cfg.n_bins, cfg.v_min)
-            self.actor = SquashedGaussianActor(obs_dim, action_dim, cfg.hidden, cond_dim=N_TOKENS)
+            self.actor = SquashedGaussianActor(obs_dim, action_dim, cfg.hidden, cond_dim=N_TOKENS,
+                                               cond_mode=cfg.actor_cond)
 
         def adam(params: Any) -> torch.optim.Optimizer:
             if cfg.weight_decay:
@@ -380,13 +398,25 @@ class RecapTrainer:
         return {"advantage": a, "indicator": ind, "threshold": thr, "values": v_all, "intervention": iv}
 
     def fit_actor(self, obs: np.ndarray, actions: np.ndarray, indicator: np.ndarray,
-                  steps: int | None = None) -> dict[str, float]:
-        """Advantage-conditioned behaviour cloning with indicator dropout."""
+                  steps: int | None = None, intervention: np.ndarray | None = None) -> dict[str, float]:
+        """Advantage-conditioned behaviour cloning with indicator dropout.
+
+        With ``intervention`` given (and ``cfg.demo_ratio > 0``), a ``demo_ratio``
+        share of every minibatch is drawn from the intervention steps, the rest
+        uniformly from all steps."""
         cfg = self.cfg
         o = torch.as_tensor(np.asarray(obs, dtype=np.float32))
         a = torch.as_tensor(np.asarray(actions, dtype=np.float32)).clamp(-1.0, 1.0)
         ind = torch.as_tensor(np.asarray(indicator, dtype=bool))
         sample = self._sampler(len(o))
+        iv_idx = (torch.as_tensor(np.flatnonzero(np.asarray(intervention, dtype=bool)))
+                  if intervention is not None else torch.zeros(0, dtype=torch.long))
+        n_iv = int(round(cfg.demo_ratio * cfg.batch_size)) if 0 < len(iv_idx) < len(o) else 0
+        if n_iv > 0:
+            def sample() -> torch.Tensor:  # noqa: F811 - the mixed sampler replaces the uniform one
+                pick = iv_idx[torch.randint(len(iv_idx), (n_iv,), generator=self.generator)]
+                rest = torch.randint(len(o), (cfg.batch_size - n_iv,), generator=self.generator)
+                return torch.cat([pick, rest])
         self.actor.train()
         loss = torch.zeros(())
         for _ in range(cfg.actor_steps if steps is None else int(steps)):
@@ -420,7 +450,7 @@ class RecapTrainer:
         metrics.update(threshold=float(lab["threshold"]), positive_fraction=float(lab["indicator"].mean()),
                        intervention_fraction=float(lab["intervention"].mean()),
                        advantage_mean=float(lab["advantage"].mean()))
-        metrics.update(self.fit_actor(obs, actions, lab["indicator"]))
+        metrics.update(self.fit_actor(obs, actions, lab["indicator"], intervention=lab["intervention"]))
         self.rounds += 1
         return metrics
 

@@ -26,7 +26,12 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, help="starting ONNX model (default: the shipped BC model for the task)")
     p.add_argument("--params", default=None, help="params file (default config/sim.yaml)")
     p.add_argument("--demos", type=int, default=None,
-                   help="expert demos imported into a new run's store (default 20 for pick_place, 0 for reach)")
+                   help="expert demos imported into a new run's store (default: for pick_place, exactly the demos the "
+                        "starting model was cloned from, per its lineage; 0 for reach)")
+    p.add_argument("--teacher", type=float, default=None, metavar="FRACTION",
+                   help="pick_place: fraction of episodes the scripted teacher watches and corrects over "
+                        "/rl/intervention (default: the params file's, 0.5); 0 = no teacher, the policy learns from "
+                        "its own episodes only")
     p.add_argument("--no-learner", action="store_true", help="twin + policy + recorder only")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: keep the environment's)")
@@ -90,7 +95,11 @@ def run(args) -> int:
         "recorder_node": {"run_dir": run_dir},
         "learner_node": {"run_dir": run_dir, **({"initial_model": model} if model else {})},
     }
-    nodes = [n for n in graph.nodes if not (args.no_learner and n == "learner_node")]
+    teacher = getattr(args, "teacher", None)
+    if teacher is not None:
+        per_node["teacher_node"] = {"watch_fraction": float(teacher)}
+    nodes = [n for n in graph.nodes if not (args.no_learner and n == "learner_node")
+             and not (n == "teacher_node" and (args.task != "pick_place" or teacher == 0.0))]
     procs: dict[str, subprocess.Popen] = {}
     print(f"[{args.graph}] run {run_dir}  task {args.task or '(params file)'}  "
           f"start model {os.path.basename(model) if model else '(params file)'}  params {params}")
@@ -120,7 +129,9 @@ def _prepare_run(run_dir: str, args) -> None:
     root, name = os.path.split(run_dir)
     spec = Spec(task=args.task)
     run = create_run(root, name, spec, robot_id="sim", exist_ok=True)
-    n_demos = args.demos if args.demos is not None else (20 if args.task == "pick_place" else 0)
+    n_demos, demo_seed = args.demos, 0
+    if n_demos is None:
+        n_demos, demo_seed = _model_demos(args) if args.task == "pick_place" else (0, 0)
     if n_demos <= 0:
         return
     con = connect(run.buffer_path, readonly=True)
@@ -132,8 +143,23 @@ def _prepare_run(run_dir: str, args) -> None:
         return
     from .demos import collect_and_import
 
-    print(f"[sim] importing {n_demos} scripted-expert demos into {run.buffer_path}")
-    collect_and_import(run, args.task, n_demos, seed=0, progress=True)
+    print(f"[sim] importing {n_demos} scripted-expert demos (seeds {demo_seed}..{demo_seed + n_demos - 1}) "
+          f"into {run.buffer_path}")
+    collect_and_import(run, args.task, n_demos, seed=demo_seed, progress=True)
+
+
+def _model_demos(args) -> tuple[int, int]:
+    """(number, first seed) of the expert demos the starting model was cloned from (its lineage's recipe), so
+    that the learner starts from exactly the data the model saw and any gain comes from experience."""
+    from ..algos.export import read_model_metadata
+    from ..runtime.paths import resolve_path
+
+    path = os.path.abspath(args.model) if args.model else resolve_path(DEFAULT_MODEL[args.task])
+    try:
+        recipe = read_model_metadata(path)[1].get("recipe") or {}
+        return int(recipe.get("demos", 10)), int(recipe.get("seed", 0))
+    except Exception:  # a model without a recipe (not one of ours): the shipped recipe's figures
+        return 10, 0
 
 
 def _monitor(args, run_dir: str, procs, env) -> int:
@@ -147,7 +173,7 @@ def _monitor(args, run_dir: str, procs, env) -> int:
     os.environ.update({k: v for k, v in env.items() if k.startswith("ROS_")})
     rclpy.init(args=[])
     node = Node("vla_rl_ros_sim_monitor")
-    recent: deque[bool] = deque(maxlen=20)
+    recent: deque[bool] = deque(maxlen=20)  # unassisted episodes only: the policy's own success
     history: list[dict] = []
     promotions: list[dict] = []
     env_steps = [0]
@@ -158,14 +184,18 @@ def _monitor(args, run_dir: str, procs, env) -> int:
             ep = json.loads(msg.data)
         except json.JSONDecodeError:
             return
-        recent.append(bool(ep.get("success")))
+        ep["assisted"] = int(ep.get("n_intervention_steps") or 0) > 0
+        if not ep["assisted"]:
+            recent.append(bool(ep.get("success")))
         env_steps[0] += int(ep.get("length", 0))
         ep["env_steps"] = env_steps[0]
         history.append(ep)
         models = ",".join(ep.get("model_versions") or []) or "-"
+        rate = f"{100 * sum(recent) / len(recent):5.1f}%" if recent else "   - "
+        tag = f"assisted ({ep['n_intervention_steps']} steps)" if ep["assisted"] else "unassisted"
         print(f"[episode {len(history):4d}] {'SUCCESS' if ep.get('success') else 'fail   '} {ep.get('end_reason', ''):8s} "
-              f"len {ep.get('length', 0):4d}  return {ep.get('return', 0.0):8.2f}  seed {ep.get('seed')}  "
-              f"success(last {len(recent)}) {100 * sum(recent) / len(recent):5.1f}%  model {models}", flush=True)
+              f"len {ep.get('length', 0):4d}  return {ep.get('return', 0.0):8.2f}  {tag:22s} "
+              f"success(last {len(recent)} unassisted) {rate}  model {models}", flush=True)
         if len(history) % 10 == 0:
             _plot()
 

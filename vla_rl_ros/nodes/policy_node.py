@@ -117,6 +117,13 @@ class PolicyNode(Node):
         self.realtime_priority = declare(
             self, "realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-98; 0 = normal scheduling). "
             "Needs CAP_SYS_NICE or an rtprio limit; refused -> warning, normal scheduling", lo=0, hi=98)
+        self.explore_std = declare(
+            self, "exploration_std", 0.0, "std of Gaussian noise added to the model's action (action units, before "
+            "the safety filter; the noisy action is what is sent and recorded). 0 = the deterministic policy. "
+            "Advantage-based learning (Recap) needs some: a deterministic policy takes one action per state, so "
+            "there is nothing to rank", lo=0.0, hi=1.0)
+        self._explore_rng = np.random.default_rng(declare(self, "exploration_seed", 0, "seed of the exploration noise",
+                                                          lo=0, hi=2**31 - 1))
         topics = {k: declare(self, f"topics.{k}", v, desc) for k, (v, desc) in TOPICS.items()}
 
         urdf_path = resolve_path(urdf) if urdf else default_panda_urdf()
@@ -379,6 +386,9 @@ class PolicyNode(Node):
             else:
                 try:
                     np.clip(policy.act(self._obs), -1.0, 1.0, out=action)
+                    if self.explore_std > 0.0:
+                        action += self._explore_rng.normal(0.0, self.explore_std, action.shape)
+                        np.clip(action, -1.0, 1.0, out=action)
                 except Exception as e:  # a model that validated but fails at run time: hold, count, report
                     self.inference_errors += 1
                     reason = f"inference failed: {e}"

@@ -1,0 +1,158 @@
+"""teacher_node: the twin's stand-in for the human who corrects the arm (sim graph only).
+
+HIL-SERL and π*0.6's Recap learn from two kinds of experience: the policy's own
+episodes and a person's corrections, taken over teleop when the arm goes wrong.
+On a robot that person publishes ``/rl/intervention`` (a joystick or a
+spacemouse node). In the twin, this node plays that person with the scripted
+IK expert (:class:`~vla_rl_ros.twin.expert.ScriptedExpert`):
+
+* it **watches** a fraction of the episodes (``watch_fraction``, drawn per
+  episode with a seeded RNG); the other episodes run unassisted, so the success
+  of those is an unbiased measure of the policy itself;
+* in a watched episode it **takes over** when the arm goes wrong, for
+  ``takeover_s`` seconds, publishing the expert's action on ``/rl/intervention``
+  at ``rate_hz`` (``policy_node`` uses it while it is fresh and flags the steps
+  as interventions, which Recap always labels positive):
+
+  - *grasp miss*: the gripper is closed but the hand is not at the object;
+  - *stall*: the episode is older than ``stall_s`` and nothing is held;
+
+* it knows episode boundaries from ``/rl/episode`` (the recorder's summaries)
+  and stays silent for ``quiet_after_episode_s`` after each, while the twin
+  resets.
+
+It computes the observation exactly as ``policy_node`` does (same FK, same
+spec layout) from the freshest joint state and task poses, so its actions are
+never a tick stale. ``watch_fraction: 0.0`` turns it off.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, String
+
+from ..kinematics import Kinematics, default_panda_urdf
+from ..runtime.inputs import JointStateMatcher, validate_pose
+from ..runtime.paths import resolve_path
+from ..spec import spec_from_params
+from ._common import RateLimitedLog, declare, declare_spec_params, run_node
+
+
+class TeacherNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("teacher_node", **kwargs)
+        p = declare_spec_params(self)
+        self.spec = spec = spec_from_params(p)
+        urdf = declare(self, "urdf_path", "", "arm URDF for FK ('' = the Panda from pybullet_data)")
+        self.watch_fraction = declare(self, "watch_fraction", 0.5,
+                                      "fraction of episodes the teacher watches (0 = never intervenes)", lo=0.0, hi=1.0)
+        self.takeover_s = declare(self, "takeover_s", 1.0, "s: length of one take-over", lo=0.05, hi=60.0)
+        self.stall_s = declare(self, "stall_s", 2.5, "s: take over when nothing is held this long into an episode "
+                               "(0 = never)", lo=0.0, hi=3600.0)
+        self.quiet_s = declare(self, "quiet_after_episode_s", 0.5, "s: silent after each episode end (twin reset)",
+                               lo=0.0, hi=60.0)
+        rate = declare(self, "rate_hz", 50.0, "publish rate of /rl/intervention while taking over", lo=1.0, hi=1000.0)
+        seed = declare(self, "seed", 0, "RNG seed of the per-episode watch draws", lo=0, hi=2**31 - 1)
+        self.executor_kind = declare(self, "executor", "single_threaded", "events | single_threaded",
+                                     additional="one of: events, single_threaded")
+        if spec.task != "pick_place" or spec.action_mode != "ee_delta":
+            self.get_logger().warning(f"the scripted teacher handles pick_place in ee_delta; task {spec.task!r} "
+                                      f"({spec.action_mode}): it will not intervene")
+            self.watch_fraction = 0.0
+        from ..twin.expert import ScriptedExpert
+
+        self.expert = ScriptedExpert(spec)
+        self.kin = Kinematics(resolve_path(urdf) if urdf else default_panda_urdf(), spec.base_link, spec.ee_link,
+                              spec.arm_joints)
+        self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints)
+        self.rng = np.random.default_rng(seed)
+        self._obj = np.zeros(3)
+        self._goal = np.zeros(3)
+        self._have = {"object": False, "goal": False}
+        self._obs = np.zeros(spec.obs_dim, dtype=np.float32)
+        self._ee, self._ob = spec.obs_slice("ee_pos"), spec.obs_slice("object_pos")
+        self._w = spec.obs_slice("gripper_width").start
+        self._log_reject = RateLimitedLog(self.get_logger())
+        self.episodes = 0
+        self.takeovers = 0
+        self._new_episode(time.monotonic())
+
+        self.pub = self.create_publisher(Float64MultiArray, "/rl/intervention", qos_profile_sensor_data)
+        self._msg = Float64MultiArray()
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos_profile_sensor_data)
+        self.create_subscription(PoseStamped, "/task/object_pose", lambda m: self._on_pose(m, "object", self._obj),
+                                 qos_profile_sensor_data)
+        self.create_subscription(PoseStamped, "/task/goal_pose", lambda m: self._on_pose(m, "goal", self._goal),
+                                 qos_profile_sensor_data)
+        self.create_subscription(String, "/rl/episode", self._on_episode, 10)
+        self.create_timer(1.0 / rate, self._tick)
+        self.get_logger().info(f"scripted teacher: watches {100 * self.watch_fraction:.0f}% of episodes, takes over "
+                               f"for {self.takeover_s}s on a grasp miss or after {self.stall_s}s without a grasp")
+
+    # ---------------------------------------------------------------- inputs
+    def _on_joint_state(self, msg: JointState) -> None:
+        err = self.matcher.update(msg.name, msg.position)
+        if err is not None:
+            self._log_reject(f"rejected joint state: {err}")
+
+    def _on_pose(self, msg: PoseStamped, which: str, out: np.ndarray) -> None:
+        p, o = msg.pose.position, msg.pose.orientation
+        err = validate_pose(msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w), self.spec.base_link)
+        if err is not None:
+            self._log_reject(f"rejected {which} pose: {err}")
+            return
+        out[:] = (p.x, p.y, p.z)
+        self._have[which] = True
+
+    def _on_episode(self, msg: String) -> None:
+        try:
+            json.loads(msg.data)
+        except ValueError:
+            return
+        self.episodes += 1
+        self._new_episode(time.monotonic())
+
+    def _new_episode(self, now: float) -> None:
+        self.watching = bool(self.rng.random() < self.watch_fraction)
+        self.episode_start = now + self.quiet_s
+        self.takeover_until = 0.0
+
+    # ---------------------------------------------------------------- decide
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if not self.watching or now < self.episode_start or not self.matcher.valid or not all(self._have.values()):
+            return
+        spec = self.spec
+        q, grip = self.matcher.q, self.matcher.gripper_width
+        spec.build_observation(q, grip, self.kin.fk_pos(q), self._obj, self._goal, out=self._obs)
+        o = self._obs
+        d = float(np.linalg.norm(o[self._ee] - o[self._ob]))
+        width = float(o[self._w])
+        holding = 0.01 < width < self.expert.closed_width and d < 0.03
+        if now >= self.takeover_until:
+            miss = width < self.expert.closed_width and d > 0.03 and not holding
+            stall = self.stall_s > 0 and now - self.episode_start > self.stall_s and not holding
+            if not (miss or stall):
+                return
+            self.takeover_until = now + self.takeover_s
+            self.takeovers += 1
+            self.get_logger().info(f"episode {self.episodes}: taking over ({'grasp miss' if miss else 'stall'}), "
+                                   f"{self.takeovers} take-overs so far")
+        self._msg.data = [float(v) for v in self.expert(o)]
+        self.pub.publish(self._msg)
+
+
+def main(argv=None) -> int:
+    run_node(TeacherNode, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
