@@ -112,6 +112,14 @@ HPARAMS = {
             "ours": {"n_critics": 2, "critic_layernorm": True, "bc_init_steps": 2000, "bc_loss": "mse",
                      "demo_ratio": 0.5, "normalize_obs": True},
         },
+        "rlpd_bc": {
+            # as rlpd, plus what keeps the cloned actor alive: 2,000 critic-only updates after BC initialisation
+            # and a TD3+BC-style BC term on the demo half of each actor batch (bc_weight 2.5, TD3+BC's value)
+            "shared": {"gamma": 0.98, "learning_starts": 1000, "batch_size": 256, "utd": 1, "init_alpha": 0.1,
+                       "demos": 20},
+            "ours": {"n_critics": 2, "critic_layernorm": True, "bc_init_steps": 2000, "bc_loss": "mse",
+                     "demo_ratio": 0.5, "normalize_obs": True, "bc_weight": 2.5, "actor_warmup_updates": 2000},
+        },
     },
 }
 DEFAULT_VARIANT = {"reach": "alpha0.1", "pick_place": "rlpd"}
@@ -215,7 +223,8 @@ def run_ours(task: str, variant: str, seed: int, steps: int, eval_every: int, ev
     cfg = SACConfig(gamma=hp["gamma"], batch_size=hp["batch_size"], utd=hp["utd"], n_critics=hp["n_critics"],
                     critic_layernorm=hp["critic_layernorm"], init_alpha=hp["init_alpha"],
                     bc_init_steps=hp["bc_init_steps"], bc_loss=hp["bc_loss"], demo_ratio=hp.get("demo_ratio", 0.5),
-                    learning_starts=hp["learning_starts"], seed=seed)
+                    learning_starts=hp["learning_starts"], bc_weight=hp.get("bc_weight", 0.0),
+                    actor_warmup_updates=hp.get("actor_warmup_updates", 0), seed=seed)
     demo_arrays = None
     if demos:
         t = demo_transitions(demos)

@@ -225,3 +225,40 @@ def test_config_validation():
         SACConfig(actor_q="max")
     cfg = SACConfig(hidden=[64, 64])
     assert cfg.hidden == (64, 64) and SACConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_bc_term_holds_the_actor_on_the_demo_actions():
+    """With bc_weight the actor keeps the demonstrated action on demo rows against a critic that pulls away."""
+    rng = np.random.default_rng(3)
+    b = _batch(rng, n=64)
+    demo = torch.zeros(64, dtype=torch.bool)
+    demo[:32] = True
+    target_a = torch.full((64, ACT), 0.5)
+    b = b._replace(action=torch.where(demo[:, None], target_a, b.action), demo=demo)
+    errs = {}
+    for w in (0.0, 5.0):
+        sac = _make_sac(bc_weight=w, lr=3e-3)
+        for _ in range(300):
+            m = sac.update(b)
+        with torch.no_grad():
+            a = sac.actor.deterministic(b.obs[demo])
+        errs[w] = float((a - 0.5).abs().mean())
+        assert ("bc_loss" in m) == (w > 0)
+    assert errs[5.0] < 0.1 < errs[0.0]
+    # a mapping batch from the store's Replay carries the flags: demo or intervention rows are demo rows
+    mb = as_batch({"obs": b.obs, "action": b.action, "reward": b.reward, "next_obs": b.next_obs, "done": b.done,
+                   "is_demo": demo.numpy(), "intervention": np.r_[np.zeros(63, bool), True]})
+    assert mb.demo.sum() == 33
+
+
+def test_actor_warmup_updates_only_the_critics_first():
+    sac = _make_sac(actor_warmup_updates=4, utd=2)
+    rng = np.random.default_rng(1)
+    before = [p.detach().clone() for p in sac.actor.parameters()]
+    for _ in range(2):  # 4 critic updates: still warming up
+        sac.train_step(lambda: _batch(rng))
+    assert sac.num_actor_updates == 0 and sac.num_critic_updates == 4
+    assert all(torch.equal(p, q) for p, q in zip(before, sac.actor.parameters()))
+    sac.train_step(lambda: _batch(rng))
+    assert sac.num_actor_updates == 1
+    assert not all(torch.equal(p, q) for p, q in zip(before, sac.actor.parameters()))

@@ -172,3 +172,26 @@ def test_intervention_replaces_the_policy_action_while_fresh(policy, probe):
     assert "(single_threaded executor)" in policy.log()
     d = last_diag(probe)
     assert float(d["tick_lateness_max_ms"]) >= 0.0  # the timer's schedule reached the tick (TimerInfo)
+
+
+@pytest.mark.parametrize("policy", [{"exploration_std": 0.2}], indirect=True)
+def test_exploration_noise_on_the_models_action_not_on_the_humans(policy, probe):
+    FakeArm(probe)  # a still arm: the model sees the same observation every tick
+    wait_step(probe, lambda s: not s.hold and not s.intervention, "a policy tick")
+    probe.wait_for(lambda: sum(not s.hold for _, s in steps(probe)) >= 40, 20, "40 policy ticks")
+    auto = [s for _, s in steps(probe) if not s.hold and not s.intervention]
+    obs = np.array([s.obs for s in auto])
+    act = np.array([s.action for s in auto])
+    np.testing.assert_allclose(obs, obs[:1].repeat(len(obs), 0), atol=1e-6)  # same state every tick ...
+    assert act.std(0).max() > 0.05  # ... different recorded (executed) actions: the noise is in the data
+    assert np.abs(act).max() <= 1.0
+    pub = probe.publisher("/rl/intervention", Float64MultiArray)
+    human = [0.5, -0.25, 0.0, -1.0]
+    stop = time.monotonic() + 0.6
+    while time.monotonic() < stop:
+        pub.publish(Float64MultiArray(data=human))
+        time.sleep(0.05)
+    rec = [s for _, s in steps(probe) if s.intervention]
+    assert rec
+    for s in rec:
+        np.testing.assert_allclose(s.action, human, atol=1e-6)  # a human's action is never perturbed

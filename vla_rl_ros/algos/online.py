@@ -150,7 +150,11 @@ def train_online(
 
     def sample() -> Batch:
         online = replay.sample(cfg.batch_size - n_demo, rng)
-        return concat_batches(online, demo_buf.sample(n_demo, rng)) if n_demo else online
+        if not n_demo:
+            return online
+        demo = demo_buf.sample(n_demo, rng)
+        return concat_batches(online._replace(demo=torch.zeros(len(online.obs), dtype=torch.bool)),
+                              demo._replace(demo=torch.ones(n_demo, dtype=torch.bool)))
 
     recent_returns: list[float] = []
     if eval_fn is None:
