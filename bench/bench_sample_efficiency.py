@@ -119,6 +119,7 @@ HPARAMS = {
                        "demos": 20},
             "ours": {"n_critics": 2, "critic_layernorm": True, "bc_init_steps": 2000, "bc_loss": "mse",
                      "demo_ratio": 0.5, "normalize_obs": True, "bc_weight": 2.5, "actor_warmup_updates": 2000},
+            "sb3_runs_from": "rlpd",  # SB3's settings are the same as in rlpd: its runs there are the reference
         },
     },
 }
@@ -469,8 +470,9 @@ def notes(task: str, variant: str, by_algo: dict[str, list[dict]]) -> list[str]:
                     f"and {100 * nxt[0]['success_rate']:.0f}% at the first evaluation after learning starts "
                     f"(step {nxt[0]['step']:,}, i.e. {nxt[0]['step'] - hp['shared']['learning_starts']:,} SAC "
                     f"updates): the actor follows the gradient of a still-untrained critic and forgets the demos. "
-                    "`train_online`/`SAC` have no critic warm-up (actor frozen while the critic fits the demos) "
-                    "and no BC term in the actor loss, the usual remedies.")
+                    + ("This variant runs without the usual remedies, critic warm-up (`actor_warmup_updates`) and "
+                       "a BC term in the actor loss (`bc_weight`); variant `rlpd_bc` adds both."
+                       if not hp["ours"].get("bc_weight") else ""))
     check = RESULTS / f"bc_check_{task}_{variant}.json"
     if hp["shared"].get("demos") and check.exists():
         c = json.loads(check.read_text())

@@ -66,6 +66,10 @@ def run(args) -> int:
     from ..runtime.paths import resolve_path
 
     graph = GRAPHS[args.graph]
+    teacher = getattr(args, "teacher", None)
+    if teacher is not None and not 0.0 <= teacher <= 1.0:
+        print(f"error: --teacher is the fraction of episodes watched, in [0, 1]; got {teacher}", file=sys.stderr)
+        return 2
     params = os.path.abspath(args.params or config_path(graph.params_file))
     if not os.path.isfile(params):
         print(f"error: params file not found: {params}", file=sys.stderr)

@@ -56,6 +56,10 @@ class LearnerNode(Node):
                 "n_critics": d("n_critics", 2, "SAC critic ensemble size (clipped double-Q over the ensemble)"),
                 "critic_layernorm": d("critic_layernorm", False, "SAC: LayerNorm in the critics (RLPD)"),
                 "gamma": d("gamma", 0.99, "Discount"),
+                "bc_weight": d("sac_bc_weight", 0.0, "SAC: weight of the BC term on demo/intervention rows of the "
+                               "actor loss (TD3+BC-style; 0 = pure SAC)"),
+                "actor_warmup_updates": d("sac_actor_warmup_updates", 0, "SAC: critic-only updates after BC "
+                                          "initialisation before the actor moves"),
             },
             recap_overrides={
                 "value_steps": d("recap_value_steps", 2000, "Recap: value-function gradient steps per round"),

@@ -51,38 +51,33 @@ class TeacherNode(Node):
         p = declare_spec_params(self)
         self.spec = spec = spec_from_params(p)
         urdf = declare(self, "urdf_path", "", "arm URDF for FK ('' = the Panda from pybullet_data)")
-        self.watch_fraction = declare(self, "watch_fraction", 0.5,
-                                      "fraction of episodes the teacher watches (0 = never intervenes)", lo=0.0, hi=1.0)
-        self.takeover_s = declare(self, "takeover_s", 1.0, "s: length of one take-over", lo=0.05, hi=60.0)
-        self.stall_s = declare(self, "stall_s", 2.5, "s: take over when nothing is held this long into an episode "
-                               "(0 = never)", lo=0.0, hi=3600.0)
+        watch_fraction = declare(self, "watch_fraction", 0.5,
+                                 "fraction of episodes the teacher watches (0 = never intervenes)", lo=0.0, hi=1.0)
+        takeover_s = declare(self, "takeover_s", 1.0, "s: length of one take-over", lo=0.05, hi=60.0)
+        stall_s = declare(self, "stall_s", 2.5, "s: take over when nothing is held this long into an episode "
+                          "(0 = never)", lo=0.0, hi=3600.0)
         self.quiet_s = declare(self, "quiet_after_episode_s", 0.5, "s: silent after each episode end (twin reset)",
                                lo=0.0, hi=60.0)
         rate = declare(self, "rate_hz", 50.0, "publish rate of /rl/intervention while taking over", lo=1.0, hi=1000.0)
         seed = declare(self, "seed", 0, "RNG seed of the per-episode watch draws", lo=0, hi=2**31 - 1)
         self.executor_kind = declare(self, "executor", "single_threaded", "events | single_threaded",
                                      additional="one of: events, single_threaded")
-        if spec.task != "pick_place" or spec.action_mode != "ee_delta":
+        from ..twin.teacher import Teacher
+
+        self.teacher = Teacher(spec, watch_fraction, takeover_s, stall_s, seed)
+        if not self.teacher.supported:
             self.get_logger().warning(f"the scripted teacher handles pick_place in ee_delta; task {spec.task!r} "
                                       f"({spec.action_mode}): it will not intervene")
-            self.watch_fraction = 0.0
-        from ..twin.expert import ScriptedExpert
-
-        self.expert = ScriptedExpert(spec)
         self.kin = Kinematics(resolve_path(urdf) if urdf else default_panda_urdf(), spec.base_link, spec.ee_link,
                               spec.arm_joints)
         self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints)
-        self.rng = np.random.default_rng(seed)
         self._obj = np.zeros(3)
         self._goal = np.zeros(3)
         self._have = {"object": False, "goal": False}
         self._obs = np.zeros(spec.obs_dim, dtype=np.float32)
-        self._ee, self._ob = spec.obs_slice("ee_pos"), spec.obs_slice("object_pos")
-        self._w = spec.obs_slice("gripper_width").start
         self._log_reject = RateLimitedLog(self.get_logger())
         self.episodes = 0
-        self.takeovers = 0
-        self._new_episode(time.monotonic())
+        self.teacher.new_episode(time.monotonic() + self.quiet_s)
 
         self.pub = self.create_publisher(Float64MultiArray, "/rl/intervention", qos_profile_sensor_data)
         self._msg = Float64MultiArray()
@@ -93,8 +88,8 @@ class TeacherNode(Node):
                                  qos_profile_sensor_data)
         self.create_subscription(String, "/rl/episode", self._on_episode, 10)
         self.create_timer(1.0 / rate, self._tick)
-        self.get_logger().info(f"scripted teacher: watches {100 * self.watch_fraction:.0f}% of episodes, takes over "
-                               f"for {self.takeover_s}s on a grasp miss or after {self.stall_s}s without a grasp")
+        self.get_logger().info(f"scripted teacher: watches {100 * self.teacher.watch_fraction:.0f}% of episodes, "
+                               f"takes over for {takeover_s}s on a grasp miss or after {stall_s}s without a grasp")
 
     # ---------------------------------------------------------------- inputs
     def _on_joint_state(self, msg: JointState) -> None:
@@ -117,35 +112,23 @@ class TeacherNode(Node):
         except ValueError:
             return
         self.episodes += 1
-        self._new_episode(time.monotonic())
-
-    def _new_episode(self, now: float) -> None:
-        self.watching = bool(self.rng.random() < self.watch_fraction)
-        self.episode_start = now + self.quiet_s
-        self.takeover_until = 0.0
+        self.teacher.new_episode(time.monotonic() + self.quiet_s)
 
     # ---------------------------------------------------------------- decide
     def _tick(self) -> None:
         now = time.monotonic()
-        if not self.watching or now < self.episode_start or not self.matcher.valid or not all(self._have.values()):
+        if not self.teacher.watching or not self.matcher.valid or not all(self._have.values()):
             return
-        spec = self.spec
-        q, grip = self.matcher.q, self.matcher.gripper_width
-        spec.build_observation(q, grip, self.kin.fk_pos(q), self._obj, self._goal, out=self._obs)
-        o = self._obs
-        d = float(np.linalg.norm(o[self._ee] - o[self._ob]))
-        width = float(o[self._w])
-        holding = 0.01 < width < self.expert.closed_width and d < 0.03
-        if now >= self.takeover_until:
-            miss = width < self.expert.closed_width and d > 0.03 and not holding
-            stall = self.stall_s > 0 and now - self.episode_start > self.stall_s and not holding
-            if not (miss or stall):
-                return
-            self.takeover_until = now + self.takeover_s
-            self.takeovers += 1
-            self.get_logger().info(f"episode {self.episodes}: taking over ({'grasp miss' if miss else 'stall'}), "
-                                   f"{self.takeovers} take-overs so far")
-        self._msg.data = [float(v) for v in self.expert(o)]
+        q = self.matcher.q
+        self.spec.build_observation(q, self.matcher.gripper_width, self.kin.fk_pos(q), self._obj, self._goal,
+                                    out=self._obs)
+        action, reason = self.teacher.act(self._obs, now)
+        if action is None:
+            return
+        if reason is not None:
+            self.get_logger().info(f"episode {self.episodes}: taking over ({reason}), "
+                                   f"{self.teacher.takeovers} take-overs so far")
+        self._msg.data = [float(v) for v in action]
         self.pub.publish(self._msg)
 
 

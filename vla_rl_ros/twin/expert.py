@@ -61,7 +61,9 @@ class ScriptedExpert:
                 a[3] = 1.0
             elif ee[2] - obj[2] > 0.008:
                 a[:3] = self._move(obj, ee)
-                a[3] = 1.0 if width > 0.06 else -1.0
+                # open while descending (a closed hand above the cube, after a miss, must open first); the
+                # clean expert's hand is open all the way down, so its demonstrations are unchanged
+                a[3] = 1.0 if (width > 0.06 or ee[2] - obj[2] > 0.03) else -1.0
             else:
                 a[:3] = self._move(obj, ee) * 0.2
                 a[3] = -1.0

@@ -1,0 +1,55 @@
+"""The scripted teacher's rule (ROS-free): who it watches, when it takes over, for how long, and with what."""
+import numpy as np
+import pytest
+
+from vla_rl_ros.spec import Spec
+from vla_rl_ros.twin.teacher import Teacher
+
+SPEC = Spec(task="pick_place")
+EE, OB, W = SPEC.obs_slice("ee_pos"), SPEC.obs_slice("object_pos"), SPEC.obs_slice("gripper_width").start
+
+
+def _obs(ee=(0.5, 0.0, 0.2), obj=(0.5, 0.0, 0.025), width=0.08):
+    o = np.zeros(SPEC.obs_dim, np.float32)
+    o[EE], o[OB], o[W] = ee, obj, width
+    return o
+
+
+def test_watch_fraction_is_the_share_of_watched_episodes():
+    t = Teacher(SPEC, watch_fraction=0.3, seed=1)
+    share = np.mean([t.new_episode(0.0) for _ in range(2000)])
+    assert share == pytest.approx(0.3, abs=0.03)
+    assert not any(Teacher(SPEC, watch_fraction=0.0).new_episode(0.0) for _ in range(50))
+
+
+def test_takes_over_on_a_grasp_miss_and_a_stall_for_takeover_s():
+    t = Teacher(SPEC, watch_fraction=1.0, takeover_s=1.0, stall_s=2.5)
+    t.new_episode(10.0)
+    assert t.act(_obs(), 10.5) == (None, None)  # open hand above the cube, early: the policy acts
+    a, why = t.act(_obs(width=0.02), 11.0)  # closed, 17 cm above the cube: a grasp miss
+    assert why == "grasp miss" and a is not None and a.shape == (4,)
+    a, why = t.act(_obs(), 11.9)  # still inside the take-over: acting, no new reason
+    assert a is not None and why is None
+    assert t.act(_obs(), 12.1) == (None, None)  # over, and nothing wrong any more
+    a, why = t.act(_obs(), 12.6)  # 2.6 s in, nothing held: a stall
+    assert why == "stall" and t.takeovers == 2
+    # holding the cube is never a reason, even late
+    t.new_episode(0.0)
+    assert t.act(_obs(ee=(0.5, 0.0, 0.03), obj=(0.5, 0.0, 0.03), width=0.05), 100.0) == (None, None)
+
+
+def test_the_takeover_action_is_the_experts():
+    t = Teacher(SPEC, watch_fraction=1.0)
+    t.new_episode(0.0)
+    o = _obs(width=0.02)
+    a, _ = t.act(o, 1.0)
+    np.testing.assert_array_equal(a, t.expert(o))
+    assert a[3] == 1.0  # above the cube with a closed hand: the expert opens it
+    a, _ = t.act(_obs(ee=(0.4, 0.1, 0.02), width=0.0), 1.5)
+    assert a[3] == 1.0 and a[2] > 0  # beside it, low and closed: open and rise before moving over
+
+
+def test_other_tasks_are_never_taught():
+    t = Teacher(Spec(task="reach"), watch_fraction=1.0)
+    assert not t.supported and not t.new_episode(0.0)
+    assert t.act(_obs(width=0.0), 99.0) == (None, None)

@@ -1,0 +1,76 @@
+"""The scripted teacher's rule (ROS-free): when a watching human would take over, and what they would do.
+
+``teacher_node`` runs it on wall-clock time against the live twin;
+``bench/bench_continual.py --ablation`` runs it on env time in the gymnasium
+twin. See :mod:`vla_rl_ros.nodes.teacher_node` for the why.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..spec import Spec
+from .expert import ScriptedExpert
+
+
+class Teacher:
+    """Watches a fraction of the episodes; in a watched one, takes over for ``takeover_s`` on a grasp miss
+    (gripper closed, hand not at the object) or a stall (``stall_s`` into the episode with nothing held).
+
+    Args:
+        spec: pick_place in ``ee_delta`` (anything else: never intervenes).
+        watch_fraction: share of episodes watched (drawn per episode, seeded).
+        takeover_s: length of one take-over (s, on the caller's clock).
+        stall_s: stall trigger (s); 0 disables it.
+        seed: seed of the per-episode watch draws.
+    """
+
+    def __init__(self, spec: Spec, watch_fraction: float = 0.5, takeover_s: float = 1.0, stall_s: float = 2.5,
+                 seed: int = 0) -> None:
+        if not 0.0 <= watch_fraction <= 1.0:
+            raise ValueError("watch_fraction must be in [0, 1]")
+        self.supported = spec.task == "pick_place" and spec.action_mode == "ee_delta"
+        self.watch_fraction = watch_fraction if self.supported else 0.0
+        self.takeover_s, self.stall_s = float(takeover_s), float(stall_s)
+        self.expert = ScriptedExpert(spec)
+        self.rng = np.random.default_rng(seed)
+        self._ee, self._ob = spec.obs_slice("ee_pos"), spec.obs_slice("object_pos")
+        self._w = spec.obs_slice("gripper_width").start
+        self.takeovers = 0
+        self.watching = False
+        self.episode_start = 0.0
+        self.until = -np.inf
+
+    def new_episode(self, t: float) -> bool:
+        """Start an episode at time ``t``; returns whether it is watched."""
+        self.watching = bool(self.rng.random() < self.watch_fraction)
+        self.episode_start = float(t)
+        self.until = -np.inf
+        return self.watching
+
+    def holding(self, obs: np.ndarray) -> bool:
+        width = float(obs[self._w])
+        return 0.01 < width < self.expert.closed_width and float(np.linalg.norm(obs[self._ee] - obs[self._ob])) < 0.03
+
+    def trigger(self, obs: np.ndarray, t: float) -> str | None:
+        """``"grasp miss"``, ``"stall"`` or None for this observation at time ``t``."""
+        if self.holding(obs):
+            return None
+        width = float(obs[self._w])
+        if width < self.expert.closed_width and float(np.linalg.norm(obs[self._ee] - obs[self._ob])) > 0.03:
+            return "grasp miss"
+        if self.stall_s > 0 and t - self.episode_start > self.stall_s:
+            return "stall"
+        return None
+
+    def act(self, obs: np.ndarray, t: float) -> tuple[np.ndarray | None, str | None]:
+        """The teacher's action at time ``t`` (None: the policy acts) and, when a take-over starts, why."""
+        if not self.watching or t < self.episode_start:
+            return None, None
+        reason = None
+        if t >= self.until:
+            reason = self.trigger(obs, t)
+            if reason is None:
+                return None, None
+            self.until = t + self.takeover_s
+            self.takeovers += 1
+        return self.expert(obs), reason
