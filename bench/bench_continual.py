@@ -250,11 +250,10 @@ def ablation(rounds: int, per_round: int, out: str) -> None:
         lines.append(f"| {r['name']} | {per} | {100 * r['start_eval']:.0f}% → **{100 * r['final_eval']:.0f}%** |")
     lines += [
         "",
-        "Why the noise matters: the deployed policy is deterministic, so without noise it takes one action per "
-        "state and Recap's advantages can only tell lucky episodes from unlucky ones, not good actions from bad; "
-        "the teacher's corrections are then the only signal. Why the teacher matters: with noise alone the "
-        "successful episodes of a 40% policy are few and the positive labels mostly mark noise that happened to "
-        "work.",
+        "Our reading (not isolated by this table): the deployed policy is deterministic, so without noise it takes "
+        "one action per state and Recap's advantages can only tell lucky episodes from unlucky ones, not good "
+        "actions from bad, leaving the teacher's corrections as the only signal; with noise but no teacher, the "
+        "positive labels of a ~40% policy's episodes are too noisy to beat the starting model.",
         "",
     ]
     text = "\n".join(lines)

@@ -473,6 +473,13 @@ def notes(task: str, variant: str, by_algo: dict[str, list[dict]]) -> list[str]:
                     + ("This variant runs without the usual remedies, critic warm-up (`actor_warmup_updates`) and "
                        "a BC term in the actor loss (`bc_weight`); variant `rlpd_bc` adds both."
                        if not hp["ours"].get("bc_weight") else ""))
+    if hp["shared"].get("demos") and "ours" in by_algo:
+        for r in by_algo["ours"]:
+            p0 = r["points"][0]["success_rate"]
+            if p0 >= level:
+                out.append(f"ours, seed {r['seed']}: the BC initialisation alone already scored {100 * p0:.0f}% at "
+                           f"step 0 (before any RL update), so its 'first eval ≥ {100 * level:.0f}%' is the cloned "
+                           f"actor, not RL; the run ended at {100 * r['points'][-1]['success_rate']:.0f}%.")
     check = RESULTS / f"bc_check_{task}_{variant}.json"
     if hp["shared"].get("demos") and check.exists():
         c = json.loads(check.read_text())
