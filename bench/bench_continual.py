@@ -19,8 +19,8 @@ the run itself (nothing from the console):
   100 seeded twin episodes (deterministic, no noise, no teacher), through ONNX
   Runtime.
 
-Writes ``docs/bench/continual.md`` and copies the run's plot to
-``docs/img/sim_pick_place_success.png``.
+Writes ``docs/bench/continual.md`` (``--out``) and copies the run's plot to
+``docs/img/continual.png`` (named after ``--out``).
 
 ``--ablation`` replays the same loop without ROS, in the gymnasium twin, to
 say what each ingredient does (``docs/bench/continual_ablation.md``): rounds of
@@ -63,7 +63,7 @@ def run_sim(run_dir: Path, duration: float, domain_id: int) -> float:
     return time.time() - t0
 
 
-def report(run_dir: Path, episodes_eval: int, cmd: str, out: str) -> str:
+def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "") -> str:
     from vla_rl_ros.buffer import Replay
     from vla_rl_ros.learner.evaluate import evaluate_onnx
 
@@ -110,7 +110,7 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str) -> str:
         return "—" if x is None else f"{100 * x:.0f}%"
 
     lines = [
-        "## The continual loop, end to end (`bench/bench_continual.py`)",
+        f"## The continual loop, end to end{title} (`bench/bench_continual.py`)",
         "",
         f"Command: {cmd}",
         "",
@@ -144,7 +144,7 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str) -> str:
         f"Offline success went {' → '.join(pct(r['eval']) for r in rows)} ({100 * gain:+.0f} points from the "
         "starting model to the last promoted one).",
         "",
-        "![success rate while the sim stack learns](img/sim_pick_place_success.png)",
+        f"![success rate while the sim stack learns](../img/{Path(out).stem}.png)",
         "",
         "What each ingredient does: `bench/bench_continual.py --ablation` (next section).",
         "",
@@ -155,7 +155,7 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str) -> str:
     png = run_dir / "success.png"
     if png.exists():
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(png, ROOT / "docs" / "img" / "sim_pick_place_success.png")
+        shutil.copyfile(png, ROOT / "docs" / "img" / f"{Path(out).stem}.png")
     return text
 
 
@@ -269,6 +269,8 @@ def main() -> int:
     ap.add_argument("--report-only", action="store_true", help="report on an existing run (no sim)")
     ap.add_argument("--episodes", type=int, default=100, help="seeded evaluation episodes per model")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "continual.md"))
+    ap.add_argument("--title", default="", help="suffix of the section title (e.g. ', run 2')")
+    ap.add_argument("--how", default=None, help="report-only: how the run was made (for the Command line)")
     ap.add_argument("--ablation", action="store_true", help="gym-only replays of the loop (three variants)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--per-round", type=int, default=20)
@@ -278,12 +280,13 @@ def main() -> int:
         return 0
     run_dir = Path(args.run).resolve()
     if args.report_only:
-        cmd = (f"`./vla-rl-ros sim --duration {args.duration:.0f}`, then "
+        how = args.how or f"./vla-rl-ros sim --duration {args.duration:.0f}"
+        cmd = (f"`{how}`, then "
                f"`.venv/bin/python bench/bench_continual.py --run {os.path.relpath(run_dir, ROOT)} --report-only`")
     else:
         run_sim(run_dir, args.duration, args.domain_id)
         cmd = f"`.venv/bin/python bench/bench_continual.py --duration {args.duration:.0f}`"
-    report(run_dir, args.episodes, cmd, args.out)
+    report(run_dir, args.episodes, cmd, args.out, args.title)
     return 0
 
 

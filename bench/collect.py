@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import platform
 
-ORDER = ["continual", "continual_ablation", "policy", "buffer", "learner", "sample_efficiency", "offline", "loop_latency"]
+ORDER = ["continual", "continual_run2", "continual_ablation", "policy", "buffer", "learner", "sample_efficiency", "offline", "loop_latency"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.join(os.path.dirname(HERE), "docs")
 
