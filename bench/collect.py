@@ -56,7 +56,8 @@ def main() -> None:
     ]
     for n in names:
         with open(os.path.join(sec_dir, n + ".md")) as f:
-            parts.append(f.read().rstrip() + "\n")
+            # sections link images relative to docs/bench/; BENCHMARKS.md sits in docs/
+            parts.append(f.read().rstrip().replace("](../img/", "](img/") + "\n")
     out = os.path.join(DOCS, "BENCHMARKS.md")
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
