@@ -49,6 +49,14 @@ def wait_diag(probe, pred, what, timeout=20.0):
     return probe.wait_for(lambda: (lambda d: d if d and pred(d) else None)(last_diag(probe)), timeout, what)
 
 
+def publish_for(pub, data, seconds: float, period: float = 0.05) -> None:
+    """A human at the teleop: publish the same action every ``period`` for ``seconds``."""
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        pub.publish(Float64MultiArray(data=data))
+        time.sleep(period)
+
+
 def assert_holds_at(probe, positions):
     """The commands of hold ticks are exactly the given measured positions (never zeros, never an action)."""
     probe.clear("/arm_controller/commands")
@@ -154,10 +162,7 @@ def test_intervention_replaces_the_policy_action_while_fresh(policy, probe):
     wait_step(probe, lambda s: not s.hold and not s.intervention, "a policy tick")
     pub = probe.publisher("/rl/intervention", Float64MultiArray)
     human = [0.5, -0.25, 0.0, -1.0]
-    stop = time.monotonic() + 1.0
-    while time.monotonic() < stop:
-        pub.publish(Float64MultiArray(data=human))
-        time.sleep(0.05)
+    publish_for(pub, human, 1.0)
     rec = [s for _, s in steps(probe) if s.intervention]
     assert rec, "no step flagged as intervention"
     for s in rec:
@@ -187,10 +192,7 @@ def test_exploration_noise_on_the_models_action_not_on_the_humans(policy, probe)
     assert np.abs(act).max() <= 1.0
     pub = probe.publisher("/rl/intervention", Float64MultiArray)
     human = [0.5, -0.25, 0.0, -1.0]
-    stop = time.monotonic() + 0.6
-    while time.monotonic() < stop:
-        pub.publish(Float64MultiArray(data=human))
-        time.sleep(0.05)
+    publish_for(pub, human, 0.6)
     rec = [s for _, s in steps(probe) if s.intervention]
     assert rec
     for s in rec:

@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 import numpy as np
 import torch
 
-from .bc import BC_LOSSES, fit_bc
+from .bc import BC_LOSSES, bc_loss, fit_bc
 from .networks import DeterministicPolicy, EnsembleCritic, ObsNormalizer, SquashedGaussianActor
 
 
@@ -334,9 +334,7 @@ class SAC:
             q_pi = q_pi.min(0).values if cfg.actor_q == "min" else q_pi.mean(0)
             actor_loss = (alpha * logp - q_pi).mean()
             if cfg.bc_weight > 0 and b.demo is not None and bool(b.demo.any()):
-                from .bc import bc_loss as _bc
-
-                bc = _bc(self.actor, b.obs[b.demo], b.action[b.demo].clamp(-1.0, 1.0), "mse")
+                bc = bc_loss(self.actor, b.obs[b.demo], b.action[b.demo].clamp(-1.0, 1.0), "mse")
                 actor_loss = actor_loss / q_pi.detach().abs().mean().clamp_min(1e-3) + cfg.bc_weight * bc
                 metrics["bc_loss"] = bc.detach()
             loss = loss + actor_loss

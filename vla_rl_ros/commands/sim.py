@@ -81,7 +81,7 @@ def run(args) -> int:
             print(f"error: starting model not found: {model} (make it with `vla-rl-ros ship --task {args.task}`)",
                   file=sys.stderr)
             return 2
-        _prepare_run(run_dir, args)
+        _prepare_run(run_dir, args, model)
     else:
         run_dir = os.path.abspath(args.run)
         model = os.path.abspath(args.model) if args.model else None
@@ -99,7 +99,6 @@ def run(args) -> int:
         "recorder_node": {"run_dir": run_dir},
         "learner_node": {"run_dir": run_dir, **({"initial_model": model} if model else {})},
     }
-    teacher = getattr(args, "teacher", None)
     if teacher is not None:
         per_node["teacher_node"] = {"watch_fraction": float(teacher)}
     nodes = [n for n in graph.nodes if not (args.no_learner and n == "learner_node")
@@ -125,7 +124,7 @@ def run(args) -> int:
     return rc
 
 
-def _prepare_run(run_dir: str, args) -> None:
+def _prepare_run(run_dir: str, args, model: str) -> None:
     """Create the run and, for a new pick_place run, import the scripted expert's demos (flagged demo)."""
     from ..buffer import connect, create_run
     from ..spec import Spec
@@ -135,7 +134,7 @@ def _prepare_run(run_dir: str, args) -> None:
     run = create_run(root, name, spec, robot_id="sim", exist_ok=True)
     n_demos, demo_seed = args.demos, 0
     if n_demos is None:
-        n_demos, demo_seed = _model_demos(args) if args.task == "pick_place" else (0, 0)
+        n_demos, demo_seed = _model_demos(model) if args.task == "pick_place" else (0, 0)
     if n_demos <= 0:
         return
     con = connect(run.buffer_path, readonly=True)
@@ -152,15 +151,13 @@ def _prepare_run(run_dir: str, args) -> None:
     collect_and_import(run, args.task, n_demos, seed=demo_seed, progress=True)
 
 
-def _model_demos(args) -> tuple[int, int]:
+def _model_demos(model: str) -> tuple[int, int]:
     """(number, first seed) of the expert demos the starting model was cloned from (its lineage's recipe), so
     that the learner starts from exactly the data the model saw and any gain comes from experience."""
     from ..algos.export import read_model_metadata
-    from ..runtime.paths import resolve_path
 
-    path = os.path.abspath(args.model) if args.model else resolve_path(DEFAULT_MODEL[args.task])
     try:
-        recipe = read_model_metadata(path)[1].get("recipe") or {}
+        recipe = read_model_metadata(model)[1].get("recipe") or {}
         return int(recipe.get("demos", 10)), int(recipe.get("seed", 0))
     except Exception:  # a model without a recipe (not one of ours): the shipped recipe's figures
         return 10, 0

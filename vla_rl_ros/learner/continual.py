@@ -144,7 +144,7 @@ class ContinualLearner:
             from ..algos.sac import SAC, SACConfig
 
             kw = dict(batch_size=self.cfg.batch_size, utd=self.cfg.utd, demo_ratio=self.cfg.demo_ratio,
-                      bc_init_steps=self.cfg.bc_init_steps, bc_loss="mse", init_alpha=0.05, seed=self.cfg.seed)
+                      bc_init_steps=self.cfg.bc_init_steps, init_alpha=0.05, seed=self.cfg.seed)
             kw.update(self.cfg.sac_overrides)
             self.algo = SAC(self.spec.obs_dim, self.spec.action_dim, SACConfig(**kw))
         elif self.cfg.algo == "recap":

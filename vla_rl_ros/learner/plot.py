@@ -51,11 +51,10 @@ def plot_progress(episodes: list[dict], promotions: list[dict], out_path: str, w
         ax.text(p["env_steps"], 102, f"v{i + 1}", color="tab:green", fontsize=8, ha="center")
     # the gate's own measurement of each promoted model (twin, seeded episodes, deterministic policy), and of the
     # starting model at the first gate
-    gx = [p["env_steps"] for p in promotions if (p.get("data") or {}).get("candidate_rate") is not None]
-    gy = [100 * p["data"]["candidate_rate"] for p in promotions if (p.get("data") or {}).get("candidate_rate") is not None]
-    if promotions and (promotions[0].get("data") or {}).get("incumbent_rate") is not None:
-        gx.insert(0, 0.0)
-        gy.insert(0, 100 * promotions[0]["data"]["incumbent_rate"])
+    gates = [(p["env_steps"], (p.get("data") or {}).get("candidate_rate")) for p in promotions]
+    if promotions:
+        gates.insert(0, (0.0, (promotions[0].get("data") or {}).get("incumbent_rate")))
+    gx, gy = [x for x, r in gates if r is not None], [100 * r for _, r in gates if r is not None]
     if gx:
         ax.plot(gx, gy, "D-", color="tab:green", ms=6, lw=1, alpha=0.8,
                 label="promoted model at the twin gate (seeded episodes, no noise)")

@@ -39,6 +39,12 @@ class ScriptedExpert:
     def _move(self, target: np.ndarray, ee: np.ndarray) -> np.ndarray:
         return np.clip(self.gain * (target - ee) / self.spec.max_ee_step, -1.0, 1.0)
 
+    def holding(self, obs: np.ndarray) -> bool:
+        """The gripper is partly closed (on something) with the hand at the object."""
+        o = np.asarray(obs, dtype=np.float64)
+        width = o[self._w]
+        return bool(0.01 < width < self.closed_width and np.linalg.norm(o[self._ee] - o[self._obj]) < 0.03)
+
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         o = np.asarray(obs, dtype=np.float64)
         ee, obj, goal, width = o[self._ee], o[self._obj], o[self._goal], o[self._w]
@@ -48,8 +54,7 @@ class ScriptedExpert:
             a[3] = 1.0
         else:
             d_xy = np.linalg.norm(ee[:2] - obj[:2])
-            holding = width < self.closed_width and np.linalg.norm(ee - obj) < 0.03 and width > 0.01
-            if holding:
+            if self.holding(o):
                 a[:3] = self._move(goal, ee)
                 a[3] = -1.0
             elif d_xy > 0.012:

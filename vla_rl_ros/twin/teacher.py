@@ -47,16 +47,12 @@ class Teacher:
         self.until = -np.inf
         return self.watching
 
-    def holding(self, obs: np.ndarray) -> bool:
-        width = float(obs[self._w])
-        return 0.01 < width < self.expert.closed_width and float(np.linalg.norm(obs[self._ee] - obs[self._ob])) < 0.03
-
     def trigger(self, obs: np.ndarray, t: float) -> str | None:
         """``"grasp miss"``, ``"stall"`` or None for this observation at time ``t``."""
-        if self.holding(obs):
+        if self.expert.holding(obs):
             return None
-        width = float(obs[self._w])
-        if width < self.expert.closed_width and float(np.linalg.norm(obs[self._ee] - obs[self._ob])) > 0.03:
+        if (float(obs[self._w]) < self.expert.closed_width
+                and float(np.linalg.norm(obs[self._ee] - obs[self._ob])) > 0.03):
             return "grasp miss"
         if self.stall_s > 0 and t - self.episode_start > self.stall_s:
             return "stall"
