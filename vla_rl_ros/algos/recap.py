@@ -102,10 +102,11 @@ class RecapConfig:
             autonomous positives.
         actor_cond: how the indicator enters the actor: ``"heads"`` (one output
             layer per token on a shared trunk; default) or ``"input"`` (the
-            one-hot token concatenated to the observation only). With
-            ``"input"`` a 2x256 MLP largely ignored the 3 extra inputs: on
-            pick_place data with corrections the positive-conditioned policy
-            stayed near plain BC on everything.
+            one-hot token concatenated to the observation only). Heads keep
+            what is learnt under one token from being averaged with the
+            others; on pick_place data with corrections (exploratory runs, not
+            a bench) both modes scored about the same (~60%), so this is a
+            design choice, not a measured gain.
         seed: seeds initialisation, minibatches and dropout.
     """
 
