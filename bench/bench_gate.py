@@ -1,0 +1,117 @@
+"""Operating characteristics of the twin gate's rules (pure numpy simulation, no twin).
+
+Usage::
+
+    .venv/bin/python bench/bench_gate.py [--trials 4000] [--out docs/bench/gate.md]
+
+For each rule configuration and each true pair of success rates (candidate,
+incumbent), simulates ``--trials`` gates on synthetic paired episodes and
+reports how often the candidate is promoted and how many paired episodes the
+gate used (each pair is two twin episodes). Correlation between the two
+policies' outcomes: with probability ``share`` an episode's difficulty is
+shared (both see the same uniform draw), else independent; marginals are
+unchanged. Writes its markdown section to ``--out`` (collected into
+docs/BENCHMARKS.md by bench/collect.py).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from collect import write_section
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vla_rl_ros.learner.gate import make_gate  # noqa: E402
+
+CONFIGS = [
+    ("superiority N=20, α 0.1 (today's learner config)", dict(rule="superiority", alpha=0.1, max_pairs=20)),
+    ("superiority N=30, α 0.05", dict(rule="superiority", alpha=0.05, max_pairs=30)),
+    ("sequential SPRT ½ vs ¾, α 0.05, ≤60 in 10s", dict(rule="sequential", alpha=0.05, max_pairs=60, block=10)),
+    ("**non-inferiority δ 0.1 + W≥L, α 0.05, ≤60 in 10s (recommended)**",
+     dict(rule="noninferiority", alpha=0.05, max_pairs=60, block=10, margin=0.1)),
+    ("non-inferiority δ 0.05 + W≥L, α 0.05, ≤60 in 10s",
+     dict(rule="noninferiority", alpha=0.05, max_pairs=60, block=10, margin=0.05)),
+]
+SCENARIOS = [  # (candidate, incumbent, share)
+    (0.3, 0.5, 0.0), (0.4, 0.5, 0.0), (0.4, 0.5, 0.5), (0.45, 0.5, 0.0),
+    (0.5, 0.5, 0.0), (0.5, 0.5, 0.5), (0.8, 0.8, 0.0),
+    (0.55, 0.5, 0.0), (0.6, 0.5, 0.0), (0.6, 0.5, 0.5), (0.7, 0.5, 0.0), (0.7, 0.5, 0.5), (0.8, 0.4, 0.0),
+]
+
+
+def simulate(gate, p_cand, p_inc, share, trials, rng):
+    n = gate.max_pairs
+    u1 = rng.random((trials, n))
+    u2 = np.where(rng.random((trials, n)) < share, u1, rng.random((trials, n)))
+    c, i = (u1 < p_cand), (u2 < p_inc)
+    ds = [gate.decide_on(c[t].tolist(), i[t].tolist()) for t in range(trials)]
+    return float(np.mean([d.promote for d in ds])), float(np.mean([d.pairs_used for d in ds]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=4000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "bench" / "gate.md"))
+    args = ap.parse_args()
+    t0 = time.time()
+    gates = [(name, make_gate(**kw)) for name, kw in CONFIGS]
+    rng = np.random.default_rng(args.seed)
+    res = {}
+    for name, g in gates:
+        for sc in SCENARIOS:
+            res[name, sc] = simulate(g, *sc, args.trials, rng)
+    se = 100 * np.sqrt(0.05 * 0.95 / args.trials)
+    lines = [
+        "## Twin gate rules: operating characteristics (`bench/bench_gate.py`)",
+        "",
+        f"Command: `.venv/bin/python bench/bench_gate.py --trials {args.trials} --seed {args.seed}` "
+        f"(pure numpy simulation of the rules in `vla_rl_ros/learner/gate.py`, no twin; "
+        f"{platform.machine()}, CPython {platform.python_version()}, {time.time() - t0:.0f} s).",
+        "",
+        f"Each cell: **promotion rate** (mean paired episodes used; each pair is one candidate and one incumbent twin "
+        f"episode), over {args.trials} simulated gates; Monte Carlo standard error ≤ 0.8 points "
+        f"({se:.1f} at a 5% rate). *share* = probability that an episode's difficulty is shared by both policies "
+        "(correlation; the marginal rates are unchanged).",
+        "",
+        "| candidate vs incumbent (share) | Δ | " + " | ".join(n for n, _ in gates) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in gates) + " |",
+    ]
+    for sc in SCENARIOS:
+        pc, pi, sh = sc
+        cells = [f"{100 * res[n, sc][0]:.1f}% ({res[n, sc][1]:.0f})" for n, _ in gates]
+        lines.append(f"| {100 * pc:.0f}% vs {100 * pi:.0f}% ({sh}) | {100 * (pc - pi):+.0f} | " + " | ".join(cells) + " |")
+    seq = gates[2][1]
+    ni, ni5 = gates[3][1], gates[4][1]
+    lines += [
+        "",
+        "Stated guarantees (exact, from the designs; the table checks them by simulation):",
+        "",
+        "- *superiority*: P(promote a candidate no better than the incumbent) ≤ α (exact conditional sign test).",
+        f"- *sequential*: P(promote | p_cand ≤ p_inc) ≤ {seq.size_bound:.3f} ≤ α for every correlation and block size "
+        f"(log-LR promotion boundary {seq.log_a:.3f}, calibrated by DP over the discordant-pair walk; Wald's "
+        f"approximation would be {np.log(0.8 / 0.05):.3f}; early keep at log-LR ≤ {seq.log_b:.3f}).",
+        f"- *non-inferiority δ 0.1*: P(promote a candidate worse by ≥ 0.1) ≤ {ni.size:.3f} ≤ α (score-Z boundary "
+        f"{ni.c:.3f} at every look, exact size over the nuisance grid); δ 0.05: ≤ {ni5.size:.3f} (boundary {ni5.c:.3f}).",
+        "",
+        "Reading: today's N=20 superiority gate promotes a 10-point improvement about a fifth of the time and never "
+        "stops early; the sequential SPRT has the same kind of guarantee at α 0.05 and stops early on clear "
+        "results, but still only promotes demonstrated improvements. Non-inferiority with δ 0.1 and wins ≥ losses "
+        "promotes better candidates far more often (the behaviour policy moves), promotes equal ones part of the "
+        "time, stops early on clear wins, and keeps a candidate worse by 10 points out at ≥ 95%.",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    write_section(text, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
