@@ -430,7 +430,7 @@ def hover_vs_finish(gamma: float) -> tuple[float, float]:
     """
     from vla_rl_ros.twin.env import TwinEnv
 
-    env = TwinEnv(task="pick_place")
+    env = TwinEnv(task="pick_place", reward="pick_and_place")  # the seed's reward, no longer the default
     try:
         p = env.reward_fn.params
         ticks = env.success.n_consecutive

@@ -15,7 +15,7 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 from conftest import REPO, params_file
 from ros_helpers import diag
 from vla_rl_ros.algos.export import read_model_metadata
-from vla_rl_ros.rewards import make_reward
+from vla_rl_ros.rewards import default_reward_name, make_reward
 from vla_rl_ros.runtime.control import PANDA_HOME
 from vla_rl_ros.spec import Spec
 from vla_rl_ros.stepmsg import encode_layout
@@ -56,7 +56,7 @@ def test_sim_graph_fills_the_store_with_rewarded_episodes(launch, probe, tmp_pat
     try:
         eps = con.execute("SELECT * FROM episodes WHERE end_reason IS NOT NULL ORDER BY id").fetchall()
         assert len(eps) >= 3
-        fn = make_reward({"name": "reach"}, SPEC)
+        fn = make_reward({"name": default_reward_name("reach")}, SPEC)  # recorder_node's reward: "" default
         for ep in eps[:3]:
             assert ep["task"] == "reach" and ep["is_demo"] == 0
             assert json.loads(ep["model_versions"]) == [version]

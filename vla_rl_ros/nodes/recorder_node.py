@@ -29,11 +29,9 @@ from std_srvs.srv import Trigger
 from ._common import declare, publish_status, run_node
 from ..buffer import create_run
 from ..recorder import EpisodeRecorder, RecorderConfig
-from ..rewards import make_reward
+from ..rewards import default_reward_name, make_reward
 from ..spec import Spec, spec_from_params
 from ..stepmsg import StepDecodeError, decode
-
-DEFAULT_REWARD = {"reach": "reach", "pick_place": "pick_and_place"}
 
 
 class RecorderNode(Node):
@@ -45,7 +43,8 @@ class RecorderNode(Node):
         robot_id = d("robot_id", "sim", "Robot id recorded in the store (several robots → several runs)")
         task = d("task", "reach", "Task: reach | pick_place")
         action_mode = d("action_mode", "ee_delta", "Action layout of the policy: ee_delta | joint_delta")
-        reward = d("reward", "", "Reward: sparse_success | pick_and_place | reach ('' = the task's default)")
+        reward = d("reward", "", "Reward: reach_task | pick_place_task | sparse_success | pick_and_place | reach "
+                   "('' = the task's default: reach_task | pick_place_task)")
         reward_params = d("reward_params_json", "{}", "JSON object of reward constants overriding the defaults")
         potential = d("shaping_potential", "", "Potential for shaping F = γΦ(s') − Φ(s) ('' = none)")
         gamma = d("shaping_gamma", 0.99, "γ of the potential-based shaping")
@@ -68,7 +67,7 @@ class RecorderNode(Node):
         step_topic = d("step_topic", "/rl/step", "Per-tick steps from policy_node")
 
         self.spec = spec_from_params({"task": task, "action_mode": action_mode})
-        rcfg = {"name": reward or DEFAULT_REWARD[task]}
+        rcfg = {"name": reward or default_reward_name(task)}
         try:
             params = json.loads(reward_params or "{}")
         except json.JSONDecodeError as e:

@@ -10,16 +10,28 @@ from typing import Any, Mapping
 
 from ..spec import Spec
 from .core import RewardFn
+from .finishing import PickPlaceTask, ReachTask
 from .shaping import PotentialShaping
-from .tasks import PickAndPlace, Reach, SparseSuccess
+from .tasks import PickAndPlace, Reach, SparseSuccess, canonical_task
 
 REWARDS: dict[str, type[RewardFn]] = {
     SparseSuccess.name: SparseSuccess,
     PickAndPlace.name: PickAndPlace,
     Reach.name: Reach,
+    PickPlaceTask.name: PickPlaceTask,
+    ReachTask.name: ReachTask,
 }
 #: Also accept the spec's task names.
 ALIASES = {"pick_place": PickAndPlace.name}
+
+#: The reward each task learns from when none is chosen (recorder ``reward: ""``, the gym env, demos):
+#: the ones whose optimum is finishing (see :mod:`.finishing`), not the seed's, which reward hovering.
+DEFAULT_REWARD: dict[str, str] = {"reach": ReachTask.name, "pick_place": PickPlaceTask.name}
+
+
+def default_reward_name(task: str) -> str:
+    """The default reward's name for a task (spec name, or the alias ``pick_and_place``)."""
+    return DEFAULT_REWARD[canonical_task(task)]
 
 
 def make_reward(config: Mapping[str, Any] | str, spec: Spec | None = None) -> RewardFn:

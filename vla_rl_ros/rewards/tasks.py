@@ -88,6 +88,10 @@ class PickAndPlace(RewardFn):
     ``gripper_closed`` is ``gripper_width < closed_width`` (see module docstring).
     Every constant is a param with the seed's value as default. "Hand" is the
     spec's ``ee_pos`` (tool centre point between the fingertips).
+
+    Kept as written; not the learning default: with the +0.5 per grasping tick
+    and termination at success, holding the cube near the goal forever beats
+    finishing (see :mod:`.finishing`, whose ``pick_place_task`` is the default).
     """
 
     name = "pick_and_place"
@@ -130,6 +134,10 @@ class Reach(RewardFn):
     inside the tolerance is worth more than any tick outside it, so hovering at
     the goal is optimal and a small bonus keeps the return scale near the
     distance term (helps SAC's entropy tuning).
+
+    Kept as written; not the learning default: dipping in and out of the
+    tolerance without completing the episode's N-tick success beats finishing
+    (see :mod:`.finishing`, whose ``reach_task`` is the default).
     """
 
     name = "reach"

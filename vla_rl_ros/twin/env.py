@@ -20,13 +20,15 @@ import numpy as np
 from gymnasium import spaces
 
 from ..kinematics import Kinematics
+from ..rewards import DEFAULT_REWARD as _DEFAULT_REWARD_NAME
 from ..rewards import SuccessDetector, make_reward
 from ..runtime.control import Controller, SafetyLimits
 from ..spec import Spec
 from .core import TwinCore
 
 DEFAULT_MAX_STEPS = {"reach": 50, "pick_place": 120}
-DEFAULT_REWARD = {"reach": {"name": "reach"}, "pick_place": {"name": "pick_and_place"}}
+#: ``reach_task`` / ``pick_place_task`` (optimum: finish; see vla_rl_ros/rewards/finishing.py)
+DEFAULT_REWARD = {task: {"name": name} for task, name in _DEFAULT_REWARD_NAME.items()}
 
 
 class TwinEnv(gym.Env):
@@ -96,9 +98,10 @@ class TwinEnv(gym.Env):
         prev = self._obs
         self._obs = self._observe()
         self._t += 1
-        reward = float(self.reward_fn(prev, a.astype(np.float32), self._obs, False))
         succeeded = self.success.update(self._obs)
         terminated = bool(succeeded and self.terminate_on_success)
+        # the reward sees the same `terminated` the step returns (terminal success: bonus, zero potential)
+        reward = float(self.reward_fn(prev, a.astype(np.float32), self._obs, terminated))
         truncated = bool(self._t >= self.max_episode_steps and not terminated)
         info = {"is_success": bool(succeeded), "distance": self.success.distance(self._obs), "hold": cmd.hold, "safety": cmd.reason}
         return self._obs.copy(), reward, terminated, truncated, info
