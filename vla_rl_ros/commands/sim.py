@@ -2,9 +2,11 @@
 
 Starts the graph of ``launch/sim.launch.py`` (twin, policy, recorder, learner;
 one process per node, same executables, same ``config/sim.yaml``), then prints
-a status line per episode and per promotion until Ctrl-C (or ``--duration``),
-and stops every node cleanly. Logs of each node go to ``<run>/logs/``; the
-success-rate plot to ``<run>/success.png``; TensorBoard to ``<run>/tb``.
+a line per episode, per promotion and per monitor result, and a summary line
+once a minute (:func:`summary_line`), until Ctrl-C (or ``--duration``), and
+stops every node cleanly. Logs of each node go to ``<run>/logs/``; the progress
+plot (:func:`vla_rl_ros.learner.plot.plot_progress`) to ``<run>/success.png``;
+TensorBoard to ``<run>/tb``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,43 @@ import time
 from collections import deque
 
 DEFAULT_MODEL = {"reach": "models/reach_bc.onnx", "pick_place": "models/pick_place_bc.onnx"}
+SUMMARY_EVERY_S = 60.0
+
+
+def summary_line(elapsed_s: float, history: list[dict], last_monitor: dict | None = None,
+                 model_version: str | None = None, updates_per_s: float | str | None = None,
+                 promotions: int = 0, window: int = 20) -> str:
+    """The once-a-minute line of ``vla-rl-ros sim`` (pure).
+
+    ``history``: the episodes so far (dicts with ``success``, ``assisted``, ``n_intervention_steps``,
+    ``length``); ``last_monitor``: the latest monitor record (``version``, ``success_rate``, ``success_ci95``,
+    ``episodes``, or ``error``); ``model_version``: what the arm runs; ``updates_per_s``: the learner's
+    gradient updates per second (``None``: no learner heard from)."""
+    una = [bool(e.get("success")) for e in history if not e.get("assisted")][-window:]
+    live = f"{100 * sum(una) / len(una):.0f}% (last {len(una)} unassisted)" if una else "- (no unassisted episode yet)"
+    if not last_monitor:
+        mon = "-"
+    elif last_monitor.get("success_rate") is None:
+        mon = f"error ({last_monitor.get('version', '?')})"
+    else:
+        lo, hi = last_monitor.get("success_ci95") or (last_monitor["success_rate"],) * 2
+        mon = (f"{100 * last_monitor['success_rate']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}] "
+               f"of {last_monitor.get('episodes', '?')} ep ({last_monitor.get('version', '?')})")
+    recent = history[-window:]
+    if recent:
+        n_ast = sum(bool(e.get("assisted")) for e in recent)
+        ticks = sum(int(e.get("length") or 0) for e in recent)
+        n_int = sum(int(e.get("n_intervention_steps") or 0) for e in recent)
+        inter = (f"{100 * n_ast / len(recent):.0f}% of episodes, "
+                 f"{100 * n_int / ticks if ticks else 0.0:.0f}% of ticks (last {len(recent)})")
+    else:
+        inter = "-"
+    try:
+        ups = f"{float(updates_per_s):.0f} updates/s" if updates_per_s not in (None, "") else "-"
+    except (TypeError, ValueError):
+        ups = "-"
+    return (f"[sim {elapsed_s / 60.0:5.1f} min] episodes {len(history)}  live success {live}  monitor {mon}  "
+            f"arm model {model_version or '-'}  interventions {inter}  learner {ups}  promotions {promotions}")
 
 
 def register(sub) -> None:
@@ -104,6 +143,7 @@ def run(args) -> int:
     nodes = [n for n in graph.nodes if not (args.no_learner and n == "learner_node")
              and not (n == "teacher_node" and (args.task != "pick_place" or teacher == 0.0))]
     procs: dict[str, subprocess.Popen] = {}
+    t_start = time.time()  # the run's time zero (plot, monitor records of this session)
     print(f"[{args.graph}] run {run_dir}  task {args.task or '(params file)'}  "
           f"start model {os.path.basename(model) if model else '(params file)'}  params {params}")
     for name in nodes:
@@ -118,7 +158,7 @@ def run(args) -> int:
         print(f"[sim] started {name} (pid {procs[name].pid}), log {os.path.join(logs, name + '.log')}")
     rc = 0
     try:
-        rc = _monitor(args, run_dir, procs, env)
+        rc = _monitor(args, run_dir, procs, env, t_start)
     finally:
         _stop(procs)
     return rc
@@ -163,14 +203,16 @@ def _model_demos(model: str) -> tuple[int, int]:
         return 10, 0
 
 
-def _monitor(args, run_dir: str, procs, env) -> int:
+def _monitor(args, run_dir: str, procs, env, t_start: float | None = None) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from std_msgs.msg import String
 
+    from ..learner.monitor import read_monitor
     from ..learner.plot import plot_progress
 
+    t_start = time.time() if t_start is None else t_start
     os.environ.update({k: v for k, v in env.items() if k.startswith("ROS_")})
     rclpy.init(args=[])
     node = Node("vla_rl_ros_sim_monitor")
@@ -179,6 +221,8 @@ def _monitor(args, run_dir: str, procs, env) -> int:
     promotions: list[dict] = []
     env_steps = [0]
     policy_diag: dict[str, str] = {}
+    learner_diag: dict[str, str] = {}
+    last_monitor: dict = {}
 
     def on_episode(msg: String) -> None:
         try:
@@ -190,6 +234,7 @@ def _monitor(args, run_dir: str, procs, env) -> int:
             recent.append(bool(ep.get("success")))
         env_steps[0] += int(ep.get("length", 0))
         ep["env_steps"] = env_steps[0]
+        ep["t"] = time.time()
         history.append(ep)
         models = ",".join(ep.get("model_versions") or []) or "-"
         rate = f"{100 * sum(recent) / len(recent):5.1f}%" if recent else "   - "
@@ -200,12 +245,33 @@ def _monitor(args, run_dir: str, procs, env) -> int:
         if len(history) % 10 == 0:
             _plot()
 
-    def on_promotion(msg: String) -> None:
+    def on_learner_event(msg: String) -> None:
         try:
             ev = json.loads(msg.data)
         except json.JSONDecodeError:
             return
+        kind = ev.get("kind")
+        if kind == "monitor":
+            rec = ev.get("data") or {}
+            last_monitor.clear()
+            last_monitor.update(rec)
+            if rec.get("success_rate") is None:
+                print(f"[monitor] {rec.get('version')}: could not be evaluated: {rec.get('error')}", flush=True)
+            else:
+                lo, hi = rec.get("success_ci95") or (0.0, 1.0)
+                print(f"[monitor] {rec.get('version')}: {100 * rec['success_rate']:.0f}% "
+                      f"[{100 * lo:.0f}-{100 * hi:.0f}] of the {rec.get('episodes')} fixed seeded twin episodes "
+                      f"(seeds {rec.get('seed')}..{int(rec.get('seed') or 0) + int(rec.get('episodes') or 0) - 1}; "
+                      f"{rec.get('reason', '')}{', cached' if rec.get('cached') else ''})", flush=True)
+            _plot()
+            return
+        if kind == "error":
+            print(f"[learner] error: {ev.get('reason', '')}", flush=True)
+            return
+        if kind not in ("candidate", "promoted"):
+            return
         ev["env_steps"] = env_steps[0]
+        ev["t"] = time.time()
         if ev.get("promoted"):
             promotions.append(ev)
         print(f"[learner] {'PROMOTED' if ev.get('promoted') else 'rejected'} {ev.get('version')}: "
@@ -213,20 +279,26 @@ def _monitor(args, run_dir: str, procs, env) -> int:
 
     def on_diag(msg: DiagnosticArray) -> None:
         for st in msg.status:
-            if "policy" in st.name:
+            if "policy" in st.name or "control loop" in st.name:
                 policy_diag.clear()
                 policy_diag.update({kv.key: kv.value for kv in st.values})
                 policy_diag["_message"] = st.message
+            elif st.name.endswith("learner"):
+                learner_diag.clear()
+                learner_diag.update({kv.key: kv.value for kv in st.values})
 
     def _plot() -> None:
         try:
+            # this session's monitor records (a resumed run's file also holds earlier sessions')
+            mon = [r for r in read_monitor(os.path.join(run_dir, "models"))
+                   if float(r.get("queued") or 0.0) >= t_start - 1.0]
             plot_progress(history, promotions, os.path.join(run_dir, "success.png"),
-                          title=f"{args.task or args.graph}: success rate")
+                          title=f"{args.task or args.graph}: success rate", monitor=mon, t0=t_start)
         except Exception as e:  # plotting must never stop the stack
             print(f"[sim] plot failed: {e}", flush=True)
 
     node.create_subscription(String, "/rl/episode", on_episode, 100)
-    node.create_subscription(String, "/rl/learner/events", on_promotion, 100)
+    node.create_subscription(String, "/rl/learner/events", on_learner_event, 100)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     t0 = time.monotonic()
     last_status = t0
@@ -247,13 +319,12 @@ def _monitor(args, run_dir: str, procs, env) -> int:
                     print(f"[sim] {name} exited with code {p.returncode}; see {run_dir}/logs/{name}.log", flush=True)
                     rc = 1
                     stop["flag"] = True
-            if now - last_status > 15.0:
+            if now - last_status >= SUMMARY_EVERY_S:
                 last_status = now
-                keys = ("achieved_rate_hz", "latency_obs_to_cmd_p50_ms", "latency_obs_to_cmd_p99_ms", "missed_ticks", "watchdog",
-                        "model_version")
-                d = " ".join(f"{k}={policy_diag[k]}" for k in keys if k in policy_diag)
-                print(f"[sim] t={now - t0:6.0f}s episodes {len(history)}  policy: {d or 'waiting for diagnostics'}",
-                      flush=True)
+                model = policy_diag.get("model_version") or (
+                    ",".join(history[-1].get("model_versions") or []) if history else None)
+                print(summary_line(time.time() - t_start, history, last_monitor or None, model,
+                                   learner_diag.get("updates_per_s"), len(promotions)), flush=True)
             if args.duration and now - t0 >= args.duration:
                 break
     finally:

@@ -7,8 +7,14 @@ into messages:
 * ``/rl/policy_update`` (std_msgs/String, JSON ``{"path", "sha256", "version"}``):
   a promoted model, for ``policy_node`` to verify and hot-swap. Reliable,
   transient-local (a policy node that starts later still gets the incumbent).
-* ``/rl/learner/events`` (std_msgs/String, JSON): every candidate with its gate result.
-* ``/diagnostics``: updates, candidates, promotions, incumbent, replay size.
+* ``/rl/learner/events`` (std_msgs/String, JSON): every candidate with its gate result, and (kind
+  ``monitor``) each monitor result: the success of the initial incumbent and of every promoted model on the
+  same fixed block of ``monitor_episodes`` seeded twin episodes (:mod:`vla_rl_ros.learner.monitor`; in a
+  niced worker process, one at a time, never in the way of learning or the gate), also appended to
+  ``<run>/models/monitor.jsonl``; the record is the event's ``data``.
+* ``/diagnostics``: updates (SAC), gradient_updates (SAC updates, or Recap's value + actor steps of the
+  completed rounds) and updates_per_s (over the last minute), candidates, promotions, incumbent, replay size,
+  monitor (pending, last result).
 
 Subscribes ``/rl/policy_update_result`` to log when the arm took the model.
 """
@@ -18,6 +24,7 @@ import json
 import sys
 import threading
 import time
+from collections import deque
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
@@ -26,6 +33,7 @@ from std_msgs.msg import String
 
 from ._common import declare, publish_status, run_node
 from ..learner.continual import ContinualLearner, Event, LearnerConfig
+from ..learner.monitor import MONITOR_SEED, PromotionMonitor
 
 
 class LearnerNode(Node):
@@ -72,6 +80,11 @@ class LearnerNode(Node):
                                 "and demo steps (0 = uniform over all steps)"),
             },
         )
+        monitor_episodes = declare(self, "monitor_episodes", 50, "Monitor: seeded twin episodes each promoted model "
+                                   "(and the initial incumbent) is measured on, the same block for every model, in "
+                                   "a low-priority worker process (0 = off)", lo=0, hi=100_000)
+        monitor_seed = declare(self, "monitor_seed", MONITOR_SEED, "Monitor: episode i uses seed monitor_seed + i "
+                               "(disjoint from the gate's 1000000.. and the sim twin's 100000..)", lo=0, hi=2**31 - 1)
         self.pub_update = self.create_publisher(
             String, "/rl/policy_update",
             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
@@ -84,8 +97,16 @@ class LearnerNode(Node):
         self.n_promoted = 0
         self.last_error = ""
         self._promoted_at: dict[str, float] = {}
+        self._updates_hist: deque[tuple[float, int]] = deque()
         self._stop = threading.Event()
         inc = self.learner.incumbent
+        self.monitor: PromotionMonitor | None = None
+        if monitor_episodes > 0:
+            self.monitor = PromotionMonitor(self.learner.run.models_dir, self.learner.task, monitor_episodes,
+                                            monitor_seed, on_result=self._on_monitor, log=self.get_logger().info)
+            self.monitor.start()
+            if inc:
+                self.monitor.submit(inc["version"], inc["path"], reason="incumbent at start")
         if inc:
             self._announce(inc["path"], inc["sha256"], inc["version"])
         self.thread = threading.Thread(target=self.learner.run_forever, args=(self._stop.is_set, self._on_event),
@@ -112,9 +133,25 @@ class LearnerNode(Node):
         if ev.promoted:
             self.n_promoted += 1
             self._announce(ev.path, ev.sha256, ev.version)
+            if self.monitor is not None:
+                self.monitor.submit(ev.version, ev.path, reason="promoted")
         msg = String()
         msg.data = ev.to_json()
         self.pub_events.publish(msg)
+
+    def _on_monitor(self, rec: dict) -> None:  # monitor thread
+        ev = Event("monitor", rec["version"], rec["path"], reason=rec.get("error") or rec.get("reason", ""), data=rec)
+        msg = String()
+        msg.data = ev.to_json()
+        self.pub_events.publish(msg)
+
+    def gradient_updates(self) -> int:
+        """SAC: its updates; Recap: the value + actor gradient steps of the rounds completed so far."""
+        L = self.learner
+        if L.cfg.algo == "recap":
+            o = L.cfg.recap_overrides
+            return L.rounds * (int(o.get("value_steps", 2000)) + int(o.get("actor_steps", 2000)))
+        return L.updates
 
     def _on_result(self, msg: String) -> None:
         try:
@@ -132,9 +169,22 @@ class LearnerNode(Node):
     def _publish_diagnostics(self) -> None:
         L = self.learner
         inc = L.incumbent
-        vals = dict(algo=L.cfg.algo, updates=L.updates, rounds=L.rounds, candidates=self.n_candidates,
+        now, g = time.monotonic(), self.gradient_updates()
+        self._updates_hist.append((now, g))
+        while len(self._updates_hist) > 2 and now - self._updates_hist[1][0] >= 60.0:
+            self._updates_hist.popleft()
+        t_a, g_a = self._updates_hist[0]
+        rate = (g - g_a) / (now - t_a) if now > t_a else 0.0
+        vals = dict(algo=L.cfg.algo, updates=L.updates, gradient_updates=g, updates_per_s=f"{rate:.1f}",
+                    rounds=L.rounds, candidates=self.n_candidates,
                     promotions=self.n_promoted, incumbent=inc["version"] if inc else "",
                     transitions=len(L.replay), demo_transitions=L.replay.n_demo)
+        if self.monitor is not None:
+            last = self.monitor.last
+            vals.update(monitor_pending=self.monitor.pending,
+                        monitor_last_version=last["version"] if last else "",
+                        monitor_last_success="" if not last or last.get("success_rate") is None
+                        else f"{last['success_rate']:.3f}")
         publish_status(self, self.pub_diag, "vla_rl_ros: learner",
                        DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK,
                        self.last_error or f"{L.cfg.algo} learning", vals)
@@ -145,6 +195,8 @@ class LearnerNode(Node):
 
     def close(self) -> None:
         self._stop.set()
+        if self.monitor is not None:
+            self.monitor.close(timeout=5.0)  # a running evaluation is cancelled, its worker killed
         self.thread.join(timeout=5.0)
         if self.thread.is_alive():
             # A Recap round or a gate evaluation is in progress: don't hold up shutdown for it. Nothing durable
