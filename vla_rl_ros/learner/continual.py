@@ -38,7 +38,7 @@ import torch
 from ..algos.export import export_onnx, read_model_metadata, sha256_file
 from .lineage import update_lineage
 from ..buffer import Replay, open_run
-from .gate import decide
+from .gate import make_gate
 from .registry import Registry
 
 
@@ -57,8 +57,11 @@ class LearnerConfig:
     recap_min_episodes: int = 30
     recap_warm_start: bool = False  # False: each round trains value + actor afresh on all data (as π*0.6 does
     # from its base model each iteration); True: continue from the previous round's weights
-    gate_episodes: int = 20
-    gate_alpha: float = 0.1
+    gate_episodes: int = 60  # the most paired episodes one gate may use (``max_pairs`` of the rule)
+    gate_alpha: float = 0.05
+    gate_rule: str = "noninferiority"  # superiority (fixed N sign test) | sequential (SPRT) | noninferiority
+    gate_margin: float = 0.05  # non-inferiority margin: promote only if not worse by this much (and wins >= losses)
+    gate_block: int = 10  # paired episodes per look of a sequential rule
     gate_seed_base: int = 1_000_000
     checkpoint_every_s: float = 60.0
     bc_init_steps: int = 2000
@@ -100,6 +103,8 @@ class ContinualLearner:
         if evaluate is None:
             from .evaluate import evaluate_onnx_in_subprocess as evaluate
         self._evaluate = evaluate
+        self.gate = make_gate(cfg.gate_rule, alpha=cfg.gate_alpha, max_pairs=cfg.gate_episodes,
+                              block=min(cfg.gate_block, cfg.gate_episodes), margin=cfg.gate_margin)
         self.updates = 0
         self.gates = 0
         self.rounds = 0
@@ -278,9 +283,22 @@ class ContinualLearner:
         os.replace(tmp_path, path)
         seed = self.cfg.gate_seed_base + self.gates * self.cfg.gate_episodes
         n = self.cfg.gate_episodes
+        results: dict[str, list] = {"cand": [], "inc": []}
+
+        def evaluate_block(k: int, s: int) -> tuple[list[bool], list[bool]]:
+            c = self._evaluate(str(path), self.task, k, s)
+            i = self._evaluate(inc["path"], self.task, k, s)
+            results["cand"].append(c)
+            results["inc"].append(i)
+            return list(c.successes), list(i.successes)
+
         try:
-            cand = self._evaluate(str(path), self.task, n, seed)
-            incr = self._evaluate(inc["path"], self.task, n, seed) if inc else None
+            if inc is None:
+                cand = self._evaluate(str(path), self.task, n, seed)
+                incr = None
+            else:
+                d = self.gate.run(evaluate_block, seed)
+                cand, incr = _merge(results["cand"]), _merge(results["inc"])
         except Exception as e:  # a failed evaluation never promotes
             rec = {"version": version, "path": str(path), "sha256": sha256_file(path), "promoted": False,
                    "reason": f"evaluation failed: {e}", **lineage}
@@ -290,9 +308,10 @@ class ContinualLearner:
             promote, reason = cand.success_rate > 0, f"no incumbent; candidate {100 * cand.success_rate:.0f}%"
             summary = {}
         else:
-            d = decide(cand.successes, incr.successes, self.cfg.gate_alpha)
             promote, reason = d.promote, d.reason
-            summary = {"wins": d.wins, "losses": d.losses, "p_value": d.p_value}
+            summary = {"wins": d.wins, "losses": d.losses, "p_value": d.p_value, "pairs": d.pairs_used,
+                       "rule": d.rule}
+        n = len(cand.successes)
         gate_success = {"rate": cand.success_rate, "episodes": n, "seed": seed,
                         "incumbent_rate": incr.success_rate if incr else None}
         lineage["twin_success_at_gate"] = gate_success
@@ -336,3 +355,14 @@ class ContinualLearner:
             if self.writer is not None:
                 self.writer.close()
             self.replay.close()
+
+
+def _merge(parts: list) -> Any:
+    """One :class:`~.evaluate.EvalResult` from consecutive blocks of the same policy's seeded episodes."""
+    first = parts[0]
+    out = type(first)(task=first.task, episodes=sum(p.episodes for p in parts), seed=first.seed)
+    for p in parts:
+        out.successes += list(p.successes)
+        out.returns += list(p.returns)
+        out.lengths += list(p.lengths)
+    return out

@@ -55,8 +55,12 @@ class LearnerNode(Node):
             recap_min_episodes=d("recap_min_episodes", 30, "Recap: episodes needed before the first round"),
             recap_warm_start=d("recap_warm_start", False, "Recap: continue from the last round's weights "
                                                           "(false: train each round afresh on all data)"),
-            gate_episodes=d("gate_episodes", 20, "Seeded twin episodes per policy at the gate"),
-            gate_alpha=d("gate_alpha", 0.1, "Sign-test level a candidate must reach to be promoted"),
+            gate_episodes=d("gate_episodes", 60, "Most paired seeded twin episodes one gate may use"),
+            gate_alpha=d("gate_alpha", 0.05, "Error rate of the gate's rule (see learner/gate.py)"),
+            gate_rule=d("gate_rule", "noninferiority", "superiority (fixed-N sign test) | sequential (SPRT) | "
+                        "noninferiority (not worse by gate_margin, wins >= losses)"),
+            gate_margin=d("gate_margin", 0.05, "Non-inferiority margin (success-rate points / 100)"),
+            gate_block=d("gate_block", 10, "Paired episodes per look of a sequential rule"),
             checkpoint_every_s=d("checkpoint_every_s", 60.0, "Checkpoint period (s)"),
             bc_init_steps=d("bc_init_steps", 2000, "SAC: behaviour-cloning steps on demos before RL"),
             seed=d("seed", 0, "Seed of the learner"),
