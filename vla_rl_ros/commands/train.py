@@ -6,7 +6,9 @@
     vla-rl-ros train --algo recap --data runs/pick_place-sim --steps 2000 --out pp_recap.onnx
     vla-rl-ros train --algo sac   --data runs/pick_place-sim --steps 20000 --out pp_sac_offline.onnx
 
-``--env`` trains SAC online on any registered gymnasium env with Box spaces;
+``--env`` trains SAC online on any registered gymnasium env with Box spaces (a
+``Dict`` observation space, as goal-conditioned envs have, is flattened), with
+:func:`~vla_rl_ros.algos.online.default_online_config`'s settings;
 ``--data`` trains offline from a run's durable buffer (one or more runs).
 ONNX output needs the robot spec, so it is available for the twin's envs and
 for runs; other envs write a checkpoint (``.pt``, weights-only). Progress bar
@@ -31,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--tb", default=None, help="TensorBoard log dir (default runs/train/<out name>/tb)")
     p.add_argument("--demo-ratio", type=float, default=0.5, help="RLPD demo/online mix for sac --data")
     p.add_argument("--bc-init-steps", type=int, default=1000, help="sac: behaviour-cloning init on demos first")
-    p.add_argument("--utd", type=int, default=1, help="sac: critic updates per env step / per actor update")
+    p.add_argument("--utd", type=int, default=None,
+                   help="sac: critic updates per env step / per actor update (default 1)")
     p.add_argument("--all", action="store_true", help="bc --data: clone every episode, not just demos + successes")
     p.add_argument("--eval-episodes", type=int, default=20, help="seeded twin episodes to evaluate the result on")
     p.set_defaults(func=run)
@@ -59,14 +62,13 @@ def _online(args, tb):
 
     import vla_rl_ros.twin  # noqa: F401  (registers the twin's envs)
 
-    from ..algos.online import train_online
-    from ..algos.sac import SACConfig
+    from ..algos.online import default_online_config, flatten_dict_obs, train_online
 
     if args.algo != "sac":
         raise ValueError(f"--algo {args.algo} learns from recorded data: use --data RUN (online training is SAC)")
-    env = gym.make(args.env)
+    env = flatten_dict_obs(gym.make(args.env))
     spec = getattr(env.unwrapped, "spec_", None)
-    cfg = SACConfig(utd=args.utd, learning_starts=min(1000, max(args.steps // 5, 1)))
+    cfg = default_online_config(args.steps, **({} if args.utd is None else {"utd": args.utd}))
     sac, history = train_online(env, cfg, steps=args.steps, seed=args.seed, tb_dir=tb, progress=True)
     for step, metric in history:
         print(f"  env step {step:7d}: eval {metric:.3f}")
@@ -122,7 +124,7 @@ def _offline(args, tb):
         # offline SAC with RLPD sampling
         from ..algos.sac import SAC, SACConfig, metrics_to_floats
 
-        sac = SAC(spec.obs_dim, spec.action_dim, SACConfig(utd=args.utd, seed=args.seed, init_alpha=0.05))
+        sac = SAC(spec.obs_dim, spec.action_dim, SACConfig(utd=args.utd or 1, seed=args.seed, init_alpha=0.05))
         sac.fit_obs_normalizer(np.concatenate([e.obs for e in eps]))
         if args.bc_init_steps and replay.n_demo:
             sac.bc_pretrain(lambda: (lambda b: (b["obs"], b["action"]))(replay.sample(256, demo_ratio=1.0)),
