@@ -11,6 +11,7 @@ from vla_rl_ros.algos.recap import (
     RecapConfig,
     RecapTrainer,
     binarize_advantages,
+    correction_trust,
     indicator_tokens,
     nstep_advantages,
     outcome_rewards,
@@ -89,7 +90,7 @@ class _KnownValues(RecapTrainer):
 
 
 def test_label_on_hand_built_episodes():
-    cfg = RecapConfig(h_norm=10, fail_penalty=1.0, n_step=2, positive_fraction=0.5)
+    cfg = RecapConfig(h_norm=10, fail_penalty=1.0, n_step=2, positive_fraction=0.5, corrections="always")
     t = _KnownValues(1, 1, cfg)
     episodes = [
         Episode(obs=[[-0.5], [-0.2], [-0.4]], actions=[[0.1]] * 3, success=True),
@@ -102,6 +103,33 @@ def test_label_on_hand_built_episodes():
     # autonomous advantages sorted: [0.3, 0.0, -0.1, -0.2]; top half positive -> eps = -0.1
     assert lab["threshold"] == pytest.approx(-0.1)
     assert lab["indicator"].tolist() == [False, True, True, False, True]  # the last one is the human correction
+
+
+def test_corrections_are_weighted_by_outcome():
+    """A take-over that still ended in failure is not a good example by fiat; one that succeeded is."""
+    cfg = RecapConfig(h_norm=10, fail_penalty=1.0, n_step=2, positive_fraction=0.5)  # corrections="outcome"
+    t = _KnownValues(1, 1, cfg)
+    episodes = [
+        # a successful episode whose middle step was a correction
+        Episode(obs=[[-0.5], [-0.2], [-0.4]], actions=[[0.1]] * 3, success=True, intervention=[False, True, False]),
+        # a failed episode whose last step was a correction
+        Episode(obs=[[-1.0], [-0.95]], actions=[[0.2]] * 2, success=False, intervention=[False, True]),
+    ]
+    lab = t.label(episodes)
+    # episode 2: t0: -0.1 - 1.1 + 1.0 = -0.2; t1: -1.1 + 0.95 = -0.15
+    np.testing.assert_allclose(lab["advantage"], [-0.1, 0.0, 0.3, -0.2, -0.15], atol=1e-6)
+    assert lab["trusted"].tolist() == [False, True, False, False, False]
+    # untrusted advantages sorted: [0.3, -0.1, -0.15, -0.2]; top half -> eps = -0.15; the trusted correction is
+    # positive whatever its advantage, the failed one only on its advantage (here: not above eps)
+    assert lab["threshold"] == pytest.approx(-0.15)
+    assert lab["indicator"].tolist() == [True, True, True, False, False]
+    always = _KnownValues(1, 1, RecapConfig(h_norm=10, fail_penalty=1.0, n_step=2, positive_fraction=0.5,
+                                            corrections="always")).label(episodes)
+    assert always["indicator"][-1] and always["trusted"].tolist() == [False, True, False, False, True]
+    # the actor's correction share of each batch is drawn from the trusted corrections only
+    assert correction_trust([Episode(obs=[[0.0]], actions=[[0.0]], success=False, intervention=[True])]).tolist() == [False]
+    with pytest.raises(ValueError):
+        RecapConfig(corrections="sometimes")
 
 
 def test_guidance_weight_one_is_exactly_the_conditional_policy():

@@ -32,7 +32,9 @@ rollouts, failures included, and human interventions) does:
    episode is over: success or failure, its terminal reward is already in
    ``r``). The indicator is ``I_t = 1[A_t > eps]`` with ``eps`` chosen so that a
    ``positive_fraction`` (0.3) of the *autonomous* steps are positive;
-   intervention (human correction) steps are always positive.
+   intervention (human correction) steps of successful episodes are always
+   positive; those of failed episodes are labelled by their advantage
+   (``corrections="outcome"``, the default; ``"always"`` trusts every one).
 
 3. **Actor fit.** A squashed-Gaussian actor conditioned on ``[obs, onehot(I)]``
    with three tokens ``positive | negative | null`` is trained by behaviour
@@ -100,6 +102,13 @@ class RecapConfig:
             demo/online split; 0 = uniform over all steps). Corrections are a
             few percent of the steps; without this they are drowned by the
             autonomous positives.
+        corrections: how intervention (human correction) steps are labelled:
+            ``"outcome"`` (default): positive without question only in episodes
+            that ended in success; a correction in a failed episode is labelled
+            by its advantage like any autonomous step (a take-over that still
+            ended in failure is not a good example by fiat); ``"always"``: every
+            correction is positive (π*0.6's assumption that human corrections
+            are good). Demonstrations are successful episodes, so positive either way.
         actor_cond: how the indicator enters the actor: ``"heads"`` (one output
             layer per token on a shared trunk; default) or ``"input"`` (the
             one-hot token concatenated to the observation only). Heads keep
@@ -125,6 +134,7 @@ class RecapConfig:
     weight_decay: float = 0.0
     actor_loss: str = "mse"
     demo_ratio: float = 0.5
+    corrections: str = "outcome"
     actor_cond: str = "heads"
     seed: int = 0
 
@@ -140,6 +150,8 @@ class RecapConfig:
             raise ValueError("demo_ratio must be in [0, 1]")
         if not 0.0 <= self.indicator_dropout < 1.0:
             raise ValueError("indicator_dropout must be in [0, 1)")
+        if self.corrections not in ("outcome", "always"):
+            raise ValueError("corrections must be 'outcome' or 'always'")
         if self.actor_cond not in ("input", "heads"):
             raise ValueError("actor_cond must be 'input' or 'heads'")
         if self.actor_loss not in BC_LOSSES:
@@ -238,6 +250,17 @@ def binarize_advantages(
     else:
         eps = float(auto[k])  # the (k+1)-th largest: exactly the top k are strictly above it
     return (a > eps) | iv, eps
+
+
+def correction_trust(episodes: Sequence[Episode], mode: str = "outcome") -> np.ndarray:
+    """Which steps ``[N]`` (episodes concatenated) are corrections taken as positive without question.
+
+    ``"always"``: every intervention step. ``"outcome"``: intervention steps of
+    episodes that ended in success only; the corrections of a failed episode are
+    left to their advantage (see :class:`RecapConfig` ``corrections``)."""
+    if mode not in ("outcome", "always"):
+        raise ValueError("mode must be 'outcome' or 'always'")
+    return np.concatenate([e.intervention & (mode == "always" or e.success) for e in episodes])
 
 
 def two_hot(y: torch.Tensor, v_min: float, v_max: float, n_bins: int) -> torch.Tensor:
@@ -383,7 +406,8 @@ class RecapTrainer:
         """Advantages and indicators for every step (episodes concatenated in order).
 
         Returns ``advantage [N]``, ``indicator [N] bool``, ``threshold`` (eps),
-        ``values [N]`` and ``intervention [N]``.
+        ``values [N]``, ``intervention [N]`` and ``trusted [N]`` (the
+        corrections taken as positive without question, see ``cfg.corrections``).
         """
         cfg = self.cfg
         eps = [as_episode(e) for e in episodes]
@@ -395,8 +419,10 @@ class RecapTrainer:
             adv.append(nstep_advantages(outcome_rewards(len(e), e.success, cfg.h_norm, cfg.fail_penalty), v, cfg.n_step))
         a = np.concatenate(adv)
         iv = np.concatenate([e.intervention for e in eps])
-        ind, thr = binarize_advantages(a, iv, cfg.positive_fraction)
-        return {"advantage": a, "indicator": ind, "threshold": thr, "values": v_all, "intervention": iv}
+        trusted = correction_trust(eps, cfg.corrections)
+        ind, thr = binarize_advantages(a, trusted, cfg.positive_fraction)
+        return {"advantage": a, "indicator": ind, "threshold": thr, "values": v_all, "intervention": iv,
+                "trusted": trusted}
 
     def fit_actor(self, obs: np.ndarray, actions: np.ndarray, indicator: np.ndarray,
                   steps: int | None = None, intervention: np.ndarray | None = None) -> dict[str, float]:
@@ -450,8 +476,9 @@ class RecapTrainer:
         lab = self.label(eps)
         metrics.update(threshold=float(lab["threshold"]), positive_fraction=float(lab["indicator"].mean()),
                        intervention_fraction=float(lab["intervention"].mean()),
+                       trusted_fraction=float(lab["trusted"].mean()),
                        advantage_mean=float(lab["advantage"].mean()))
-        metrics.update(self.fit_actor(obs, actions, lab["indicator"], intervention=lab["intervention"]))
+        metrics.update(self.fit_actor(obs, actions, lab["indicator"], intervention=lab["trusted"]))
         self.rounds += 1
         return metrics
 

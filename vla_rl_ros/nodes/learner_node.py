@@ -80,6 +80,8 @@ class LearnerNode(Node):
                 "positive_fraction": d("recap_positive_fraction", 0.3, "Recap: top fraction of advantages labelled positive"),
                 "indicator_dropout": d("recap_indicator_dropout", 0.3, "Recap: indicator dropout (for CFG)"),
                 "cfg_weight": d("recap_cfg_weight", 1.0, "Recap: classifier-free guidance weight at inference"),
+                "corrections": d("recap_corrections", "outcome", "Recap: 'outcome' (a correction is positive "
+                                 "without question only if its episode succeeded) | 'always'"),
                 "demo_ratio": d("recap_demo_ratio", 0.5, "Recap: share of each actor batch drawn from intervention "
                                 "and demo steps (0 = uniform over all steps)"),
             },
