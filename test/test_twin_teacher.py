@@ -23,7 +23,7 @@ def test_watch_fraction_is_the_share_of_watched_episodes():
 
 
 def test_takes_over_on_a_grasp_miss_and_a_stall_for_takeover_s():
-    t = Teacher(SPEC, watch_fraction=1.0, takeover_s=1.0, stall_s=2.5)
+    t = Teacher(SPEC, watch_fraction=1.0, takeover_s=1.0, stall_s=2.5, until_held_s=0.0)
     t.new_episode(10.0)
     assert t.act(_obs(), 10.5) == (None, None)  # open hand above the cube, early: the policy acts
     a, why = t.act(_obs(width=0.02), 11.0)  # closed, 17 cm above the cube: a grasp miss
@@ -36,6 +36,22 @@ def test_takes_over_on_a_grasp_miss_and_a_stall_for_takeover_s():
     # holding the cube is never a reason, even late
     t.new_episode(0.0)
     assert t.act(_obs(ee=(0.5, 0.0, 0.03), obj=(0.5, 0.0, 0.03), width=0.05), 100.0) == (None, None)
+
+
+def test_a_takeover_goes_on_until_the_object_is_held_at_most_until_held_s():
+    t = Teacher(SPEC, watch_fraction=1.0, takeover_s=1.0, stall_s=2.5, until_held_s=3.0)
+    t.new_episode(0.0)
+    _, why = t.act(_obs(width=0.02), 1.0)  # a grasp miss at t = 1 s
+    assert why == "grasp miss"
+    a, why = t.act(_obs(), 2.5)  # past takeover_s, nothing held yet: still the teacher's
+    assert a is not None and why is None and t.takeovers == 1
+    held = _obs(ee=(0.5, 0.0, 0.03), obj=(0.5, 0.0, 0.03), width=0.05)
+    assert t.act(held, 2.6) == (None, None)  # in hand: the policy takes it from here
+    t.new_episode(10.0)
+    t.act(_obs(width=0.02), 11.0)
+    assert t.act(_obs(), 13.9)[0] is not None  # still trying at 2.9 s
+    a, why = t.act(_obs(), 14.1)  # 3.1 s: the take-over is over; a new one starts for the stall
+    assert why == "stall" and t.takeovers == 3
 
 
 def test_the_takeover_action_is_the_experts():

@@ -54,6 +54,8 @@ class TeacherNode(Node):
         watch_fraction = declare(self, "watch_fraction", 0.5,
                                  "fraction of episodes the teacher watches (0 = never intervenes)", lo=0.0, hi=1.0)
         takeover_s = declare(self, "takeover_s", 1.0, "s: length of one take-over", lo=0.05, hi=60.0)
+        until_held_s = declare(self, "until_held_s", 3.0, "s: a take-over without the object in hand after "
+                               "takeover_s goes on until it is held, for at most this long (0 = off)", lo=0.0, hi=60.0)
         stall_s = declare(self, "stall_s", 2.5, "s: take over when nothing is held this long into an episode "
                           "(0 = never)", lo=0.0, hi=3600.0)
         self.quiet_s = declare(self, "quiet_after_episode_s", 0.5, "s: silent after each episode end (twin reset)",
@@ -64,7 +66,7 @@ class TeacherNode(Node):
                                      additional="one of: events, single_threaded")
         from ..twin.teacher import Teacher
 
-        self.teacher = Teacher(spec, watch_fraction, takeover_s, stall_s, seed)
+        self.teacher = Teacher(spec, watch_fraction, takeover_s, stall_s, seed, until_held_s=until_held_s)
         if not self.teacher.supported:
             self.get_logger().warning(f"the scripted teacher handles pick_place in ee_delta; task {spec.task!r} "
                                       f"({spec.action_mode}): it will not intervene")

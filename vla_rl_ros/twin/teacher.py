@@ -22,15 +22,21 @@ class Teacher:
         takeover_s: length of one take-over (s, on the caller's clock).
         stall_s: stall trigger (s); 0 disables it.
         seed: seed of the per-episode watch draws.
+        until_held_s: a take-over that has not got the object in hand after
+            ``takeover_s`` goes on until it has, for at most this long in all (s;
+            0 = exactly ``takeover_s``). A person at a spacemouse finishes the
+            grasp before letting go; a take-over cut mid-grasp mostly teaches
+            a failure.
     """
 
     def __init__(self, spec: Spec, watch_fraction: float = 0.5, takeover_s: float = 1.0, stall_s: float = 2.5,
-                 seed: int = 0) -> None:
+                 seed: int = 0, until_held_s: float = 3.0) -> None:
         if not 0.0 <= watch_fraction <= 1.0:
             raise ValueError("watch_fraction must be in [0, 1]")
         self.supported = spec.task == "pick_place" and spec.action_mode == "ee_delta"
         self.watch_fraction = watch_fraction if self.supported else 0.0
         self.takeover_s, self.stall_s = float(takeover_s), float(stall_s)
+        self.until_held_s = max(float(until_held_s), float(takeover_s))
         self.expert = ScriptedExpert(spec)
         self.rng = np.random.default_rng(seed)
         self._ee, self._ob = spec.obs_slice("ee_pos"), spec.obs_slice("object_pos")
@@ -39,12 +45,14 @@ class Teacher:
         self.watching = False
         self.episode_start = 0.0
         self.until = -np.inf
+        self.latest = -np.inf
 
     def new_episode(self, t: float) -> bool:
         """Start an episode at time ``t``; returns whether it is watched."""
         self.watching = bool(self.rng.random() < self.watch_fraction)
         self.episode_start = float(t)
         self.until = -np.inf
+        self.latest = -np.inf
         return self.watching
 
     def trigger(self, obs: np.ndarray, t: float) -> str | None:
@@ -63,10 +71,13 @@ class Teacher:
         if not self.watching or t < self.episode_start:
             return None, None
         reason = None
+        if t >= self.until and t < self.latest and not self.expert.holding(obs):
+            return self.expert(obs), None  # finish the grasp before letting go
         if t >= self.until:
             reason = self.trigger(obs, t)
             if reason is None:
                 return None, None
             self.until = t + self.takeover_s
+            self.latest = t + self.until_held_s
             self.takeovers += 1
         return self.expert(obs), reason
