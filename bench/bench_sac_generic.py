@@ -6,6 +6,8 @@ Usage::
     .venv/bin/python bench/bench_sac_generic.py --env PandaReach-v3 --steps 10000 --seeds 0,1,2
     # the twin's reach through the CLI verbs exactly as a user runs them (issue 8, target A)
     .venv/bin/python bench/bench_sac_generic.py --twin-cli --seeds 0,1,2
+    # the twin's reach with another reward than the env's default (train_online + the same evaluation)
+    .venv/bin/python bench/bench_sac_generic.py --env VlaRlRos/PandaReach-v0 --reward reach --steps 5000 --algos ours
     # only rebuild the report from the result files on disk
     .venv/bin/python bench/bench_sac_generic.py --report-only
 
@@ -31,7 +33,10 @@ Protocol:
 * ``--twin-cli``: ``vla-rl-ros train --algo sac --env VlaRlRos/PandaReach-v0
   --steps 5000 --seed s --out M.onnx`` then ``vla-rl-ros eval --model M --task
   reach --episodes 50`` (seeds 10000..10049), as subprocesses, defaults
-  otherwise.
+  otherwise (the env's default reward, whichever it is at the time);
+* ``--env VlaRlRos/PandaReach-v0 --reward NAME``: the same env with another
+  reward, trained by ``train_online`` with the same defaults and evaluated on
+  the same 50 episodes (success is the env's detector, whatever the reward).
 """
 from __future__ import annotations
 
@@ -66,7 +71,7 @@ def _threads() -> None:
         pass
 
 
-def make_env(env_id: str):
+def make_env(env_id: str, reward: str | None = None):
     import gymnasium as gym
 
     try:
@@ -76,12 +81,12 @@ def make_env(env_id: str):
     import vla_rl_ros.twin  # noqa: F401
     from vla_rl_ros.algos.online import flatten_dict_obs
 
-    return flatten_dict_obs(gym.make(env_id))
+    return flatten_dict_obs(gym.make(env_id, **({"reward": {"name": reward}} if reward else {})))
 
 
-def success_rate(policy, env_id: str, episodes: int = 50, seed: int = EVAL_SEED) -> float:
+def success_rate(policy, env_id: str, episodes: int = 50, seed: int = EVAL_SEED, reward: str | None = None) -> float:
     """Fraction of seeded episodes whose last step reports ``info['is_success']``."""
-    env = make_env(env_id)
+    env = make_env(env_id, reward)
     low, high = env.action_space.low, env.action_space.high
     wins = 0
     try:
@@ -98,7 +103,7 @@ def success_rate(policy, env_id: str, episodes: int = 50, seed: int = EVAL_SEED)
     return wins / episodes
 
 
-def run_ours(env_id: str, steps: int, seed: int, episodes: int, overrides: dict) -> dict:
+def run_ours(env_id: str, steps: int, seed: int, episodes: int, overrides: dict, reward: str | None = None) -> dict:
     import torch
 
     from vla_rl_ros.algos.online import default_online_config, train_online
@@ -106,7 +111,7 @@ def run_ours(env_id: str, steps: int, seed: int, episodes: int, overrides: dict)
     _threads()
     cfg = default_online_config(steps, **overrides) if overrides else None
     t0 = time.perf_counter()
-    sac, _ = train_online(make_env(env_id), cfg, steps=steps, seed=seed, progress=False, eval_every=10 ** 9,
+    sac, _ = train_online(make_env(env_id, reward), cfg, steps=steps, seed=seed, progress=False, eval_every=10 ** 9,
                           eval_fn=lambda agent: float("nan"))
     train_s = time.perf_counter() - t0
     # act() maps nothing: our actions are in [-1, 1]; rescale to the env's bounds as train_online does
@@ -114,21 +119,21 @@ def run_ours(env_id: str, steps: int, seed: int, episodes: int, overrides: dict)
     low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
     env.close()
     rate = success_rate(lambda o: low + (sac.act(o, deterministic=True) + 1.0) * 0.5 * (high - low), env_id,
-                        episodes)
+                        episodes, reward=reward)
     return {"success": rate, "train_s": train_s, "config": json.loads(sac.cfg.to_json()),
             "overrides": overrides, "torch": torch.__version__}
 
 
-def run_sb3(env_id: str, steps: int, seed: int, episodes: int, overrides: dict) -> dict:
+def run_sb3(env_id: str, steps: int, seed: int, episodes: int, overrides: dict, reward: str | None = None) -> dict:
     import stable_baselines3
     from stable_baselines3 import SAC as SB3SAC
 
     _threads()
     t0 = time.perf_counter()
-    model = SB3SAC("MlpPolicy", make_env(env_id), seed=seed, device="cpu", verbose=0, **overrides)
+    model = SB3SAC("MlpPolicy", make_env(env_id, reward), seed=seed, device="cpu", verbose=0, **overrides)
     model.learn(total_timesteps=steps)
     train_s = time.perf_counter() - t0
-    rate = success_rate(lambda o: model.predict(o, deterministic=True)[0], env_id, episodes)
+    rate = success_rate(lambda o: model.predict(o, deterministic=True)[0], env_id, episodes, reward=reward)
     return {"success": rate, "train_s": train_s, "overrides": overrides,
             "config": {"learning_starts": model.learning_starts, "batch_size": model.batch_size,
                        "gamma": model.gamma, "tau": model.tau, "lr": model.learning_rate,
@@ -167,6 +172,8 @@ def git_head() -> str:
 def save(res: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = f"_{res['variant']}" if res.get("variant") else ""
+    if res["env"] == TWIN_ID:
+        tag += f"_{res['reward']}_{res['via']}"
     path = RESULTS / f"{res['env'].replace('/', '_')}_{res['algo']}{tag}_s{res['seed']}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1))
@@ -174,11 +181,11 @@ def save(res: dict) -> Path:
     return path
 
 
-def reward_name(env_id: str) -> str:
-    """The reward the env uses by default (recorded with the twin's results)."""
+def reward_name(env_id: str, reward: str | None = None) -> str:
+    """The reward the env uses (recorded with the twin's results)."""
     if env_id != TWIN_ID:
         return "the env's own"
-    env = make_env(env_id)
+    env = make_env(env_id, reward)
     try:
         return getattr(env.unwrapped.reward_fn, "name", "?")
     finally:
@@ -186,13 +193,19 @@ def reward_name(env_id: str) -> str:
 
 
 # ----------------------------------------------------------------------------- report
-def load() -> dict[tuple[str, int], dict[str, dict[int, dict]]]:
+def load(variants: bool = False) -> dict[tuple[str, int], dict[str, dict[int, dict]]]:
+    """``{(env, steps): {learner: {seed: result}}}``; ``variants``: only the runs of ours with overrides."""
     out: dict = {}
     for p in sorted(RESULTS.glob("*_s*.json")):
         r = json.loads(p.read_text())
-        if r.get("variant"):  # exploratory variants are not part of the report
+        if bool(r.get("variant")) != variants:
             continue
-        out.setdefault((r["env"], r["steps"]), {}).setdefault(r["algo"], {})[r["seed"]] = r
+        if variants:
+            out.setdefault((r["env"], r["steps"]), {}).setdefault(
+                f"ours, {r['variant']}, `{r['reward']}` reward", {})[r["seed"]] = r
+            continue
+        algo = r["algo"] if r["env"] != TWIN_ID else f"{r['algo']} via {r.get('via', 'cli')}"
+        out.setdefault((r["env"], r["steps"]), {}).setdefault(algo, {})[r["seed"]] = r
     return out
 
 
@@ -239,6 +252,17 @@ def report(commands: list[str]) -> str:
                                 f"{100 * med['sb3']:.0f}% median ("
                                 + ("ours ≥ SB3" if med["ours"] >= med["sb3"] else "ours < SB3") + ")")
         lines += [""] + [f"* {v}." for v in verdicts] + [""]
+    var = load(variants=True)
+    if var:
+        lines += ["### Other settings of ours (exploratory: `--variant NAME --ours-overrides JSON`)", "",
+                  "| env | steps | learner | success per seed (50 episodes) | median |", "| --- | --- | --- | --- | --- |"]
+        for (env_id, steps), by in sorted(var.items()):
+            for algo, runs in sorted(by.items()):
+                rs = [runs[s] for s in sorted(runs)]
+                lines.append(f"| `{env_id}` | {steps:,} | {algo} | "
+                             + ", ".join(f"s{r['seed']}: {100 * r['success']:.0f}%" for r in rs)
+                             + f" | {100 * statistics.median(r['success'] for r in rs):.0f}% |")
+        lines.append("")
     allr = [r for by in res.values() for runs in by.values() for r in runs.values()]
     if allr:
         heads = sorted({r["git_head"] for r in allr if r.get("git_head")})
@@ -256,6 +280,7 @@ def main() -> int:
     ap.add_argument("--algos", default="ours,sb3")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--reward", default=None, help="twin envs: reward name instead of the env's default")
     ap.add_argument("--twin-cli", action="store_true", help="target A: the train/eval CLI on the twin's reach")
     ap.add_argument("--variant", default="", help="exploration only: a name for --ours-overrides (not reported)")
     ap.add_argument("--ours-overrides", default="{}", help="exploration only: JSON SACConfig overrides for ours")
@@ -268,7 +293,7 @@ def main() -> int:
     if not args.report_only:
         env_id = TWIN_ID if args.twin_cli else args.env
         steps = TWIN_STEPS if args.twin_cli else args.steps
-        rew = reward_name(env_id)
+        rew = reward_name(env_id, None if args.twin_cli else args.reward)
         algos = ["ours"] if args.twin_cli else args.algos.split(",")
         for seed in (int(s) for s in args.seeds.split(",")):
             for algo in algos:
@@ -276,9 +301,12 @@ def main() -> int:
                 load1 = os.getloadavg()[0]
                 if args.twin_cli:
                     r = run_twin_cli(seed, args.episodes)
+                    r["via"] = "cli"
                 else:
                     ov = json.loads(args.ours_overrides) if algo == "ours" else {}
-                    r = (run_ours if algo == "ours" else run_sb3)(env_id, steps, seed, args.episodes, ov)
+                    r = (run_ours if algo == "ours" else run_sb3)(env_id, steps, seed, args.episodes, ov,
+                                                                  args.reward)
+                    r["via"] = "train_online"
                 r.update({"env": env_id, "algo": algo, "seed": seed, "steps": steps, "episodes": args.episodes,
                           "variant": args.variant, "reward": rew, "wall_s": time.perf_counter() - t,
                           "load1": [load1, os.getloadavg()[0]], "git_head": git_head(),
@@ -288,7 +316,7 @@ def main() -> int:
                       f"{100 * r['success']:.0f}% ({r['train_s']:.0f} s training) -> {os.path.relpath(path, ROOT)}",
                       flush=True)
         if not args.variant:
-            key = "twin-cli" if args.twin_cli else f"{env_id}:{steps}"
+            key = "twin-cli" if args.twin_cli else f"{env_id}:{steps}:{args.reward or ''}"
             commands[key] = ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
             cmd_file.write_text(json.dumps(commands, indent=1))
     if args.variant:

@@ -67,3 +67,40 @@ def test_demos_bc_init_and_symmetric_sampling():
                              eval_fn=lambda agent: seen.append(agent.act(obs[:100], deterministic=True)) or 0.0)
     assert np.abs(seen[0] - 0.5).max() < 0.1  # cloned before the first evaluation
     assert len(hist) == 2 and sac.num_critic_updates == 11
+
+
+class _GoalEnv(gym.Env):
+    """A tiny goal-conditioned env with a Dict observation (as panda-gym's)."""
+
+    observation_space = gym.spaces.Dict({"desired_goal": gym.spaces.Box(-1, 1, (2,), np.float32),
+                                         "observation": gym.spaces.Box(-1, 1, (2,), np.float32)})
+    action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos, self.goal, self.t = self.np_random.uniform(-1, 1, 2), self.np_random.uniform(-1, 1, 2), 0
+        return self._obs(), {}
+
+    def _obs(self):
+        return {"desired_goal": self.goal.astype(np.float32), "observation": self.pos.astype(np.float32)}
+
+    def step(self, a):
+        self.pos, self.t = np.clip(self.pos + 0.1 * np.asarray(a), -1, 1), self.t + 1
+        d = float(np.linalg.norm(self.pos - self.goal))
+        return self._obs(), -d, d < 0.1, self.t >= 20, {"is_success": d < 0.1}
+
+
+def test_dict_observations_are_flattened_and_default_config_is_used():
+    from vla_rl_ros.algos.online import default_online_config, evaluate, flatten_dict_obs
+
+    calls = []
+    sac, hist = train_online(_GoalEnv(), None, steps=300, seed=0, progress=False, eval_every=300,
+                             eval_fn=lambda agent: calls.append(1) or 0.0)
+    assert (sac.obs_dim, sac.action_dim) == (4, 2)  # desired_goal ++ observation
+    assert sac.cfg == default_online_config(300, seed=0)
+    assert sac.cfg.init_alpha == 0.1 and sac.cfg.learning_starts == 60
+    assert sac.num_critic_updates == 300 - 60 + 1 and len(calls) == 2
+    assert np.isfinite(evaluate(sac, _GoalEnv(), episodes=1))
+    box = gym.make("Pendulum-v1")
+    assert flatten_dict_obs(box) is box
+    assert default_online_config(100_000).learning_starts == 1000 and default_online_config(100, utd=3).utd == 3

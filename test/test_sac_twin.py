@@ -1,24 +1,33 @@
-"""A short SAC run measurably improves the twin's reach success over its starting policy."""
+"""SAC with the online defaults (what ``train --algo sac --env`` runs) measurably improves the twin's reach."""
+import numpy as np
 import torch
 
-from vla_rl_ros.algos.online import train_online
-from vla_rl_ros.algos.sac import SACConfig
-from vla_rl_ros.learner.evaluate import evaluate_policy
+from vla_rl_ros.algos.online import default_online_config, train_online
 from vla_rl_ros.twin.env import TwinEnv
 
 
-def test_sac_improves_reach_success_in_the_twin():
+def _final_distance(sac, env, episodes=10, seed=10_000):
+    """Mean hand-goal distance at the end of seeded episodes of the deterministic policy."""
+    d = []
+    for k in range(episodes):
+        obs, info = env.reset(seed=seed + k)
+        done = False
+        while not done:
+            obs, _, term, trunc, info = env.step(sac.act(obs, deterministic=True))
+            done = term or trunc
+        d.append(0.0 if term else info["distance"])  # a terminated episode ended in success
+    return float(np.mean(d))
+
+
+def test_default_sac_brings_the_hand_to_the_goal_in_the_twin():
     torch.set_num_threads(1)
-    evals = []
-
-    def success(sac):
-        r = evaluate_policy(lambda o: sac.act(o, deterministic=True), "reach", episodes=20, seed=10_000)
-        evals.append(r.success_rate)
-        return r.success_rate
-
-    cfg = SACConfig(learning_starts=1000, init_alpha=0.1)
-    sac, hist = train_online(TwinEnv(task="reach"), cfg, steps=3500, seed=0, progress=False,
-                             eval_every=3500, eval_fn=success)
+    eval_env = TwinEnv(task="reach")  # the env's default reward, whichever it is
+    steps = 2000
+    cfg = default_online_config(steps)
+    assert cfg.init_alpha == 0.1 and cfg.learning_starts == 400 and cfg.autotune_alpha
+    sac, hist = train_online(TwinEnv(task="reach"), cfg, steps=steps, seed=0, progress=False, eval_every=steps,
+                             eval_fn=lambda agent: _final_distance(agent, eval_env))
     start, end = hist[0][1], hist[-1][1]
-    # seed 0 measured 0 % → 30-65 % at 3,000-4,000 steps (and 100 % by 4,500 in the benchmark); generous margin
-    assert end >= start + 0.2, hist
+    eval_env.close()
+    # measured (seed 0, reach_task reward): ~0.5 m untrained, 0.07-0.12 m after 1,500-2,500 steps
+    assert end < 0.5 * start and end < 0.2, hist

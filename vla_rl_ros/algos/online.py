@@ -103,17 +103,23 @@ def default_online_config(steps: int, **overrides) -> SACConfig:
     ``train --env`` verb's defaults): :class:`SACConfig` (SB3's / the SAC paper's
     hyper-parameters) except for two settings that depend on the step budget.
 
-    * ``init_alpha = 0.1`` (still auto-tuned towards ``-action_dim``), the
-      initial temperature of Yarats & Kostrikov's pytorch_sac, SAC-AE and DrQ,
-      instead of SB3's 1.0. Alpha is learnt in log space with Adam, whose steps
-      are about ``lr`` = 3e-4 whatever the gradient's size, so one update moves
-      ``log alpha`` by at most ~3e-4: from 1.0, alpha needs ``ln 10 / 3e-4``
-      ~ 7,700 updates just to reach 0.1. Until then a 1-nat change of entropy is
-      worth ``alpha`` reward per step, which on tasks whose per-step reward
-      differences are ~0.1-1 (distance penalties, -1/0 sparse rewards) swamps
-      the task: the policy stays near-uniform for most of a 10^4-step run (the
-      twin's reach: 16% after 5,000 steps with 1.0). Starting at 0.1 the
-      tuning still raises alpha where the entropy falls below the target.
+    * ``init_alpha = 0.1``, still auto-tuned towards ``-action_dim``: the
+      initial temperature of Yarats & Kostrikov's pytorch_sac, SAC-AE and
+      DrQ, instead of SB3's 1.0. Two effects make 1.0 fail on tasks whose
+      value changes by ~0.1-1 per unit of action (distance penalties, -1/0
+      sparse rewards). (1) The tanh-squashed Gaussian's entropy bonus
+      ``-alpha log pi`` contains ``alpha sum log(1 - tanh(u)^2)``, whose
+      gradient pulls every pre-tanh mean ``u`` back to 0 with a force
+      ``2 alpha tanh(u)`` against the critic's ``dQ/da``: the deterministic
+      action settles near ``a ~ dQ/da / (2 alpha)``, a policy that crawls and
+      times out. (2) Alpha cannot fall fast enough by itself: it is learnt in
+      log space with Adam, whose steps are about ``lr`` = 3e-4 whatever the
+      gradient, so from 1.0 it needs ``ln 10 / 3e-4`` ~ 7,700 updates just to
+      reach 0.1 (the twin's reach, seed ``reach`` reward, 5,000 steps: 16%
+      from 1.0, 86-100% from 0.1 (3 seeds); panda-gym's PandaReachDense-v3: SB3's
+      defaults 8-10%, these 100%; ``docs/bench/sac_generic.md``). Lower
+      starts (0.01) move the trade-off the other way (76-84% on the dense
+      reach); where the entropy falls below its target the tuning raises alpha.
     * ``learning_starts = min(1000, steps // 5)``: uniform random actions for at
       most 1,000 steps (between SB3's 100 and CleanRL's 5,000) and at most a
       fifth of a short run, so that most of the budget is learning.
