@@ -231,6 +231,14 @@ def report(commands: list[str]) -> str:
                              + f" | {100 * statistics.median(r['success'] for r in rs):.0f}% | "
                              f"{statistics.median(r['train_s'] for r in rs) / 60:.1f} min |")
         lines.append("")
+        for (env_id, steps), by in sorted(twin.items()):
+            for algo, runs in sorted(by.items()):
+                rs = [runs[s] for s in sorted(runs)]
+                met = sum(r["success"] >= 0.95 for r in rs)
+                lines.append(f"* {algo}, `{rs[0].get('reward', '?')}` reward: ≥ 95% on {met}/{len(rs)} seeds "
+                             f"({'met' if met == len(rs) else 'not met'}).")
+        lines += ["", "Why the initial temperature matters and what limits it here: see "
+                  "`vla_rl_ros.algos.online.default_online_config`.", ""]
     if other:
         lines += ["### Public envs, each learner with its own defaults, same steps", "",
                   "| env | steps | learner | success per seed (50 episodes) | median | train time / run |",
