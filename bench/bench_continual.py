@@ -52,14 +52,50 @@ ROOT = Path(__file__).resolve().parents[1]
 EVAL_SEED = 10_000
 
 
-def run_sim(run_dir: Path, duration: float, domain_id: int) -> float:
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+def sim_command(run_dir: Path, duration: float, domain_id: int, teacher: float | None = None,
+                seed: int = 0, sets: list[str] | None = None) -> list[str]:
+    """The README's main command for one run; ``seed`` k moves the twin's episodes (100000 + 10000 k), the
+    learner's and the teacher's seeds, so runs differ only by their seeds."""
     cmd = [str(ROOT / "vla-rl-ros"), "sim", "--task", "pick_place", "--run", str(run_dir),
            "--duration", str(duration), "--domain-id", str(domain_id)]
+    if teacher is not None:
+        cmd += ["--teacher", str(teacher)]
+    if seed:
+        cmd += ["--set", f"twin_node.seed:={100_000 + 10_000 * seed}", "--set", f"learner_node.seed:={seed}",
+                "--set", f"teacher_node.seed:={seed}"]
+    for item in sets or []:
+        cmd += ["--set", item]
+    return cmd
+
+
+def run_sim(run_dir: Path, duration: float, domain_id: int, teacher: float | None = None, seed: int = 0,
+            stop_at: float | None = None, sets: list[str] | None = None) -> float:
+    """Run the sim stack; with ``stop_at``, stop it (SIGINT, as Ctrl-C) as soon as the learner's own monitor
+    (models/monitor.jsonl: a promoted model on the fixed seeded block) reads at least ``stop_at``."""
+    import signal
+
+    from vla_rl_ros.learner.monitor import read_monitor
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cmd = sim_command(run_dir, duration, domain_id, teacher, seed, sets)
     t0 = time.time()
     with open(run_dir.parent / f"{run_dir.name}.console.log", "w") as log:
-        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            time.sleep(5.0)
+            mon = run_dir / "models" / "monitor.jsonl"
+            if stop_at is not None and mon.exists():
+                hits = [r for r in read_monitor(mon) if r.get("reason") != "incumbent at start"
+                        and (r.get("success_rate") or 0.0) >= stop_at]
+                if hits:
+                    print(f"monitor reads {100 * hits[0]['success_rate']:.0f}% >= {100 * stop_at:.0f}% "
+                          f"after {(time.time() - t0) / 60:.1f} min: stopping the run", flush=True)
+                    proc.send_signal(signal.SIGINT)
+                    proc.wait(timeout=120)
+                    break
+        if proc.returncode not in (0, -signal.SIGINT, 130):
+            raise subprocess.CalledProcessError(proc.returncode, cmd)
     return time.time() - t0
 
 
@@ -76,6 +112,9 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
     reg = [json.loads(line) for line in (run_dir / "models" / "registry.jsonl").read_text().splitlines() if line]
     initial = reg[0]
     t_start = json.loads((run_dir / "run.json").read_text())["created"]
+    from vla_rl_ros.learner.monitor import read_monitor
+
+    monitor = {r["version"]: r for r in read_monitor(run_dir / "models") if r.get("success_rate") is not None}
     promoted = [r for r in reg[1:] if r.get("promoted")]
     candidates = [r for r in reg[1:]]
     versions = [initial["version"]] + [r["version"] for r in promoted]
@@ -99,8 +138,12 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
             "live_eps": len(mine), "unassisted": len(un), "unassisted_success": float(np.mean([e.success for e in un])) if un else None,
             "assisted": len(mine) - len(un),
             "gate": None if gate is None else (gate["candidate"]["success_rate"], gate["incumbent"]["success_rate"],
-                                               gate.get("wins"), gate.get("losses"), gate.get("p_value")),
+                                               gate.get("wins"), gate.get("losses"), gate.get("p_value"),
+                                               gate.get("pairs", gate["candidate"].get("episodes"))),
             "eval": res.success_rate, "eval_ci": (lo, hi),
+            "monitor": (monitor.get(v) or {}).get("success_rate"),
+            "monitor_at_min": None if v not in monitor else (monitor[v]["finished"] - t_start) / 60.0,
+            "assisted_share": (len(mine) - len(un)) / len(mine) if mine else None,
         })
         print(rows[-1], flush=True)
     iv_steps = sum(int(e.intervention.sum()) for e in eps)
@@ -126,23 +169,30 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
         f"Offline evaluation: the same {episodes_eval} seeded twin episodes (seeds {EVAL_SEED}..{EVAL_SEED + episodes_eval - 1}), "
         "deterministic policy, no noise, no teacher, ONNX Runtime.",
         "",
-        "| model | promoted after (wall clock: live episode, policy ticks) | live episodes (unassisted) | live success, unassisted (with noise) | "
-        "twin gate: candidate vs incumbent (30 paired episodes) | offline success, 95% CI |",
-        "| --- | --- | ---: | ---: | --- | ---: |",
+        "| model | promoted after (wall clock: live episode, policy ticks) | live episodes (unassisted; share assisted) | "
+        "live success, unassisted (with noise) | twin gate: candidate vs incumbent (paired episodes) | "
+        "learner's monitor (50 fixed episodes; known at) | offline success, 95% CI | vs its parent |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
-    for r in rows:
-        g = "—" if r["gate"] is None else (f"{pct(r['gate'][0])} vs {pct(r['gate'][1])}, {r['gate'][2]} wins / "
-                                           f"{r['gate'][3]} losses, p = {r['gate'][4]:.3f}")
-        frm = ("start" if r["first_episode"] in (None, 1) else
-               f"{r['minutes']:.1f} min: episode {r['first_episode']} ({r['env_steps_before']:,} steps)")
-        lines.append(f"| {r['label']} `{r['version']}` | {frm} | {r['live_eps']} ({r['unassisted']}) | "
-                     f"{pct(r['unassisted_success'])} | {g} | **{pct(r['eval'])}** "
-                     f"({100 * r['eval_ci'][0]:.0f}–{100 * r['eval_ci'][1]:.0f}%) |")
+    regressions = 0
+    for k, r in enumerate(rows):
+        g = "—" if r["gate"] is None else (f"{pct(r['gate'][0])} vs {pct(r['gate'][1])} on {r['gate'][5]}, "
+                                           f"{r['gate'][2]} wins / {r['gate'][3]} losses")
+        frm = ("start" if k == 0 else
+               f"{r['minutes']:.1f} min: episode {r['first_episode'] or '—'} ({r['env_steps_before']:,} steps)")
+        mon = "—" if r["monitor"] is None else f"{pct(r['monitor'])} ({r['monitor_at_min']:.1f} min)"
+        delta = "—" if k == 0 else f"{100 * (r['eval'] - rows[k - 1]['eval']):+.0f} pts"
+        regressions += int(k > 0 and r["eval"] < rows[k - 1]["eval"] - 0.05)
+        share = "—" if r["assisted_share"] is None else f"{100 * r['assisted_share']:.0f}%"
+        lines.append(f"| {r['label']} `{r['version']}` | {frm} | {r['live_eps']} ({r['unassisted']}; {share}) | "
+                     f"{pct(r['unassisted_success'])} | {g} | {mon} | **{pct(r['eval'])}** "
+                     f"({100 * r['eval_ci'][0]:.0f}–{100 * r['eval_ci'][1]:.0f}%) | {delta} |")
     gain = rows[-1]["eval"] - rows[0]["eval"]
     lines += [
         "",
         f"Offline success went {' → '.join(pct(r['eval']) for r in rows)} ({100 * gain:+.0f} points from the "
-        "starting model to the last promoted one).",
+        f"starting model to the last promoted one); promotions more than 5 points below their parent on these "
+        f"{episodes_eval} episodes: **{regressions}**.",
         "",
         f"![success rate while the sim stack learns](../img/{Path(out).stem}.png)",
         "",
@@ -164,12 +214,16 @@ def ablation_variant(name: str, watch: float, noise: float, rounds: int, per_rou
 
     from vla_rl_ros.algos.recap import RecapConfig, RecapTrainer
     from vla_rl_ros.learner.evaluate import evaluate_policy, onnx_actor
-    from vla_rl_ros.learner.gate import decide
+    from vla_rl_ros.learner.continual import LearnerConfig
+    from vla_rl_ros.learner.gate import make_gate
     from vla_rl_ros.twin.env import TwinEnv
     from vla_rl_ros.twin.expert import ScriptedExpert, collect_demos
     from vla_rl_ros.twin.teacher import Teacher
 
     torch.set_num_threads(1)
+    lc = LearnerConfig()  # the learner's gate: the same rule, margin, blocks and size
+    gate = make_gate(lc.gate_rule, alpha=lc.gate_alpha, max_pairs=lc.gate_episodes, block=lc.gate_block,
+                     margin=lc.gate_margin)
     env = TwinEnv(task="pick_place")
     spec = env.spec_
     dt = 1.0 / spec.control_hz
@@ -206,12 +260,15 @@ def ablation_variant(name: str, watch: float, noise: float, rounds: int, per_rou
             with torch.no_grad():
                 return mod(torch.as_tensor(np.asarray(o, np.float32)[None]))[0].numpy()
 
-        gseed = 1_000_000 + 30 * (rd + 1)
-        c = evaluate_policy(cand, "pick_place", 30, gseed, env=env)
-        i = evaluate_policy(incumbent, "pick_place", 30, gseed, env=env)
-        d = decide(c.successes, i.successes, 0.05)
-        out["rounds"].append({"episodes": ep, "candidate": c.success_rate, "incumbent": i.success_rate,
-                              "promoted": d.promote})
+        gseed = 1_000_000 + 60 * (rd + 1)
+
+        def block(k, sd, cand=cand, inc=incumbent):
+            return (evaluate_policy(cand, "pick_place", k, sd, env=env).successes,
+                    evaluate_policy(inc, "pick_place", k, sd, env=env).successes)
+
+        d = gate.run(block, gseed)
+        out["rounds"].append({"episodes": ep, "candidate": d.candidate_rate, "incumbent": d.incumbent_rate,
+                              "promoted": d.promote, "pairs": d.pairs_used})
         print(name, out["rounds"][-1], flush=True)
         if d.promote:
             incumbent = cand
@@ -239,7 +296,8 @@ def ablation(rounds: int, per_round: int, out: str) -> None:
         "",
         f"Each variant: {rounds} rounds of {per_round} gym-twin episodes of the incumbent (starting from "
         "`models/pick_place_bc.onnx`, its 10 demos in the data), a fresh Recap round on all the data (sim settings), "
-        "and the learner's gate (30 paired seeded episodes, sign test at 0.05). Offline success of the start and "
+        "and the learner's gate (the learner's rule and settings: non-inferiority with a 5-point margin, up to 60 "
+        "paired seeded episodes in blocks of 10). Offline success of the start and "
         f"final incumbent on {100} seeded episodes (seeds {EVAL_SEED}..).",
         "",
         "| variant | candidate at the gate, per round (promoted *) | start → final incumbent, offline |",
@@ -272,6 +330,10 @@ def main() -> int:
     ap.add_argument("--title", default="", help="suffix of the section title (e.g. ', run 2')")
     ap.add_argument("--how", default=None, help="report-only: how the run was made (for the Command line)")
     ap.add_argument("--ablation", action="store_true", help="gym-only replays of the loop (three variants)")
+    ap.add_argument("--teacher", type=float, default=None, help="sim --teacher (default: the params file's, 0.5)")
+    ap.add_argument("--seed", type=int, default=0, help="run seed (twin episodes, learner, teacher)")
+    ap.add_argument("--stop-at", type=float, default=None, help="stop once the learner's monitor reads this success")
+    ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE", help="passed to sim")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--per-round", type=int, default=20)
     args = ap.parse_args()
@@ -284,8 +346,13 @@ def main() -> int:
         cmd = (f"`{how}`, then "
                f"`.venv/bin/python bench/bench_continual.py --run {os.path.relpath(run_dir, ROOT)} --report-only`")
     else:
-        run_sim(run_dir, args.duration, args.domain_id)
-        cmd = f"`.venv/bin/python bench/bench_continual.py --duration {args.duration:.0f}`"
+        run_sim(run_dir, args.duration, args.domain_id, args.teacher, args.seed, args.stop_at, args.set)
+        extra = "".join([f" --teacher {args.teacher:g}" if args.teacher is not None else "",
+                         f" --seed {args.seed}" if args.seed else "",
+                         f" --stop-at {args.stop_at:g}" if args.stop_at is not None else "",
+                         "".join(f" --set {x}" for x in args.set)])
+        cmd = (f"`.venv/bin/python bench/bench_continual.py --duration {args.duration:.0f}{extra} "
+               f"--run {os.path.relpath(run_dir, ROOT)}`")
     report(run_dir, args.episodes, cmd, args.out, args.title)
     return 0
 
