@@ -123,8 +123,9 @@ def test_learner_node_announces_the_promoted_model(launch, probe, tmp_path, run)
     node = launch("learner_node", params, extra_ros_args=["-p", "recap_value_steps:=200", "-p", "recap_actor_steps:=600"])
     first = probe.wait_for(lambda: probe.get("/rl/policy_update"), 60, "the incumbent announced")
     assert json.loads(first[0][1].data)["version"] == read_model_metadata(still)[2]
-    ev = probe.wait_for(lambda: probe.get("/rl/learner/events"), 240, "a gated candidate")
-    e = json.loads(ev[0][1].data)
+    ev = probe.wait_for(lambda: [m for _, m in probe.get("/rl/learner/events")
+                                 if json.loads(m.data)["kind"] in ("candidate", "promoted")], 240, "a gated candidate")
+    e = json.loads(ev[0].data)
     assert e["promoted"], e["reason"]
     upd = probe.wait_for(lambda: [json.loads(m.data) for _, m in probe.get("/rl/policy_update")
                                   if json.loads(m.data)["version"] == e["version"]], 30, "the promotion announced")

@@ -59,7 +59,7 @@ class LearnerConfig:
     # from its base model each iteration); True: continue from the previous round's weights
     gate_episodes: int = 60  # the most paired episodes one gate may use (``max_pairs`` of the rule)
     gate_alpha: float = 0.05
-    gate_rule: str = "noninferiority"  # superiority (fixed N sign test) | sequential (SPRT) | noninferiority
+    gate_rule: str = "sequential"  # sequential (SPRT) | noninferiority | superiority (fixed N sign test)
     gate_margin: float = 0.05  # non-inferiority margin: promote only if not worse by this much (and wins >= losses)
     gate_block: int = 10  # paired episodes per look of a sequential rule
     gate_seed_base: int = 1_000_000

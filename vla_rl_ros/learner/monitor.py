@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .evaluate import EvalResult
+from .registry import read_jsonl
 
 MONITOR_SEED = 20_000
 MONITOR_FILE = "monitor.jsonl"
@@ -88,22 +89,7 @@ def evaluate_niced(model_path: str, task: str, episodes: int, seed: int, nicenes
 def read_monitor(path: str | Path) -> list[dict[str, Any]]:
     """The records of a ``monitor.jsonl`` (a file or the models folder holding it); a torn line is skipped."""
     p = Path(path)
-    if p.is_dir():
-        p = p / MONITOR_FILE
-    out: list[dict[str, Any]] = []
-    try:
-        with open(p) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    except FileNotFoundError:
-        pass
-    return out
+    return read_jsonl(p / MONITOR_FILE if p.is_dir() else p)
 
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:

@@ -20,6 +20,25 @@ from pathlib import Path
 from typing import Any
 
 
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (``[]`` if it does not exist). A torn line (a crash mid-append) is
+    skipped, never the records around it."""
+    out: list[dict[str, Any]] = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return out
+
+
 class Registry:
     def __init__(self, models_dir: str | Path):
         self.dir = Path(models_dir)
@@ -28,20 +47,7 @@ class Registry:
         self.incumbent_path = self.dir / "incumbent.json"
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        out = []
-        with open(self.path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    # a torn last line from a crash mid-append: ignore it, never the earlier ones
-                    continue
-        return out
+        return read_jsonl(self.path)
 
     def append(self, record: dict[str, Any]) -> None:
         record = {"logged_at": time.time(), **record}

@@ -57,8 +57,8 @@ class LearnerNode(Node):
                                                           "(false: train each round afresh on all data)"),
             gate_episodes=d("gate_episodes", 60, "Most paired seeded twin episodes one gate may use"),
             gate_alpha=d("gate_alpha", 0.05, "Error rate of the gate's rule (see learner/gate.py)"),
-            gate_rule=d("gate_rule", "noninferiority", "superiority (fixed-N sign test) | sequential (SPRT) | "
-                        "noninferiority (not worse by gate_margin, wins >= losses)"),
+            gate_rule=d("gate_rule", "sequential", "sequential (SPRT on the discordant pairs, stops early) | "
+                        "noninferiority (not worse by gate_margin, wins >= losses) | superiority (fixed-N sign test)"),
             gate_margin=d("gate_margin", 0.05, "Non-inferiority margin (success-rate points / 100)"),
             gate_block=d("gate_block", 10, "Paired episodes per look of a sequential rule"),
             checkpoint_every_s=d("checkpoint_every_s", 60.0, "Checkpoint period (s)"),
