@@ -54,6 +54,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_sample_efficiency import git_head  # noqa: E402  (the commit, for the record)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "runs" / "bench" / "sac_generic"
 EVAL_SEED = 10_000
@@ -159,14 +161,6 @@ def run_twin_cli(seed: int, episodes: int) -> dict:
     s = json.loads(ev.stdout.strip().splitlines()[-1])
     return {"success": s["success_rate"], "train_s": train_s, "eval": s,
             "commands": [" ".join(["vla-rl-ros"] + train[1:]), " ".join(["vla-rl-ros"] + ev.args[1:])]}
-
-
-def git_head() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def save(res: dict) -> Path:
