@@ -10,8 +10,8 @@
   teardown (SIGINT, then SIGKILL) and its log printed when the test failed.
 * ``probe``: an rclpy node in the test process (own context, spun in a
   background thread) with helpers to publish, collect messages and wait.
-* ``params_file(path, base, **sections)``: a params file = a config/*.yaml
-  section merged with overrides.
+* ``params_file(path, base, common, **sections)``: a params file = a config/*.yaml's
+  ``/**`` section (the arm) and node sections, merged with overrides.
 """
 from __future__ import annotations
 
@@ -89,10 +89,14 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def params_file(path, base: str | None = "sim.yaml", **sections: dict) -> str:
-    """Write a params file: the ``base`` config's sections for the named nodes, merged with ``sections``."""
+def params_file(path, base: str | None = "sim.yaml", common: dict | None = None, **sections: dict) -> str:
+    """Write a params file: the ``base`` config's ``/**`` section (the arm, for every node) merged with ``common``,
+    then its sections for the named nodes, merged with ``sections``."""
     cfg = load_config(base) if base else {}
     doc = {}
+    shared = _merge(cfg.get("/**", {}).get("ros__parameters", {}), common or {})
+    if shared:
+        doc["/**"] = {"ros__parameters": shared}  # first: a node's own section overrides it
     for node, overrides in sections.items():
         params = cfg.get(node, {}).get("ros__parameters", {})
         doc[node] = {"ros__parameters": _merge(params, overrides or {})}

@@ -78,22 +78,25 @@ def test_sim_graph_fills_the_store_with_rewarded_episodes(launch, probe, tmp_pat
 class StepSource:
     """Publishes valid /rl/step messages (a hand far from its goal, so episodes end by timeout)."""
 
-    def __init__(self, probe, rate_hz=200.0, version="synthetic"):
+    def __init__(self, probe, rate_hz=200.0, version="synthetic", spec=SPEC):
         self.pub = probe.publisher("/rl/step", Float64MultiArray, RELIABLE)
         self.tick = 0
         self.rng = np.random.default_rng(0)
         self.version = version
-        self.obs = SPEC.build_observation(PANDA_HOME, 0.08, [0.3, 0.0, 0.5], [0.5, 0.1, 0.025], [0.6, -0.2, 0.1])
+        self.spec = spec
+        q = PANDA_HOME if spec.n_arm == len(PANDA_HOME) else np.zeros(spec.n_arm)
+        self.obs = spec.build_observation(q, 0.08, [0.3, 0.0, 0.5], [0.5, 0.1, 0.025], [0.6, -0.2, 0.1])
         self.rate = rate_hz
         self.timer = probe.node.create_timer(1.0 / rate_hz, self.publish)
         self.paused = False
 
-    def message(self, obs=None, action=None, obs_size=None):
-        labels, sizes = encode_layout(SPEC.obs_dim, SPEC.action_dim, self.version)
+    def message(self, obs=None, action=None, obs_size=None, spec=None):
+        spec = spec or self.spec
+        labels, sizes = encode_layout(spec.obs_dim, spec.action_dim, self.version)
         if obs_size is not None:
             sizes[0] = obs_size
         obs = self.obs if obs is None else obs
-        action = self.rng.uniform(-1, 1, SPEC.action_dim) if action is None else action
+        action = self.rng.uniform(-1, 1, spec.action_dim) if action is None else action
         now = time.time()
         self.tick += 1
         m = Float64MultiArray()
@@ -180,3 +183,37 @@ def test_bad_steps_are_rejected_counted_and_never_stored(launch, probe, tmp_path
     finally:
         con.close()
     assert rec.alive and "rejected step" in rec.log()
+
+
+def test_a_non_panda_spec_reaches_the_recorder_and_run_json(launch, probe, tmp_path):
+    """A 6-joint arm declared once in the params file's /** section: the recorder takes its 6-joint steps,
+    writes its spec to run.json and rejects a Panda-shaped step."""
+    from arms import xarm6_params, xarm6_spec
+
+    spec = xarm6_spec("reach", "joint_delta")
+    run_dir = tmp_path / "run"
+    params = params_file(tmp_path / "arm.yaml", common=xarm6_params("reach", "joint_delta"),
+                         recorder_node={"run_dir": str(run_dir), "twin_reset": False, "max_episode_s": 100.0})
+    probe.collect("/diagnostics", DiagnosticArray, RELIABLE)
+    rec = launch("recorder_node", params)
+    src = StepSource(probe, rate_hz=50.0, spec=spec)
+    probe.wait_for(lambda: (lambda x: x and int(x["transitions"]) >= 20)(_recorder_diag(probe)), 60,
+                   "transitions of the 6-joint arm")
+    assert int(_recorder_diag(probe)["rejected_steps"]) == 0
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["spec"] == spec.to_dict()
+    assert run["spec"]["arm_joints"] == [f"joint{i}" for i in range(1, 7)] and run["spec"]["obs_dim"] == 25
+    src.paused = True
+    time.sleep(0.3)
+    panda_obs = SPEC.build_observation(PANDA_HOME, 0.08, [0.3, 0.0, 0.5], [0.5, 0.1, 0.025], [0.6, -0.2, 0.1])
+    src.pub.publish(src.message(obs=panda_obs, spec=SPEC))  # the Panda's layout
+    probe.wait_for(lambda: (lambda x: x and int(x["rejected_steps"]) >= 1)(_recorder_diag(probe)), 30,
+                   "the Panda-shaped step rejected")
+    time.sleep(0.3)
+    con = _db(run_dir / "buffer.sqlite")
+    try:
+        sizes = {(len(o) // 4, len(a) // 4) for o, a in con.execute("SELECT obs, action FROM steps")}
+    finally:
+        con.close()
+    assert sizes == {(spec.obs_dim, spec.action_dim)}
+    assert rec.alive

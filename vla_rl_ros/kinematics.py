@@ -79,7 +79,7 @@ class Kinematics:
             raise KinematicsError(f"URDF {urdf_path} is not valid XML: {e}") from e
         by_child: dict[str, tuple[JointInfo, str]] = {}
         all_joints: dict[str, JointInfo] = {}
-        for j in root.iter("joint"):
+        for j in root.findall("joint"):  # the <robot>'s joints (not <transmission><joint>)
             o = j.find("origin")
             xyz = _floats(o.get("xyz") if o is not None else None, "0 0 0")
             rpy = _floats(o.get("rpy") if o is not None else None, "0 0 0")

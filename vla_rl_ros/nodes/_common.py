@@ -1,6 +1,7 @@
 """Parameter declaration helpers shared by the nodes (descriptors, ranges, the spec parameters)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -51,6 +52,43 @@ def declare_spec_params(node, which: tuple[str, ...] | None = None) -> dict[str,
         lo, hi = ranges.get(name, (None, None))
         out[name] = declare(node, name, default, desc, lo=lo, hi=hi)
     return out
+
+
+URDF_DESCRIPTION = ("arm URDF: kinematics (FK/IK) and the twin's arm ('' = the Franka Panda from pybullet_data); a "
+                    "relative path resolves against the share dir, then the repo root, then the cwd")
+SCENE_DESCRIPTION = "twin scene (table, object, goal marker, task regions) of the twin and of the learner's gate"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What a node knows about the arm: the spec, and the URDF (resolved; ``None`` = the Panda from
+    pybullet_data) and twin scene it is modelled by."""
+
+    spec: Spec
+    urdf_path: str | None
+    scene: str | None = None
+
+    @property
+    def urdf(self) -> str:
+        """The URDF file to load (the Panda from pybullet_data when none is configured)."""
+        from ..kinematics import default_panda_urdf
+
+        return self.urdf_path or default_panda_urdf()
+
+
+def declare_arm(node, *, scene: bool = False) -> Arm:
+    """Declare the arm's parameters and build its :class:`Arm`: every spec parameter
+    (:func:`declare_spec_params`), ``urdf_path`` and, with ``scene``, the twin ``scene``.
+
+    The one way a node learns the arm: policy, recorder, twin, teacher and learner all call it, so one params
+    file (its ``/**`` section) declares the robot once for every node."""
+    from ..runtime.paths import resolve_path
+    from ..spec import spec_from_params
+
+    spec = spec_from_params(declare_spec_params(node))
+    urdf = declare(node, "urdf_path", "", URDF_DESCRIPTION)
+    sc = declare(node, "scene", "sim/panda_table.yaml", SCENE_DESCRIPTION) if scene else None
+    return Arm(spec, resolve_path(urdf) if urdf else None, sc or None)
 
 
 def make_executor(kind: str):

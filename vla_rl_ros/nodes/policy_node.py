@@ -41,16 +41,15 @@ from rclpy.timer import TimerInfo
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
 
-from ..kinematics import Kinematics, default_panda_urdf
+from ..kinematics import Kinematics
 from ..runtime.control import Controller, SafetyLimits
 from ..runtime.inputs import JointStateMatcher, validate_action, validate_image, validate_pose
 from ..runtime.onnx_policy import ModelRejected, OnnxPolicy, load_validated, realistic_observation
 from ..runtime.paths import resolve_path
 from ..runtime.stats import LatencyWindow, RateMonitor
 from ..runtime.watchdog import InputChannel, Watchdog
-from ..spec import spec_from_params
 from ..stepmsg import META_FIELDS, encode_layout
-from ._common import RateLimitedLog, declare, declare_spec_params, publish_status, run_node
+from ._common import RateLimitedLog, declare, declare_arm, publish_status, run_node
 
 RELIABLE_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 STEP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -83,10 +82,8 @@ class PolicyNode(Node):
     def __init__(self, **kwargs):
         super().__init__("policy_node", **kwargs)
         log = self.get_logger()
-        p = declare_spec_params(self)
-        self.spec = spec = spec_from_params(p)
-        urdf = declare(self, "urdf_path", "", "arm URDF for FK/IK ('' = the Panda from pybullet_data); relative paths "
-                       "resolve against the share dir, then the repo root, then the cwd")
+        arm = declare_arm(self)
+        self.spec = spec = arm.spec
         self.model_path = declare(self, "model_path", "", "ONNX model run at start-up ('' = none; wait for /rl/policy_update)")
         self.model_sha256 = declare(self, "model_sha256", "", "expected SHA-256 of model_path ('' = not checked)")
         self.rate_hz = declare(self, "control_rate_hz", 500.0, "control loop rate (Hz)", lo=1.0, hi=2000.0)
@@ -126,8 +123,7 @@ class PolicyNode(Node):
                                                           lo=0, hi=2**31 - 1))
         topics = {k: declare(self, f"topics.{k}", v, desc) for k, (v, desc) in TOPICS.items()}
 
-        urdf_path = resolve_path(urdf) if urdf else default_panda_urdf()
-        self.kin = Kinematics(urdf_path, spec.base_link, spec.ee_link, spec.arm_joints)
+        self.kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
         self.controller = Controller(spec, self.kin, limits, ik_iters=ik_iters)
         self.limits = limits
         self.use_sim_time = bool(self.get_parameter("use_sim_time").value)

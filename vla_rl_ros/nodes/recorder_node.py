@@ -26,11 +26,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from ._common import declare, publish_status, run_node
+from ._common import declare, declare_arm, publish_status, run_node
 from ..buffer import create_run
 from ..recorder import EpisodeRecorder, RecorderConfig
 from ..rewards import default_reward_name, make_reward
-from ..spec import Spec, spec_from_params
 from ..stepmsg import StepDecodeError, decode
 
 
@@ -41,8 +40,10 @@ class RecorderNode(Node):
         d = self._declare
         run_dir = d("run_dir", "runs/sim", "Run folder: <runs>/<name>; the store is <run_dir>/buffer.sqlite")
         robot_id = d("robot_id", "sim", "Robot id recorded in the store (several robots → several runs)")
-        task = d("task", "reach", "Task: reach | pick_place")
-        action_mode = d("action_mode", "ee_delta", "Action layout of the policy: ee_delta | joint_delta")
+        # the arm's spec, exactly as policy_node declares it: its /rl/step layout and the run's run.json follow it
+        self.arm = declare_arm(self)
+        self.spec = spec = self.arm.spec
+        task = spec.task
         reward = d("reward", "", "Reward: reach_task | pick_place_task | sparse_success | pick_and_place | reach "
                    "('' = the task's default: reach_task | pick_place_task)")
         reward_params = d("reward_params_json", "{}", "JSON object of reward constants overriding the defaults")
@@ -58,7 +59,7 @@ class RecorderNode(Node):
         if self.cfg.max_episode_s <= 0:
             from ..twin.env import DEFAULT_MAX_STEPS
 
-            self.cfg.max_episode_s = DEFAULT_MAX_STEPS[task] / Spec().control_hz
+            self.cfg.max_episode_s = DEFAULT_MAX_STEPS[task] / spec.control_hz
         commit_window = d("commit_window_s", 0.1, "Durability window: a crash loses at most this much (s)")
         self.twin_reset = d("twin_reset", False, "Sim only: call /twin/reset at each episode end (episode manager)")
         self.auto_rearm = d("auto_next_episode", False,
@@ -66,7 +67,6 @@ class RecorderNode(Node):
                             "instead of waiting for the operator's /rl/episode/reset")
         step_topic = d("step_topic", "/rl/step", "Per-tick steps from policy_node")
 
-        self.spec = spec_from_params({"task": task, "action_mode": action_mode})
         rcfg = {"name": reward or default_reward_name(task)}
         try:
             params = json.loads(reward_params or "{}")
@@ -99,7 +99,8 @@ class RecorderNode(Node):
         if self.writer.recovered_episodes:
             self.get_logger().warning(f"closed {len(self.writer.recovered_episodes)} episode(s) left open by a crash")
         self.get_logger().info(
-            f"recording {task} into {self.run.buffer_path} (reward {self.reward_fn.config}, commit window {commit_window}s)")
+            f"recording {task} ({spec.n_arm} joints, obs {spec.obs_dim}, action {spec.action_dim}) into "
+            f"{self.run.buffer_path} (reward {self.reward_fn.config}, commit window {commit_window}s)")
         if self.twin_reset:
             self._request_twin_reset()
 

@@ -38,19 +38,16 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
-from ..kinematics import Kinematics, default_panda_urdf
+from ..kinematics import Kinematics
 from ..runtime.inputs import JointStateMatcher, validate_pose
-from ..runtime.paths import resolve_path
-from ..spec import spec_from_params
-from ._common import RateLimitedLog, declare, declare_spec_params, run_node
+from ._common import RateLimitedLog, declare, declare_arm, run_node
 
 
 class TeacherNode(Node):
     def __init__(self, **kwargs):
         super().__init__("teacher_node", **kwargs)
-        p = declare_spec_params(self)
-        self.spec = spec = spec_from_params(p)
-        urdf = declare(self, "urdf_path", "", "arm URDF for FK ('' = the Panda from pybullet_data)")
+        arm = declare_arm(self)
+        self.spec = spec = arm.spec
         watch_fraction = declare(self, "watch_fraction", 0.5,
                                  "fraction of episodes the teacher watches (0 = never intervenes)", lo=0.0, hi=1.0)
         takeover_s = declare(self, "takeover_s", 1.0, "s: length of one take-over", lo=0.05, hi=60.0)
@@ -70,8 +67,7 @@ class TeacherNode(Node):
         if not self.teacher.supported:
             self.get_logger().warning(f"the scripted teacher handles pick_place in ee_delta; task {spec.task!r} "
                                       f"({spec.action_mode}): it will not intervene")
-        self.kin = Kinematics(resolve_path(urdf) if urdf else default_panda_urdf(), spec.base_link, spec.ee_link,
-                              spec.arm_joints)
+        self.kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
         self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints)
         self._obj = np.zeros(3)
         self._goal = np.zeros(3)

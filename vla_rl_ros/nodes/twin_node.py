@@ -34,10 +34,8 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from ..runtime.inputs import validate_command
-from ..runtime.paths import resolve_path
-from ..spec import spec_from_params
 from ..twin.core import TwinCore
-from ._common import RateLimitedLog, declare, declare_spec_params, run_node
+from ._common import RateLimitedLog, declare, declare_arm, run_node
 
 RELIABLE_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -55,10 +53,8 @@ TOPICS = {
 class TwinNode(Node):
     def __init__(self, **kwargs):
         super().__init__("twin_node", **kwargs)
-        p = declare_spec_params(self, ("task", "joints", "gripper_joints", "base_link", "ee_link", "gripper_open"))
-        self.spec = spec = spec_from_params(p)
-        urdf = declare(self, "urdf_path", "", "arm URDF ('' = the Panda from pybullet_data)")
-        scene = declare(self, "scene", "sim/panda_table.yaml", "twin scene: table, object, goal marker, task regions")
+        arm = declare_arm(self, scene=True)
+        self.spec = spec = arm.spec
         self.physics_rate = declare(self, "physics_rate_hz", 240.0, "physics steps per second of real time", lo=10.0, hi=2000.0)
         js_rate = declare(self, "joint_state_rate_hz", 100.0, "/joint_states rate (Hz)", lo=1.0, hi=2000.0)
         pose_rate = declare(self, "pose_rate_hz", 30.0, "/task/*_pose rate (Hz)", lo=0.1, hi=1000.0)
@@ -73,8 +69,7 @@ class TwinNode(Node):
         self.executor_kind = declare(self, "executor", "events", "events | single_threaded")
         topics = {k: declare(self, f"topics.{k}", v, desc) for k, (v, desc) in TOPICS.items()}
 
-        self.urdf_path = resolve_path(urdf) if urdf else None
-        self.twin = TwinCore(spec, urdf_path=self.urdf_path, time_step=1.0 / self.physics_rate, scene=scene or None)
+        self.twin = TwinCore(spec, urdf_path=arm.urdf_path, time_step=1.0 / self.physics_rate, scene=arm.scene)
         self.urdf_path = self.twin.urdf_path
         self.n_arm = spec.n_arm
         self.episode = 0
