@@ -4,15 +4,25 @@ Used by ``vla-rl-ros eval``, by the shipped-model recipe and by the learner's
 twin gate. Episode ``i`` of an evaluation uses seed ``seed + i``, so two
 policies evaluated with the same seed face exactly the same episodes (paired
 comparison, see :mod:`vla_rl_ros.learner.gate`).
+
+The twin is the arm's: built from a spec (joints, links, action layout, scales),
+a URDF and a scene (:class:`TwinConfig`). An ONNX model is evaluated in the twin
+of the spec it is given (the run's, for the gate and the monitor; the model then
+must carry exactly that spec) or, when none is given, of the spec the model
+itself carries, with ``task`` as the task. Without a URDF the twin's arm is the
+Panda from pybullet_data.
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..spec import Spec
 
 
 @dataclass
@@ -57,11 +67,38 @@ class EvalResult:
         return json.dumps(d)
 
 
-def onnx_actor(model_path: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The model as ``policy_node`` would run it: loaded and validated (spec, shapes, finite test inference)."""
+@dataclass(frozen=True)
+class TwinConfig:
+    """The twin an evaluation runs in: the arm's spec (``None``: the evaluated model's own), its URDF
+    (``None``: the Panda from pybullet_data) and the scene (``None``: ``sim/panda_table.yaml``). Picklable, so
+    it travels to the evaluation worker processes."""
+
+    spec: "Spec | None" = None
+    urdf_path: str | None = None
+    scene: str | None = None
+
+    def env(self, task: str, spec: "Spec | None" = None):
+        """A :class:`~vla_rl_ros.twin.env.TwinEnv` for ``task`` (``spec``, when given, overrides this spec)."""
+        from ..twin.env import TwinEnv
+
+        s = spec or self.spec
+        if s is None:
+            return TwinEnv(task=task, urdf_path=self.urdf_path, scene=self.scene)
+        return TwinEnv(spec=s if s.task == task else s.replace(task=task), urdf_path=self.urdf_path,
+                       scene=self.scene)
+
+
+def onnx_actor(model_path: str, spec: "Spec | None" = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The model as ``policy_node`` would run it: loaded and validated (spec, shapes, finite test inference).
+    With ``spec`` the model must carry exactly that spec (else :class:`~vla_rl_ros.runtime.onnx_policy.ModelRejected`
+    lists what differs)."""
+    return _load(model_path, spec).act
+
+
+def _load(model_path: str, spec: "Spec | None"):
     from ..runtime.onnx_policy import load_validated
 
-    return load_validated(model_path, None, None).act
+    return load_validated(model_path, None, spec)
 
 
 def evaluate_policy(
@@ -72,14 +109,14 @@ def evaluate_policy(
     progress: bool = False,
     env=None,
     desc: str = "eval",
+    twin: TwinConfig | None = None,
 ) -> EvalResult:
-    """Run ``episodes`` seeded episodes of ``task`` with ``policy`` (deterministic)."""
+    """Run ``episodes`` seeded episodes of ``task`` with ``policy`` (deterministic), in ``env`` or else in a
+    twin built from ``twin`` (default: the Panda's)."""
     from tqdm import tqdm
 
-    from ..twin.env import TwinEnv
-
     own = env is None
-    env = env or TwinEnv(task=task)
+    env = env or (twin or TwinConfig()).env(task)
     res = EvalResult(task=task, episodes=episodes, seed=seed)
     try:
         for i in tqdm(range(episodes), desc=desc, disable=not progress, unit="ep"):
@@ -99,14 +136,24 @@ def evaluate_policy(
     return res
 
 
-def evaluate_onnx(model_path: str, task: str, episodes: int = 50, seed: int = 10_000, progress: bool = False) -> EvalResult:
-    return evaluate_policy(onnx_actor(model_path), task, episodes=episodes, seed=seed, progress=progress,
-                           desc=f"eval {task}")
-
-
-def _worker(model_path: str, task: str, episodes: int, seed: int, conn) -> None:  # pragma: no cover - subprocess
+def evaluate_onnx(model_path: str, task: str, episodes: int = 50, seed: int = 10_000, progress: bool = False,
+                  twin: TwinConfig | None = None) -> EvalResult:
+    """The model in the twin of ``twin.spec`` (the model must carry it) or, without one, of the model's own
+    spec; ``twin`` also names the URDF and scene."""
+    twin = twin or TwinConfig()
+    policy = _load(model_path, twin.spec)
+    env = twin.env(task, twin.spec or policy.spec)
     try:
-        res = evaluate_onnx(model_path, task, episodes, seed)
+        return evaluate_policy(policy.act, task, episodes=episodes, seed=seed, progress=progress, env=env,
+                               desc=f"eval {task}")
+    finally:
+        env.close()
+
+
+def _worker(model_path: str, task: str, episodes: int, seed: int, conn,
+            twin: TwinConfig | None = None) -> None:  # pragma: no cover - subprocess
+    try:
+        res = evaluate_onnx(model_path, task, episodes, seed, twin=twin)
         conn.send(("ok", res.to_json()))
     except Exception as e:  # report, never hang the parent
         conn.send(("error", f"{type(e).__name__}: {e}"))
@@ -114,13 +161,15 @@ def _worker(model_path: str, task: str, episodes: int, seed: int, conn) -> None:
         conn.close()
 
 
-def evaluate_onnx_in_subprocess(model_path: str, task: str, episodes: int, seed: int, timeout_s: float = 600.0) -> EvalResult:
-    """Evaluate in a separate worker process (spawned), so PyBullet and ORT never share the learner's process."""
+def evaluate_onnx_in_subprocess(model_path: str, task: str, episodes: int, seed: int, timeout_s: float = 600.0,
+                                twin: TwinConfig | None = None) -> EvalResult:
+    """Evaluate in a separate worker process (spawned), so PyBullet and ORT never share the learner's process.
+    ``twin``: as :func:`evaluate_onnx` (the learner's gate passes the run's spec and the arm's URDF and scene)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_worker, args=(model_path, task, episodes, seed, child), daemon=True)
+    p = ctx.Process(target=_worker, args=(model_path, task, episodes, seed, child, twin), daemon=True)
     p.start()
     child.close()
     try:

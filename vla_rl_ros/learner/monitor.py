@@ -31,14 +31,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .evaluate import EvalResult
+from .evaluate import EvalResult, TwinConfig
 from .registry import read_jsonl
 
 MONITOR_SEED = 20_000
 MONITOR_FILE = "monitor.jsonl"
 
 
-def _worker(model_path: str, task: str, episodes: int, seed: int, niceness: int, conn) -> None:  # pragma: no cover
+def _worker(model_path: str, task: str, episodes: int, seed: int, niceness: int, conn,
+            twin: TwinConfig | None = None) -> None:  # pragma: no cover
     """Subprocess entry: lower our priority, then the evaluation worker the gate uses."""
     try:
         os.nice(niceness)
@@ -46,12 +47,14 @@ def _worker(model_path: str, task: str, episodes: int, seed: int, niceness: int,
         pass
     from .evaluate import _worker as eval_worker
 
-    eval_worker(model_path, task, episodes, seed, conn)
+    eval_worker(model_path, task, episodes, seed, conn, twin)
 
 
 def evaluate_niced(model_path: str, task: str, episodes: int, seed: int, niceness: int = 10,
-                   timeout_s: float = 3600.0, cancel: threading.Event | None = None) -> EvalResult:
-    """:func:`~.evaluate.evaluate_onnx` in a spawned worker process running at ``os.nice(niceness)``.
+                   timeout_s: float = 3600.0, cancel: threading.Event | None = None,
+                   twin: TwinConfig | None = None) -> EvalResult:
+    """:func:`~.evaluate.evaluate_onnx` in a spawned worker process running at ``os.nice(niceness)``, in the twin
+    ``twin`` describes (the run's spec, the arm's URDF and scene; default: the model's spec, the Panda).
 
     Raises ``RuntimeError`` (failed evaluation), ``TimeoutError``, or ``InterruptedError`` when ``cancel`` is
     set (the worker is killed)."""
@@ -60,7 +63,7 @@ def evaluate_niced(model_path: str, task: str, episodes: int, seed: int, nicenes
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     # the policy runs single-threaded ONNX Runtime (runtime.onnx_policy), the twin is PyBullet DIRECT
-    p = ctx.Process(target=_worker, args=(model_path, task, episodes, seed, niceness, child), daemon=True)
+    p = ctx.Process(target=_worker, args=(model_path, task, episodes, seed, niceness, child, twin), daemon=True)
     p.start()
     child.close()
     deadline = time.monotonic() + timeout_s
@@ -112,11 +115,14 @@ class PromotionMonitor:
 
     ``submit()`` returns at once. ``start()`` runs the queue in a daemon thread; ``run_pending()`` runs it in
     the caller's thread (tests). ``on_result(record)`` is called from that thread after each record is written.
-    ``evaluate(model_path, task, episodes, seed) -> EvalResult`` replaces the niced worker process (tests)."""
+    ``evaluate(model_path, task, episodes, seed) -> EvalResult`` replaces the niced worker process (tests).
+    ``twin``: the twin the models are measured in (:class:`~.evaluate.TwinConfig`: the run's spec, the arm's
+    URDF and scene); default: each model's own spec on the Panda."""
 
     def __init__(self, models_dir: str | Path, task: str, episodes: int = 50, seed: int = MONITOR_SEED, *,
                  on_result: Callable[[dict], None] | None = None, evaluate: Callable | None = None,
-                 niceness: int = 10, timeout_s: float = 3600.0, log: Callable[[str], None] = print):
+                 niceness: int = 10, timeout_s: float = 3600.0, log: Callable[[str], None] = print,
+                 twin: TwinConfig | None = None):
         if episodes <= 0:
             raise ValueError(f"episodes must be positive, got {episodes}")
         self.dir = Path(models_dir)
@@ -127,6 +133,7 @@ class PromotionMonitor:
         self.niceness, self.timeout_s = int(niceness), float(timeout_s)
         self.log = log
         self._evaluate = evaluate
+        self.twin = twin
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -206,7 +213,7 @@ class PromotionMonitor:
                     if not os.path.isfile(path):
                         raise FileNotFoundError(f"model not found: {path}")
                     res = evaluate_niced(path, self.task, self.episodes, self.seed, niceness=self.niceness,
-                                         timeout_s=self.timeout_s, cancel=self._stop)
+                                         timeout_s=self.timeout_s, cancel=self._stop, twin=self.twin)
                 lo, hi = res.wilson_interval()
                 rec.update(success_rate=res.success_rate, successes=int(sum(res.successes)),
                            success_ci95=[lo, hi], mean_return=res.mean_return)

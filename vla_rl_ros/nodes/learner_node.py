@@ -25,15 +25,19 @@ import sys
 import threading
 import time
 from collections import deque
+from functools import partial
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from ._common import declare, publish_status, run_node
+from ._common import declare, declare_arm, publish_status, run_node
+from ..buffer import open_run
 from ..learner.continual import ContinualLearner, Event, LearnerConfig
+from ..learner.evaluate import TwinConfig, evaluate_onnx_in_subprocess
 from ..learner.monitor import MONITOR_SEED, PromotionMonitor
+from ..runtime.paths import resolve_path
 
 
 class LearnerNode(Node):
@@ -44,6 +48,7 @@ class LearnerNode(Node):
         run_dir = d("run_dir", "runs/sim", "Run folder whose store this learner tails (and where models/tb/checkpoints go)")
         extra = d("extra_stores", [""], "More stores or run folders to learn from (several robots)")
         initial = d("initial_model", "", "ONNX model the arm starts with (the first incumbent)")
+        arm = declare_arm(self, scene=True)
         cfg = LearnerConfig(
             algo=d("algo", "recap", "sac (online, RLPD sampling) | recap (advantage-conditioned rounds)"),
             batch_size=d("batch_size", 256, "Gradient batch size"),
@@ -97,8 +102,17 @@ class LearnerNode(Node):
         self.pub_events = self.create_publisher(String, "/rl/learner/events", 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(String, "/rl/policy_update_result", self._on_result, 10)
+        # The gate and the monitor evaluate in the arm's twin: the run's spec (what its store was recorded with,
+        # run.json), this node's URDF and scene (the params file's, as the twin node's).
+        run_spec = open_run(run_dir).spec
+        if arm.spec != run_spec:
+            self.get_logger().warning("the spec parameters differ from the run's (run.json), which the gate uses: "
+                                      + "; ".join(run_spec.diff(arm.spec)))
+        self.twin = TwinConfig(spec=run_spec, urdf_path=arm.urdf_path, scene=arm.scene)
         self.learner = ContinualLearner(run_dir, cfg, extra_stores=[s for s in extra if s],
-                                        initial_model=initial or None, log=self.get_logger().info)
+                                        initial_model=resolve_path(initial) if initial else None,
+                                        evaluate=partial(evaluate_onnx_in_subprocess, twin=self.twin),
+                                        log=self.get_logger().info)
         self.n_candidates = 0
         self.n_promoted = 0
         self.last_error = ""
@@ -109,7 +123,8 @@ class LearnerNode(Node):
         self.monitor: PromotionMonitor | None = None
         if monitor_episodes > 0:
             self.monitor = PromotionMonitor(self.learner.run.models_dir, self.learner.task, monitor_episodes,
-                                            monitor_seed, on_result=self._on_monitor, log=self.get_logger().info)
+                                            monitor_seed, on_result=self._on_monitor, log=self.get_logger().info,
+                                            twin=self.twin)
             self.monitor.start()
             if inc:
                 self.monitor.submit(inc["version"], inc["path"], reason="incumbent at start")
