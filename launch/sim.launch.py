@@ -1,38 +1,50 @@
 """Sim stack: PyBullet twin + policy + recorder + learner (+ the scripted teacher), one process per node.
 
-    ros2 launch vla_rl_ros sim.launch.py [task:=reach|pick_place] [params_file:=...]
+    ros2 launch vla_rl_ros sim.launch.py [task:=pick_place|reach] [model:=M.onnx] [run_dir:=DIR]
+                                         [teacher:=FRACTION] [learner:=true|false] [params_file:=...]
 
-The same graph is started by ``vla-rl-ros sim`` on machines without ``ros2 launch``
-(see vla_rl_ros/graph.py; test/test_graph.py keeps both in step).
+The same graph as ``vla-rl-ros sim`` on machines without ``ros2 launch``: both ask
+:func:`vla_rl_ros.graph.node_parameters` which nodes to start and what each gets on top of the params file
+(the task, the task's shipped model unless ``model:=``, the run folder; test/test_graph.py checks they agree).
+Unlike ``vla-rl-ros sim`` it does not create the run or import demos; run ``vla-rl-ros sim`` once, or
+``vla-rl-ros demos``, for that.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from vla_rl_ros.graph import node_parameters
+
+
+def _nodes(context):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    teacher = arg("teacher")
+    nodes = node_parameters("sim", task=arg("task"), run_dir=arg("run_dir") or None, model=arg("model") or None,
+                            teacher=float(teacher) if teacher else None,
+                            learner=arg("learner").lower() in ("true", "1", "yes"))
+    params_file = arg("params_file")
+    # teacher_node: the twin's stand-in for a human who corrects the arm over /rl/intervention
+    return [Node(package="vla_rl_ros", executable=name, name=name, output="screen",
+                 parameters=[params_file, overrides])
+            for name, overrides in nodes.items()]
 
 
 def generate_launch_description():
     share = get_package_share_directory("vla_rl_ros")
-    params_file = LaunchConfiguration("params_file")
-    task = LaunchConfiguration("task")
-    run_dir = LaunchConfiguration("run_dir")
-    overrides = {"task": task}
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "sim.yaml")),
-        DeclareLaunchArgument("task", default_value="reach"),
-        DeclareLaunchArgument("run_dir", default_value=os.path.join(os.path.expanduser("~"), "vla_rl_ros_runs", "sim")),
-        Node(package="vla_rl_ros", executable="twin_node", name="twin_node", output="screen",
-             parameters=[params_file, overrides]),
-        Node(package="vla_rl_ros", executable="policy_node", name="policy_node", output="screen",
-             parameters=[params_file, overrides]),
-        Node(package="vla_rl_ros", executable="recorder_node", name="recorder_node", output="screen",
-             parameters=[params_file, overrides, {"run_dir": run_dir}]),
-        Node(package="vla_rl_ros", executable="learner_node", name="learner_node", output="screen",
-             parameters=[params_file, overrides, {"run_dir": run_dir}]),
-        # the twin's stand-in for a human who corrects the arm over /rl/intervention (watch_fraction 0 = off)
-        Node(package="vla_rl_ros", executable="teacher_node", name="teacher_node", output="screen",
-             parameters=[params_file, overrides]),
+        DeclareLaunchArgument("task", default_value="pick_place", description="reach | pick_place"),
+        DeclareLaunchArgument("model", default_value="", description="starting ONNX model ('' = the task's shipped one)"),
+        DeclareLaunchArgument("run_dir", default_value="", description="run folder ('' = runs/<task>-sim)"),
+        DeclareLaunchArgument("teacher", default_value="",
+                              description="pick_place: fraction of episodes the scripted teacher watches "
+                                          "('' = the params file's; 0 = no teacher)"),
+        DeclareLaunchArgument("learner", default_value="true"),
+        OpaqueFunction(function=_nodes),
     ])

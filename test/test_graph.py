@@ -1,8 +1,11 @@
-"""Launch files (for ros2 launch on a robot) and the CLI (vla-rl-ros sim) start the same graph."""
+"""Launch files (for ros2 launch on a robot) and the CLI (vla-rl-ros sim / robot) start the same graph: the same
+nodes, each with the same params file and the same parameters on top, for each task."""
 import ast
 import importlib
+import importlib.util
 import os
 import re
+import sys
 
 import pytest
 
@@ -11,31 +14,183 @@ from vla_rl_ros.graph import GRAPHS, repo_root
 ROOT = repo_root()
 
 
-def _launch_nodes(path):
-    """(executables, params files) named in a launch file, read from its AST (no launch package needed)."""
-    tree = ast.parse(open(path).read())
-    exes, params = [], set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Node":
-            kw = {k.arg: k.value for k in node.keywords}
-            assert isinstance(kw["package"], ast.Constant) and kw["package"].value == "vla_rl_ros"
-            exes.append(kw["executable"].value)
-            assert kw["name"].value == kw["executable"].value
-            assert "parameters" in kw, f"{path}: {kw['executable'].value} gets no parameters"
+def _launch_params_files(path):
+    """The params files a launch file names (``os.path.join(..., "config", "X.yaml")``), read from its AST."""
+    params = set()
+    for node in ast.walk(ast.parse(open(path).read())):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "join":
             args = [a.value for a in node.args if isinstance(a, ast.Constant)]
             if "config" in args:
                 params.update(a for a in args if a.endswith(".yaml"))
-    return exes, params
+    return params
+
+
+# ------------------------------------------------------------------ the launch files, evaluated without `launch`
+# `launch` and `launch_ros` are not installed here: these stand-ins record what the launch file asks for (the
+# arguments it declares and the Nodes it builds) so the file itself runs, as `ros2 launch` would run it.
+class _Entities:
+    def __init__(self, entities):
+        self.entities = list(entities)
+
+
+class _Argument:
+    def __init__(self, name, default_value="", description=""):
+        self.name, self.default_value = name, default_value
+
+
+class _Opaque:
+    def __init__(self, function):
+        self.function = function
+
+
+class _Config:
+    def __init__(self, name):
+        self.name = name
+
+    def perform(self, context):
+        return context[self.name]
+
+
+class _Node:
+    def __init__(self, **kw):
+        self.kw = kw
+
+
+def _evaluate_launch(monkeypatch, launch_file, **launch_args):
+    """{node: (params file, overrides, remappings)} as the launch file starts them with ``launch_args``."""
+    import types
+
+    import ament_index_python.packages as aip
+
+    mods = {"launch": dict(LaunchDescription=_Entities),
+            "launch.actions": dict(DeclareLaunchArgument=_Argument, OpaqueFunction=_Opaque),
+            "launch.substitutions": dict(LaunchConfiguration=_Config),
+            "launch.conditions": dict(IfCondition=lambda c: c),
+            "launch_ros": {}, "launch_ros.actions": dict(Node=_Node)}
+    for name, attrs in mods.items():
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, m)
+    monkeypatch.setattr(aip, "get_package_share_directory", lambda pkg: ROOT)  # the installed share dir's layout
+    spec = importlib.util.spec_from_file_location("launch_under_test", os.path.join(ROOT, "launch", launch_file))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    desc = mod.generate_launch_description()
+    context = {e.name: e.default_value for e in desc.entities if isinstance(e, _Argument)}
+    unknown = set(launch_args) - set(context)
+    assert not unknown, f"{launch_file} declares no {unknown}"
+    context.update(launch_args)
+    nodes = [n for e in desc.entities if isinstance(e, _Node) for n in [e]]
+    for e in desc.entities:
+        if isinstance(e, _Opaque):
+            nodes += e.function(context)
+    def value(v):  # substitutions are performed when the node starts, as launch_ros does
+        return v.perform(context) if isinstance(v, _Config) else v
+
+    out = {}
+    for n in nodes:
+        kw = n.kw
+        assert kw["package"] == "vla_rl_ros" and kw["name"] == kw["executable"]
+        params_file, *rest = kw["parameters"]
+        merged = {}
+        for r in rest:
+            merged.update({k: value(v) for k, v in r.items()})
+        remaps = [(value(a), value(b)) for a, b in kw.get("remappings") or []]
+        out[kw["executable"]] = (value(params_file), merged, remaps)
+    return out
+
+
+def _cli_nodes(argv):
+    """{node: (params file, overrides)} from the command lines ``vla-rl-ros ARGV`` would run."""
+    import yaml
+
+    from vla_rl_ros.cli import build_parser
+    from vla_rl_ros.commands.sim import plan
+
+    out = {}
+    for name, cmd in plan(build_parser().parse_args(argv)).commands.items():
+        assert cmd[1:3] == ["-m", f"vla_rl_ros.nodes.{name}"]
+        params = {}
+        for flag, value in zip(cmd, cmd[1:]):
+            if flag == "-p":
+                k, v = value.split(":=", 1)
+                params[k] = yaml.safe_load(v)  # as rcl reads a -p value
+        out[name] = (cmd[cmd.index("--params-file") + 1], params)
+    return out
+
+
+SIM_CASES = [  # (launch arguments, the same on the CLI)
+    ({}, []),
+    ({"task": "pick_place"}, ["--task", "pick_place"]),
+    ({"task": "reach"}, ["--task", "reach"]),
+    ({"task": "pick_place", "teacher": "0.0"}, ["--task", "pick_place", "--teacher", "0"]),
+    ({"task": "pick_place", "teacher": "0.25", "learner": "false"},
+     ["--task", "pick_place", "--teacher", "0.25", "--no-learner"]),
+    ({"task": "reach", "model": "models/pick_place_bc.onnx", "run_dir": "runs/x"},
+     ["--task", "reach", "--model", "models/pick_place_bc.onnx", "--run", "runs/x"]),
+]
+
+
+@pytest.mark.parametrize("launch_args,cli_args", SIM_CASES)
+def test_sim_launch_file_and_cli_give_each_node_the_same_parameters(monkeypatch, launch_args, cli_args):
+    launched = _evaluate_launch(monkeypatch, "sim.launch.py", **launch_args)
+    cli = _cli_nodes(["sim", *cli_args])
+    assert list(launched) == list(cli)  # the same nodes, in the same order
+    for name, (params_file, overrides, _) in launched.items():
+        assert os.path.realpath(params_file) == os.path.realpath(cli[name][0]) == os.path.join(ROOT, "config", "sim.yaml")
+        assert overrides == cli[name][1], name
+
+
+@pytest.mark.parametrize("task", ["reach", "pick_place"])
+def test_each_task_gets_its_model_and_task_everywhere(monkeypatch, task):
+    """The issue's regression: task:=pick_place started the policy with the reach model, which it refuses."""
+    from vla_rl_ros.algos.export import read_model_metadata
+
+    launched = _evaluate_launch(monkeypatch, "sim.launch.py", task=task)
+    for name, (_, overrides, _) in launched.items():
+        assert overrides["task"] == task, name
+    for node, key in (("policy_node", "model_path"), ("learner_node", "initial_model")):
+        model = launched[node][1][key]
+        assert os.path.isfile(model) and read_model_metadata(model)[0].task == task
+    assert ("teacher_node" in launched) == (task == "pick_place")
+
+
+@pytest.mark.parametrize("launch_args,cli_args", [
+    ({"run_dir": "/data/r1"}, ["robot", "--run", "/data/r1"]),
+    ({"run_dir": "/data/r1", "model": "/m/a.onnx", "learner": "false"},
+     ["robot", "--run", "/data/r1", "--model", "/m/a.onnx", "--no-learner"]),
+])
+def test_robot_launch_file_and_cli_give_each_node_the_same_parameters(monkeypatch, launch_args, cli_args):
+    launched = _evaluate_launch(monkeypatch, "robot.launch.py", **launch_args)
+    cli = _cli_nodes(cli_args)
+    assert list(launched) == list(cli)
+    for name, (params_file, overrides, remaps) in launched.items():
+        assert os.path.basename(params_file) == os.path.basename(cli[name][0]) == "robot.yaml"
+        assert overrides == cli[name][1], name
+        assert bool(remaps) == (name == "policy_node")
+    remaps = dict(launched["policy_node"][2])
+    assert remaps["/joint_states"] == "/joint_states" and remaps["/arm_controller/commands"] == "/arm_controller/commands"
 
 
 @pytest.mark.parametrize("graph,launch", [("sim", "sim.launch.py"), ("robot", "robot.launch.py")])
-def test_launch_file_and_cli_name_the_same_graph(graph, launch):
-    exes, params = _launch_nodes(os.path.join(ROOT, "launch", launch))
+def test_launch_file_and_cli_name_the_same_graph(monkeypatch, graph, launch):
     g = GRAPHS[graph]
-    assert exes == list(g.nodes)
-    assert params == {g.params_file}
+    assert _launch_params_files(os.path.join(ROOT, "launch", launch)) == {g.params_file}
     assert os.path.isfile(os.path.join(ROOT, "config", g.params_file))
+    args = {"task": "pick_place"} if graph == "sim" else {}
+    assert list(_evaluate_launch(monkeypatch, launch, **args)) == list(g.nodes)  # everything on, every node
+
+
+def test_params_files_read_like_rcl():
+    """``/**`` (the arm, for every node) first, then the node's own section; the teacher keeps its task."""
+    from vla_rl_ros.graph import read_params_file
+    from vla_rl_ros.spec import Spec, spec_from_params
+
+    path = os.path.join(ROOT, "config", "sim.yaml")
+    assert spec_from_params(read_params_file(path, "recorder_node")) == Spec(task="reach")
+    assert read_params_file(path, "teacher_node")["task"] == "pick_place"
+    assert read_params_file(path, "policy_node")["safety.max_joint_step"] == 0.25
+    assert spec_from_params(read_params_file(path, "policy_node", {"task": "pick_place"})) == Spec(task="pick_place")
 
 
 def test_every_executable_is_installed_and_has_main():
@@ -62,4 +217,6 @@ def test_cli_starts_the_graph_tables_nodes():
         argv = [graph] + (["--run", "x"] if graph == "robot" else [])
         assert parser.parse_args(argv).graph == graph  # `vla-rl-ros sim` / `robot` run GRAPHS[graph]
     src = open(os.path.join(ROOT, "vla_rl_ros", "commands", "sim.py")).read()
-    assert "GRAPHS[args.graph]" in src and "graph.nodes" in src and "graph.params_file" in src
+    assert "GRAPHS[args.graph]" in src and "node_parameters(" in src and "graph.params_file" in src
+    for launch in ("sim.launch.py", "robot.launch.py"):  # both sides ask the same function
+        assert "node_parameters(" in open(os.path.join(ROOT, "launch", launch)).read()

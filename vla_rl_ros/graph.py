@@ -1,14 +1,18 @@
 """The node graphs, declared once.
 
 ``launch/sim.launch.py`` and ``launch/robot.launch.py`` (for ``ros2 launch`` on
-a robot) and ``vla-rl-ros sim`` (for machines without ``ros2 launch``) start
-the same executables with the same parameter files; ``test/test_graph.py``
-checks that the launch files and this table agree.
+a robot) and ``vla-rl-ros sim`` / ``vla-rl-ros robot`` (for machines without
+``ros2 launch``) start the same executables with the same parameter files, and
+both ask :func:`node_parameters` which nodes to start and what each gets on
+top of the params file (the task, the task's model, the run folder);
+``test/test_graph.py`` checks that the launch files and the CLI agree, node by
+node and parameter by parameter, for each task.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 PACKAGE = "vla_rl_ros"
 
@@ -47,3 +51,79 @@ def config_path(name: str) -> str:
     from .runtime.paths import resolve_path
 
     return resolve_path(os.path.join("config", name))
+
+
+#: the shipped starting model of each task (relative: resolved like every data path)
+DEFAULT_MODEL = {"reach": "models/reach_bc.onnx", "pick_place": "models/pick_place_bc.onnx"}
+
+
+def default_run_dir(task: str) -> str:
+    """``runs/<task>-sim`` under the current directory (absolute)."""
+    return os.path.abspath(os.path.join("runs", f"{task}-sim"))
+
+
+def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None = None, model: str | None = None,
+                    teacher: float | None = None, learner: bool = True) -> dict[str, dict[str, Any]]:
+    """The nodes of ``graph`` to start, in order, each with the parameters it gets on top of the params file.
+
+    The one place the launch files and the CLI compute them (plain Python, no ``launch`` needed).
+
+    * ``task`` (sim): every node gets it; ``None`` = the params file's.
+    * ``model``: the starting ONNX model, for ``policy_node`` (``model_path``) and ``learner_node``
+      (``initial_model``); in the sim ``None`` = the task's shipped model (:data:`DEFAULT_MODEL`), on a robot
+      the params file's.
+    * ``run_dir``: for ``recorder_node`` and ``learner_node``; in the sim ``None`` = :func:`default_run_dir`.
+    * ``teacher`` (sim): ``teacher_node``'s ``watch_fraction`` (``None`` = the params file's); the teacher
+      runs only for ``pick_place`` and not with ``teacher == 0``.
+    * ``learner``: ``False`` leaves ``learner_node`` out.
+    """
+    from .runtime.paths import resolve_path
+
+    g = GRAPHS[graph]
+    if graph == "sim":
+        if task is None:
+            raise ValueError("the sim graph needs a task")
+        model = model or DEFAULT_MODEL[task]
+        run_dir = run_dir or default_run_dir(task)
+    common = {"task": task} if task else {}
+    model = resolve_path(model) if model else None
+    run_dir = os.path.abspath(os.path.expanduser(run_dir)) if run_dir else None
+    per_node: dict[str, dict[str, Any]] = {
+        "policy_node": {"model_path": model} if model else {},
+        "recorder_node": {"run_dir": run_dir} if run_dir else {},
+        "learner_node": {**({"run_dir": run_dir} if run_dir else {}), **({"initial_model": model} if model else {})},
+        "teacher_node": {"watch_fraction": float(teacher)} if teacher is not None else {},
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name in g.nodes:
+        if name == "learner_node" and not learner:
+            continue
+        if name == "teacher_node" and (task != "pick_place" or teacher == 0.0):
+            continue
+        out[name] = {**common, **per_node.get(name, {})}
+    return out
+
+
+def read_params_file(path: str, node: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters ``node`` gets from a params file (its ``/**`` section, then its own, as rcl merges them
+    in file order), then ``overrides``: for tools that need the arm's spec without starting the node."""
+    import yaml
+
+    with open(path) as f:
+        doc = yaml.safe_load(f) or {}
+    out: dict[str, Any] = {}
+    for key, section in doc.items():
+        if key in ("/**", node, f"/{node}", f"/**/{node}"):
+            out.update(_flatten((section or {}).get("ros__parameters") or {}))
+    out.update(overrides or {})
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

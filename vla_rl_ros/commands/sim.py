@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 
-DEFAULT_MODEL = {"reach": "models/reach_bc.onnx", "pick_place": "models/pick_place_bc.onnx"}
+from ..graph import DEFAULT_MODEL, default_run_dir, node_parameters  # noqa: F401  (DEFAULT_MODEL: re-exported)
+
 SUMMARY_EVERY_S = 60.0
 
 
@@ -100,30 +102,53 @@ def _overrides(args) -> dict[str, list[str]]:
     return out
 
 
-def run(args) -> int:
+@dataclass
+class Plan:
+    """What ``vla-rl-ros sim`` / ``robot`` will start (computed without side effects; see :func:`plan`)."""
+
+    params: str  # the params file (absolute)
+    run_dir: str
+    model: str | None  # the starting model (None: the params file's)
+    commands: dict[str, list[str]]  # node -> its command line, in start order
+
+
+def plan(args) -> Plan:
+    """The params file, run folder, starting model and each node's command line for ``args``: the nodes and
+    their parameters from :func:`vla_rl_ros.graph.node_parameters`, the function the launch files call."""
     from ..graph import GRAPHS, config_path
     from ..runtime.paths import resolve_path
 
     graph = GRAPHS[args.graph]
+    params = os.path.abspath(args.params or config_path(graph.params_file))
+    if args.graph == "sim":
+        run_dir = os.path.abspath(args.run or default_run_dir(args.task))
+        model = os.path.abspath(args.model) if args.model else resolve_path(DEFAULT_MODEL[args.task])
+    else:
+        run_dir = os.path.abspath(args.run)
+        model = os.path.abspath(args.model) if args.model else None
+    extra = _overrides(args)
+    nodes = node_parameters(args.graph, task=args.task, run_dir=run_dir, model=model,
+                            teacher=getattr(args, "teacher", None), learner=not args.no_learner)
+    return Plan(params, run_dir, model, {name: node_command(name, params, p, extra.get(name, []))
+                                         for name, p in nodes.items()})
+
+
+def run(args) -> int:
     teacher = getattr(args, "teacher", None)
     if teacher is not None and not 0.0 <= teacher <= 1.0:
         print(f"error: --teacher is the fraction of episodes watched, in [0, 1]; got {teacher}", file=sys.stderr)
         return 2
-    params = os.path.abspath(args.params or config_path(graph.params_file))
+    pl = plan(args)
+    params, run_dir, model = pl.params, pl.run_dir, pl.model
     if not os.path.isfile(params):
         print(f"error: params file not found: {params}", file=sys.stderr)
         return 2
     if args.graph == "sim":
-        run_dir = os.path.abspath(args.run or os.path.join("runs", f"{args.task}-sim"))
-        model = os.path.abspath(args.model) if args.model else resolve_path(DEFAULT_MODEL[args.task])
         if not os.path.isfile(model):
             print(f"error: starting model not found: {model} (make it with `vla-rl-ros ship --task {args.task}`)",
                   file=sys.stderr)
             return 2
-        _prepare_run(run_dir, args, model)
-    else:
-        run_dir = os.path.abspath(args.run)
-        model = os.path.abspath(args.model) if args.model else None
+        _prepare_run(run_dir, args, model, params)
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.domain_id is not None:
@@ -131,28 +156,11 @@ def run(args) -> int:
     env["PYTHONUNBUFFERED"] = "1"
     logs = os.path.join(run_dir, "logs")
     os.makedirs(logs, exist_ok=True)
-    extra = _overrides(args)
-    common = {"task": args.task} if args.task else {}
-    per_node = {
-        "policy_node": {"model_path": model} if model else {},
-        "recorder_node": {"run_dir": run_dir},
-        "learner_node": {"run_dir": run_dir, **({"initial_model": model} if model else {})},
-    }
-    if teacher is not None:
-        per_node["teacher_node"] = {"watch_fraction": float(teacher)}
-    nodes = [n for n in graph.nodes if not (args.no_learner and n == "learner_node")
-             and not (n == "teacher_node" and (args.task != "pick_place" or teacher == 0.0))]
     procs: dict[str, subprocess.Popen] = {}
     t_start = time.time()  # the run's time zero (plot, monitor records of this session)
     print(f"[{args.graph}] run {run_dir}  task {args.task or '(params file)'}  "
           f"start model {os.path.basename(model) if model else '(params file)'}  params {params}")
-    for name in nodes:
-        cmd = [sys.executable, "-m", f"vla_rl_ros.nodes.{name}", "--ros-args", "-r", f"__node:={name}",
-               "--params-file", params]
-        for k, v in {**common, **per_node.get(name, {})}.items():
-            cmd += ["-p", f"{k}:={v}"]
-        for kv in extra.get(name, []):
-            cmd += ["-p", kv]
+    for name, cmd in pl.commands.items():
         log = open(os.path.join(logs, f"{name}.log"), "ab")
         procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         print(f"[sim] started {name} (pid {procs[name].pid}), log {os.path.join(logs, name + '.log')}")
@@ -164,13 +172,28 @@ def run(args) -> int:
     return rc
 
 
-def _prepare_run(run_dir: str, args, model: str) -> None:
-    """Create the run and, for a new pick_place run, import the scripted expert's demos (flagged demo)."""
+def node_command(name: str, params_file: str, node_params: dict, extra: list[str] = ()) -> list[str]:
+    """The command line of one node process: the params file, then ``node_params`` (``-p k:=v``), then the
+    user's ``--set`` overrides."""
+    cmd = [sys.executable, "-m", f"vla_rl_ros.nodes.{name}", "--ros-args", "-r", f"__node:={name}",
+           "--params-file", params_file]
+    for k, v in node_params.items():
+        cmd += ["-p", f"{k}:={v}"]
+    for kv in extra:
+        cmd += ["-p", kv]
+    return cmd
+
+
+def _prepare_run(run_dir: str, args, model: str, params: str | None = None) -> None:
+    """Create the run with the arm's spec (the recorder's, from the params file) and, for a new pick_place run,
+    import the scripted expert's demos (flagged demo)."""
     from ..buffer import connect, create_run
-    from ..spec import Spec
+    from ..graph import read_params_file
+    from ..spec import Spec, spec_from_params
 
     root, name = os.path.split(run_dir)
-    spec = Spec(task=args.task)
+    spec = (spec_from_params(read_params_file(params, "recorder_node", {"task": args.task}))
+            if params else Spec(task=args.task))
     run = create_run(root, name, spec, robot_id="sim", exist_ok=True)
     n_demos, demo_seed = args.demos, 0
     if n_demos is None:
