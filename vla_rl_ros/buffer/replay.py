@@ -63,9 +63,18 @@ class Episode:
     truncated: np.ndarray      # (T,) bool
     intervention: np.ndarray   # (T,) bool
     model_version: list[str] = field(default_factory=list)  # per step
+    info: dict[str, Any] = field(default_factory=dict)  # the recorder's: control rate, max steps, success detector
 
     def __len__(self) -> int:
         return len(self.actions)
+
+
+def _json_dict(text: str | None) -> dict[str, Any]:
+    try:
+        d = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return d if isinstance(d, dict) else {}
 
 
 class _Ring:
@@ -266,13 +275,13 @@ class Replay:
             try:
                 first_open = con.execute("SELECT MIN(id) FROM episodes WHERE ended_at IS NULL").fetchone()[0]
                 q = ("SELECT id, idx, task, seed, is_demo, success, end_reason, episode_return, model_versions, "
-                     "reward_config FROM episodes WHERE id > ? AND ended_at IS NOT NULL")
+                     "reward_config, info FROM episodes WHERE id > ? AND ended_at IS NOT NULL")
                 args: list[Any] = [s["last_episode"]]
                 if first_open is not None:
                     q += " AND id < ?"
                     args.append(first_open)
                 eps = con.execute(q + " ORDER BY id", args).fetchall()
-                for (eid, idx, task, seed, is_demo, success, reason, ret, models, rcfg) in eps:
+                for (eid, idx, task, seed, is_demo, success, reason, ret, models, rcfg, info) in eps:
                     rows = con.execute(
                         "SELECT obs, action, reward, next_obs, terminated, truncated, intervention, model_version "
                         "FROM steps WHERE episode_id = ? ORDER BY t", (eid,)).fetchall()
@@ -287,7 +296,8 @@ class Replay:
                         rewards=np.asarray(cols[2], np.float32),
                         next_obs=np.frombuffer(b"".join(cols[3]), np.float32).reshape(-1, od),
                         terminated=np.asarray(cols[4], bool), truncated=np.asarray(cols[5], bool),
-                        intervention=np.asarray(cols[6], bool), model_version=list(cols[7])))
+                        intervention=np.asarray(cols[6], bool), model_version=list(cols[7]),
+                        info=_json_dict(info)))
                     s["last_episode"] = eid
             finally:
                 con.execute("COMMIT")

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..algos.export import export_onnx, read_model_metadata, sha256_file
@@ -65,6 +66,14 @@ class LearnerConfig:
     gate_seed_base: int = 1_000_000
     checkpoint_every_s: float = 60.0
     bc_init_steps: int = 2000
+    # Hindsight goal relabelling (algos/hindsight.py): each recorded episode of the arm's own that moved the
+    # object at least `hindsight_min_displacement` also counts as up to `hindsight_k` successful episodes for the
+    # goals it did reach (0 = off). Goals are kept only inside goal_low..goal_high (the task's goal region; None =
+    # anywhere).
+    hindsight_k: int = 4
+    hindsight_min_displacement: float = 0.10
+    goal_low: tuple[float, float, float] | None = None
+    goal_high: tuple[float, float, float] | None = None
     sac_overrides: dict[str, Any] = field(default_factory=dict)
     recap_overrides: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -109,6 +118,7 @@ class ContinualLearner:
         self.gates = 0
         self.rounds = 0
         self.episodes_at_last_round = 0
+        self._relabelled: dict[tuple[str, int], list[dict]] = {}
         self.last_ckpt = time.monotonic()
         self.last_refresh = 0.0
         self.algo: Any = None
@@ -252,8 +262,11 @@ class ContinualLearner:
         self._build_algo()
         t0 = time.time()
         # Demonstrations (and human interventions) are always on the positive side of the indicator.
-        metrics = self.algo.round([{"obs": e.obs, "actions": e.actions, "success": e.success,
-                                    "intervention": e.intervention | bool(e.is_demo)} for e in eps])
+        data = [{"obs": e.obs, "actions": e.actions, "success": e.success,
+                 "intervention": e.intervention | bool(e.is_demo)} for e in eps]
+        relabelled = [r for e in eps if not e.is_demo for r in self._hindsight(e)]
+        metrics = self.algo.round(data + relabelled)
+        metrics["hindsight_episodes"] = len(relabelled)
         self.rounds += 1
         self.episodes_at_last_round = len(eps)
         if self.writer is not None:
@@ -262,9 +275,29 @@ class ContinualLearner:
                     self.writer.add_scalar(f"recap/{k}", float(v), self.rounds)
                 except (TypeError, ValueError):
                     pass
-        self.log(f"Recap round {self.rounds} on {len(eps)} episodes ({sum(e.success for e in eps)} successful) "
-                 f"in {time.time() - t0:.0f}s")
+        self.log(f"Recap round {self.rounds} on {len(eps)} episodes ({sum(e.success for e in eps)} successful"
+                 f", {len(relabelled)} more relabelled in hindsight) in {time.time() - t0:.0f}s")
         return self._candidate(self.algo.export_module(), "recap", extra={"episodes": len(eps)})
+
+    def _hindsight(self, e: Any) -> list[dict]:
+        """The relabelled successes of one recorded episode (cached: an episode is relabelled once, seeded by
+        its id, so every round sees the same ones)."""
+        if self.cfg.hindsight_k <= 0 or len(e) == 0:
+            return []
+        key = (e.store, e.id)
+        if key not in self._relabelled:
+            from ..algos.hindsight import hindsight_episodes
+
+            det = e.info.get("success") or {}
+            rel = hindsight_episodes(
+                self.spec, np.concatenate([e.obs, e.next_obs[-1:]]), e.actions, task=self.task,
+                k=self.cfg.hindsight_k, tolerance=float(det.get("tolerance", 0.05)),
+                n_consecutive=int(det.get("n_consecutive", 3)),
+                min_displacement=self.cfg.hindsight_min_displacement, goal_low=self.cfg.goal_low,
+                goal_high=self.cfg.goal_high, rng=np.random.default_rng([self.cfg.seed, e.id]))
+            self._relabelled[key] = [{"obs": r.obs[:-1], "actions": r.actions, "success": True,
+                                      "intervention": np.zeros(len(r.actions), dtype=bool)} for r in rel]
+        return self._relabelled[key]
 
     # ------------------------------------------------------------ the gate
     def _candidate(self, module: torch.nn.Module, algo: str, extra: dict | None = None) -> list[Event]:

@@ -40,6 +40,14 @@ from ..learner.monitor import MONITOR_SEED, PromotionMonitor
 from ..runtime.paths import resolve_path
 
 
+def _goal_region(scene: str | None, task: str) -> tuple[tuple | None, tuple | None]:
+    """The goals the task draws (the twin scene's region): hindsight relabels only to such goals."""
+    from ..twin.core import Scene
+
+    r = Scene.load(scene).region
+    return (tuple(r.goal_low), tuple(r.goal_high)) if task == "pick_place" else (tuple(r.reach_low), tuple(r.reach_high))
+
+
 class LearnerNode(Node):
     def __init__(self) -> None:
         super().__init__("learner_node")
@@ -49,6 +57,7 @@ class LearnerNode(Node):
         extra = d("extra_stores", [""], "More stores or run folders to learn from (several robots)")
         initial = d("initial_model", "", "ONNX model the arm starts with (the first incumbent)")
         arm = declare_arm(self, scene=True)
+        goal_low, goal_high = _goal_region(arm.scene, arm.spec.task)
         cfg = LearnerConfig(
             algo=d("algo", "recap", "sac (online, RLPD sampling) | recap (advantage-conditioned rounds)"),
             batch_size=d("batch_size", 256, "Gradient batch size"),
@@ -69,6 +78,11 @@ class LearnerNode(Node):
             checkpoint_every_s=d("checkpoint_every_s", 60.0, "Checkpoint period (s)"),
             bc_init_steps=d("bc_init_steps", 2000, "SAC: behaviour-cloning steps on demos before RL"),
             seed=d("seed", 0, "Seed of the learner"),
+            hindsight_k=d("hindsight_k", 4, "Hindsight goal relabelling: each episode of the arm's own that moved "
+                          "the object also counts as up to this many successes for goals it reached (0 = off)"),
+            hindsight_min_displacement=d("hindsight_min_displacement", 0.10, "Hindsight: least xy distance (m) "
+                                         "from the start of a goal it may use (the task's least object-goal distance)"),
+            goal_low=goal_low, goal_high=goal_high,
             sac_overrides={
                 "n_critics": d("n_critics", 2, "SAC critic ensemble size (clipped double-Q over the ensemble)"),
                 "critic_layernorm": d("critic_layernorm", False, "SAC: LayerNorm in the critics (RLPD)"),
