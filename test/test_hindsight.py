@@ -59,7 +59,7 @@ def test_no_relabel_when_the_object_did_not_move_far_enough():
 
 
 def test_goals_outside_the_task_region_are_not_used():
-    obs, act = episode(carry([0.42, 0.0, 0.025], [0.62, 0.0, 0.30], moving=20, resting=6))  # up 27.5 cm, on 20 cm
+    obs, act = episode(carry([0.42, 0.0, 0.025], [0.62, 0.0, 0.20], moving=20, resting=6))  # up 17.5 cm, on 20 cm
     kw = dict(k=8, goal_low=(0.40, -0.20, 0.025), goal_high=(0.65, 0.20, 0.15), rng=np.random.default_rng(0))
     inside = hindsight_episodes(SPEC, obs, act, **kw)
     assert inside and all(np.all(r.goal >= np.array(kw["goal_low"]) - 1e-6)
