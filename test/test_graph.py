@@ -182,13 +182,13 @@ def test_launch_file_and_cli_name_the_same_graph(monkeypatch, graph, launch):
 
 
 def test_params_files_read_like_rcl():
-    """``/**`` (the arm, for every node) first, then the node's own section; the teacher keeps its task."""
+    """Every node gets the ``/**`` section (the arm, last in the file) on top of its own section."""
     from vla_rl_ros.graph import read_params_file
     from vla_rl_ros.spec import Spec, spec_from_params
 
     path = os.path.join(ROOT, "config", "sim.yaml")
     assert spec_from_params(read_params_file(path, "recorder_node")) == Spec(task="reach")
-    assert read_params_file(path, "teacher_node")["task"] == "pick_place"
+    assert read_params_file(path, "teacher_node")["task"] == "reach"
     assert read_params_file(path, "policy_node")["safety.max_joint_step"] == 0.25
     assert spec_from_params(read_params_file(path, "policy_node", {"task": "pick_place"})) == Spec(task="pick_place")
 
@@ -220,3 +220,52 @@ def test_cli_starts_the_graph_tables_nodes():
     assert "GRAPHS[args.graph]" in src and "node_parameters(" in src and "graph.params_file" in src
     for launch in ("sim.launch.py", "robot.launch.py"):  # both sides ask the same function
         assert "node_parameters(" in open(os.path.join(ROOT, "launch", launch)).read()
+
+
+@pytest.mark.parametrize("graph", list(GRAPHS))
+def test_params_files_keep_the_arm_section_last_and_unrepeated(graph):
+    """rcl takes a parameter from the last section naming the node, and ``-p`` / a launch file's dict join
+    ``/**``: the arm's section must come last, with no node section repeating its keys, or a node's own
+    section would silently beat the command line (``run_dir`` from the file instead of the CLI's)."""
+    import yaml
+
+    doc = yaml.safe_load(open(os.path.join(ROOT, "config", GRAPHS[graph].params_file)))
+    assert list(doc)[-1] == "/**"
+    arm = set(doc["/**"]["ros__parameters"])
+    for node, section in doc.items():
+        if node != "/**":
+            assert not arm & set(section["ros__parameters"]), (node, arm & set(section["ros__parameters"]))
+
+
+@pytest.mark.parametrize("argv", [
+    ["sim", "--task", "pick_place", "--run", "runs/x", "--teacher", "0.25",
+     "--set", "learner_node.seed:=3", "--set", "twin_node.seed:=120000"],
+    ["sim", "--task", "reach", "--no-learner"],
+    ["robot", "--run", "runs/r", "--model", "models/reach_bc.onnx"],
+])
+def test_each_node_gets_the_cli_parameters_through_rcl(ros_env, argv):
+    """What a node really reads (rclpy parsing the node's own command line) is what the CLI meant to give it:
+    the per-node parameters of :func:`node_parameters` and the user's ``--set``, over the params file."""
+    import rclpy
+    import yaml
+
+    from vla_rl_ros.cli import build_parser
+    from vla_rl_ros.commands.sim import plan
+
+    pl = plan(build_parser().parse_args(argv))
+    for name, cmd in pl.commands.items():
+        wanted = {}
+        for flag, value in zip(cmd, cmd[1:]):
+            if flag == "-p":
+                k, v = value.split(":=", 1)
+                wanted[k] = yaml.safe_load(v)
+        assert wanted, name
+        ctx = rclpy.Context()
+        rclpy.init(args=["node", *cmd[cmd.index("--ros-args"):]], context=ctx)
+        try:
+            node = rclpy.create_node(name, context=ctx, automatically_declare_parameters_from_overrides=True)
+            got = {k: node.get_parameter(k).value for k in wanted}
+            node.destroy_node()
+        finally:
+            rclpy.shutdown(context=ctx)
+        assert got == wanted, name
