@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vla_rl_ros.algos.hindsight import first_success, hindsight_episodes, relabel_goal
+from vla_rl_ros.algos.hindsight import first_success, hindsight_episodes, relabel_goal, relabelled_transitions
 from vla_rl_ros.rewards import SuccessDetector
 from vla_rl_ros.spec import Spec
 
@@ -89,3 +89,36 @@ def test_bad_shapes_are_refused():
     obs, act = episode(carry([0.5, 0, 0.025], [0.6, 0.1, 0.1], 5, 3))
     with pytest.raises(ValueError):
         hindsight_episodes(SPEC, obs, act[:-1])
+
+
+def test_relabelled_transitions_are_rewarded_by_the_runs_reward_and_end_in_success():
+    from vla_rl_ros.rewards import make_reward
+
+    obs, act = episode(carry([0.45, -0.10, 0.025], [0.62, 0.12, 0.10], moving=8, resting=10))
+    rel = hindsight_episodes(SPEC, obs, act, k=1)
+    fn = make_reward("pick_place_task", SPEC)
+    c = relabelled_transitions(rel, fn)
+    n = len(rel[0].actions)
+    assert len(c["reward"]) == n and c["terminated"].tolist() == [0.0] * (n - 1) + [1.0]
+    assert np.array_equal(c["next_obs"][:-1], c["obs"][1:])
+    per_step = [fn(o, a, o2, bool(t)) for o, a, o2, t in zip(c["obs"], c["action"], c["next_obs"], c["terminated"])]
+    assert np.allclose(per_step, c["reward"])
+    assert c["reward"][-1] > 0.9  # the success bonus on the relabelled goal's terminal tick
+    assert not c["intervention"].any() and not c["is_demo"].any()
+    assert relabelled_transitions([], fn) == {}
+
+
+def test_replay_takes_relabelled_transitions_on_the_online_side(tmp_path):
+    from vla_rl_ros.buffer import Replay, create_run
+    from vla_rl_ros.rewards import make_reward
+
+    run = create_run(str(tmp_path), "run", SPEC)
+    obs, act = episode(carry([0.45, -0.10, 0.025], [0.62, 0.12, 0.10], moving=8, resting=10))
+    cols = relabelled_transitions(hindsight_episodes(SPEC, obs, act, k=1), make_reward("pick_place_task", SPEC))
+    with Replay([run.buffer_path]) as replay:
+        assert replay.add_transitions(cols) == len(cols["reward"])
+        assert replay.n_online == len(cols["reward"]) and replay.n_demo == 0
+        b = replay.sample(8, demo_ratio=0.5)
+        assert b["obs"].shape == (8, SPEC.obs_dim) and not bool(b["is_demo"].any())
+        with pytest.raises(ValueError, match="not of length"):
+            replay.add_transitions({k: v for k, v in cols.items() if k != "reward"} | {"reward": cols["reward"][:1]})

@@ -140,3 +140,19 @@ def hindsight_episodes(
         out.append(RelabelledEpisode(relabel_goal(spec, o[: end + 1], g), a[:end].copy(), g.astype(np.float32),
                                      source_length=len(a)))
     return out
+
+
+def relabelled_transitions(episodes: Sequence[RelabelledEpisode], reward_fn) -> dict[str, np.ndarray]:
+    """The transitions of relabelled episodes, rewards recomputed by ``reward_fn`` (the run's reward, called
+    as the recorder calls it: ``reward_fn(obs, action, next_obs, terminated)``, vectorised), ``terminated`` on
+    each episode's last (success) step. Columns as :class:`~vla_rl_ros.buffer.Replay` stores them."""
+    if not episodes:
+        return {}
+    obs = np.concatenate([e.obs[:-1] for e in episodes]).astype(np.float32)
+    nxt = np.concatenate([e.obs[1:] for e in episodes]).astype(np.float32)
+    act = np.concatenate([e.actions for e in episodes]).astype(np.float32)
+    term = np.concatenate([np.arange(len(e.actions)) == len(e.actions) - 1 for e in episodes])
+    rew = np.broadcast_to(np.asarray(reward_fn(obs, act, nxt, term), dtype=np.float32), term.shape).copy()
+    n = len(term)
+    return {"obs": obs, "action": act, "reward": rew, "next_obs": nxt, "terminated": term.astype(np.float32),
+            "intervention": np.zeros(n, bool), "is_demo": np.zeros(n, bool)}

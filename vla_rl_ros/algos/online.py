@@ -167,6 +167,7 @@ def train_online(
     normalize_obs: bool = False,
     demos: Mapping[str, np.ndarray] | None = None,
     log_every: int = 1000,
+    hindsight: Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]] | None = None,
 ) -> tuple[SAC, list[tuple[int, float]]]:
     """Train SAC online on a gymnasium environment.
 
@@ -197,6 +198,9 @@ def train_online(
         demos: optional demonstration transitions, arrays ``obs, action (in
             [-1, 1]), reward, next_obs, done``.
         log_every: TensorBoard/progress-bar metrics every this many steps.
+        hindsight: ``hindsight(obs [L+1, d], actions [L, a]) -> columns`` called on every finished episode;
+            the transitions it returns (``obs, action, reward, next_obs, terminated``) are added to the replay
+            beside the real ones (HER; :func:`twin_hindsight` for the twin's goal-conditioned envs).
 
     Returns:
         ``(sac, history)`` with ``history`` a list of ``(env_steps, metric)``.
@@ -255,6 +259,7 @@ def train_online(
         bar = tqdm(total=steps, desc="sac", unit="step", dynamic_ncols=True)
 
     obs, _ = env.reset(seed=seed)
+    ep_obs, ep_act = [obs], []
     ep_return, ep_len, t_log, metrics = 0.0, 0, time.perf_counter(), {}
     try:
         for t in range(1, steps + 1):
@@ -268,12 +273,21 @@ def train_online(
             ep_return += float(r)
             ep_len += 1
             obs = next_obs
+            if hindsight is not None:
+                ep_obs.append(next_obs)
+                ep_act.append(a)
             if term or trunc:
+                if hindsight is not None:
+                    h = hindsight(np.asarray(ep_obs), np.asarray(ep_act))
+                    for i in range(len(h.get("reward", ()))):
+                        replay.add(h["obs"][i], h["action"][i], float(h["reward"][i]), h["next_obs"][i],
+                                   bool(h["terminated"][i]))
                 recent_returns.append(ep_return)
                 if writer is not None:
                     writer.add_scalar("train/episode_return", ep_return, t)
                     writer.add_scalar("train/episode_length", ep_len, t)
                 obs, _ = env.reset()
+                ep_obs, ep_act = [obs], []
                 ep_return, ep_len = 0.0, 0
 
             if t == cfg.learning_starts and normalize_obs and demo_buf is None:
@@ -305,3 +319,25 @@ def train_online(
         if writer is not None:
             writer.close()
     return sac, history
+
+
+def twin_hindsight(env: gym.Env, k: int = 4, seed: int = 0) -> Callable[[np.ndarray, np.ndarray], dict] | None:
+    """HER for the twin's goal-conditioned envs (:class:`~vla_rl_ros.twin.env.TwinEnv`, whose spec declares where
+    the goal is in the observation): each finished episode also counts as up to ``k`` successes for goals it
+    reached (:mod:`.hindsight`), rewarded by the env's own reward and success rule. ``None`` for any other env."""
+    from .hindsight import hindsight_episodes, relabelled_transitions
+
+    twin = env.unwrapped
+    spec = getattr(twin, "spec_", None)
+    if spec is None or k <= 0 or not hasattr(twin, "success") or not hasattr(twin, "reward_fn"):
+        return None
+    r = twin.twin.region
+    low, high = (r.goal_low, r.goal_high) if spec.task == "pick_place" else (r.reach_low, r.reach_high)
+    rng = np.random.default_rng(seed)
+
+    def relabel(obs: np.ndarray, actions: np.ndarray) -> dict:
+        rel = hindsight_episodes(spec, obs, actions, k=k, tolerance=twin.success.tolerance,
+                                 n_consecutive=twin.success.n_consecutive, goal_low=low, goal_high=high, rng=rng)
+        return relabelled_transitions(rel, twin.reward_fn)
+
+    return relabel

@@ -214,6 +214,19 @@ class Replay:
                     break
         return new
 
+    def add_transitions(self, cols: dict[str, np.ndarray]) -> int:
+        """Add derived transitions (e.g. hindsight-relabelled ones, :mod:`vla_rl_ros.algos.hindsight`) to the
+        online side; columns ``obs, action, reward, next_obs, terminated, intervention, is_demo``. They live in
+        memory only: the store keeps exactly what the arm did. Returns how many were added."""
+        if self._online is None or not cols:
+            return 0
+        n = len(cols["reward"])
+        for k in _STEP_FIELDS:
+            if k not in cols or len(cols[k]) != n:
+                raise ValueError(f"add_transitions: column {k!r} missing or not of length {n}")
+        self._online.add(cols)
+        return n
+
     # --------------------------------------------------------------- sampling
     @property
     def n_demo(self) -> int:

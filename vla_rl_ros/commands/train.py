@@ -35,6 +35,9 @@ def register(sub) -> None:
     p.add_argument("--bc-init-steps", type=int, default=1000, help="sac: behaviour-cloning init on demos first")
     p.add_argument("--utd", type=int, default=None,
                    help="sac: critic updates per env step / per actor update (default 1)")
+    p.add_argument("--hindsight", type=int, default=4, metavar="K",
+                   help="sac --env on the twin's goal-conditioned envs: each episode also counts as up to K successes "
+                        "for goals it reached (HER; 0 = off)")
     p.add_argument("--all", action="store_true", help="bc --data: clone every episode, not just demos + successes")
     p.add_argument("--eval-episodes", type=int, default=20, help="seeded twin episodes to evaluate the result on")
     p.set_defaults(func=run)
@@ -62,14 +65,17 @@ def _online(args, tb):
 
     import vla_rl_ros.twin  # noqa: F401  (registers the twin's envs)
 
-    from ..algos.online import default_online_config, flatten_dict_obs, train_online
+    from ..algos.online import default_online_config, flatten_dict_obs, train_online, twin_hindsight
 
     if args.algo != "sac":
         raise ValueError(f"--algo {args.algo} learns from recorded data: use --data RUN (online training is SAC)")
     env = flatten_dict_obs(gym.make(args.env))
     spec = getattr(env.unwrapped, "spec_", None)
     cfg = default_online_config(args.steps, **({} if args.utd is None else {"utd": args.utd}))
-    sac, history = train_online(env, cfg, steps=args.steps, seed=args.seed, tb_dir=tb, progress=True)
+    her = twin_hindsight(env, k=args.hindsight, seed=args.seed)
+    if her is not None:
+        print(f"hindsight relabelling: up to {args.hindsight} goals per episode (the twin's goal-conditioned task)")
+    sac, history = train_online(env, cfg, steps=args.steps, seed=args.seed, tb_dir=tb, progress=True, hindsight=her)
     for step, metric in history:
         print(f"  env step {step:7d}: eval {metric:.3f}")
     lineage = {"algorithm": "sac", "parent_version": None, "training_steps": args.steps,

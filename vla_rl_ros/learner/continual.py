@@ -110,7 +110,9 @@ class ContinualLearner:
         self.ckpt_path = self.run.checkpoints_dir / f"learner_{cfg.algo}.pt"
         self.run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         if evaluate is None:
-            from .evaluate import evaluate_onnx_in_subprocess as evaluate
+            from .evaluate import PersistentEvaluator
+
+            evaluate = PersistentEvaluator()  # one worker process for every gate, its twin kept
         self._evaluate = evaluate
         self.gate = make_gate(cfg.gate_rule, alpha=cfg.gate_alpha, max_pairs=cfg.gate_episodes,
                               block=min(cfg.gate_block, cfg.gate_episodes), margin=cfg.gate_margin)
@@ -118,7 +120,10 @@ class ContinualLearner:
         self.gates = 0
         self.rounds = 0
         self.episodes_at_last_round = 0
-        self._relabelled: dict[tuple[str, int], list[dict]] = {}
+        self._relabelled: dict[tuple[str, int], list] = {}
+        self._episodes_relabelled = 0
+        self._reward_fns: dict[str, Any] = {}
+        self.hindsight_transitions = 0
         self.last_ckpt = time.monotonic()
         self.last_refresh = 0.0
         self.algo: Any = None
@@ -204,6 +209,8 @@ class ContinualLearner:
         events: list[Event] = []
         if now - self.last_refresh >= self.cfg.refresh_every_s:
             self.replay.refresh()
+            if self.cfg.algo == "sac":
+                self._sac_hindsight()
             self.last_refresh = now
         if self.cfg.algo == "sac":
             events += self._sac_step()
@@ -232,9 +239,31 @@ class ContinualLearner:
             for k, v in metrics_to_floats(m).items():
                 self.writer.add_scalar(f"sac/{k}", v, self.updates)
             self.writer.add_scalar("data/transitions", len(self.replay), self.updates)
+            self.writer.add_scalar("data/hindsight_transitions", self.hindsight_transitions, self.updates)
         if self.updates // cfg.candidate_every_updates > self.gates:
             return [*self._candidate(self.algo.policy_module(), "sac")]
         return []
+
+    def _sac_hindsight(self) -> None:
+        """SAC: the relabelled successes of every newly finished episode go to the online side of the replay
+        (HER), their rewards recomputed by the run's own reward function."""
+        if self.cfg.hindsight_k <= 0:
+            return
+        from ..algos.hindsight import relabelled_transitions
+        from ..rewards import make_reward
+
+        eps = self.replay.episodes()
+        for e in eps[self._episodes_relabelled:]:
+            if e.is_demo:
+                continue
+            rel = self._hindsight(e, raw=True)
+            if rel:
+                key = json.dumps(e.reward_config, sort_keys=True)
+                fn = self._reward_fns.get(key)
+                if fn is None:
+                    fn = self._reward_fns[key] = make_reward(e.reward_config, self.spec)
+                self.hindsight_transitions += self.replay.add_transitions(relabelled_transitions(rel, fn))
+        self._episodes_relabelled = len(eps)
 
     def _init_sac(self) -> None:
         obs = self.replay.all_obs() if hasattr(self.replay, "all_obs") else None
@@ -279,9 +308,10 @@ class ContinualLearner:
                  f", {len(relabelled)} more relabelled in hindsight) in {time.time() - t0:.0f}s")
         return self._candidate(self.algo.export_module(), "recap", extra={"episodes": len(eps)})
 
-    def _hindsight(self, e: Any) -> list[dict]:
-        """The relabelled successes of one recorded episode (cached: an episode is relabelled once, seeded by
-        its id, so every round sees the same ones)."""
+    def _hindsight(self, e: Any, raw: bool = False) -> list:
+        """The relabelled successes of one recorded episode, as Recap's episode dicts (or, ``raw``, the
+        :class:`~vla_rl_ros.algos.hindsight.RelabelledEpisode` list). Cached: an episode is relabelled once,
+        seeded by its id, so every round sees the same ones."""
         if self.cfg.hindsight_k <= 0 or len(e) == 0:
             return []
         key = (e.store, e.id)
@@ -295,9 +325,11 @@ class ContinualLearner:
                 n_consecutive=int(det.get("n_consecutive", 3)),
                 min_displacement=self.cfg.hindsight_min_displacement, goal_low=self.cfg.goal_low,
                 goal_high=self.cfg.goal_high, rng=np.random.default_rng([self.cfg.seed, e.id]))
-            self._relabelled[key] = [{"obs": r.obs[:-1], "actions": r.actions, "success": True,
-                                      "intervention": np.zeros(len(r.actions), dtype=bool)} for r in rel]
-        return self._relabelled[key]
+            self._relabelled[key] = rel
+        if raw:
+            return self._relabelled[key]
+        return [{"obs": r.obs[:-1], "actions": r.actions, "success": True,
+                 "intervention": np.zeros(len(r.actions), dtype=bool)} for r in self._relabelled[key]]
 
     # ------------------------------------------------------------ the gate
     def _candidate(self, module: torch.nn.Module, algo: str, extra: dict | None = None) -> list[Event]:
@@ -385,6 +417,8 @@ class ContinualLearner:
         try:
             self.checkpoint()
         finally:
+            if hasattr(self._evaluate, "close"):
+                self._evaluate.close()
             if self.writer is not None:
                 self.writer.close()
             self.replay.close()

@@ -185,3 +185,92 @@ def evaluate_onnx_in_subprocess(model_path: str, task: str, episodes: int, seed:
     d = json.loads(payload)
     return EvalResult(task=d["task"], episodes=d["episodes"], seed=d["seed"], successes=d["successes"],
                       returns=d["returns"], lengths=d["lengths"])
+
+
+def _serve(conn, twin: TwinConfig | None) -> None:  # pragma: no cover - subprocess
+    """The persistent worker's loop: one twin per (task, spec), kept; one model load per request."""
+    envs: dict = {}
+    try:
+        while True:
+            try:
+                req = conn.recv()
+            except EOFError:
+                return
+            if req is None:
+                return
+            model_path, task, episodes, seed = req
+            try:
+                t = twin or TwinConfig()
+                policy = _load(model_path, t.spec)
+                s = t.spec or policy.spec
+                key = (task, s.to_json())
+                if key not in envs:
+                    envs[key] = t.env(task, s)
+                res = evaluate_policy(policy.act, task, episodes=episodes, seed=seed, env=envs[key])
+                conn.send(("ok", res.to_json()))
+            except Exception as e:  # report, keep serving
+                conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        for env in envs.values():
+            env.close()
+
+
+class PersistentEvaluator:
+    """:func:`evaluate_onnx_in_subprocess` without a process spawn and a twin build per call: one worker process
+    (spawned on first use, restarted if it dies or times out) keeps its twin between evaluations. The gate calls
+    it twice per block of paired episodes, so this saves a process start, the imports and a PyBullet scene per call.
+
+    Call it as ``evaluate_onnx_in_subprocess(model_path, task, episodes, seed)``. Not thread-safe: one caller."""
+
+    def __init__(self, twin: TwinConfig | None = None, timeout_s: float = 600.0):
+        self.twin = twin
+        self.timeout_s = float(timeout_s)
+        self._proc = None
+        self._conn = None
+
+    def _start(self) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=True)
+        self._proc = ctx.Process(target=_serve, args=(child, self.twin), daemon=True)
+        self._proc.start()
+        child.close()
+
+    def __call__(self, model_path: str, task: str, episodes: int, seed: int) -> EvalResult:
+        if self._proc is None or not self._proc.is_alive():
+            self.close()
+            self._start()
+        try:
+            self._conn.send((str(model_path), task, int(episodes), int(seed)))
+            if not self._conn.poll(self.timeout_s):
+                raise TimeoutError(f"evaluation of {model_path} took more than {self.timeout_s:.0f} s")
+            status, payload = self._conn.recv()
+        except (TimeoutError, EOFError, OSError, BrokenPipeError) as e:
+            self.close()  # a stuck or dead worker is replaced on the next call
+            raise RuntimeError(f"evaluation of {model_path} failed: {type(e).__name__}: {e}") from e
+        if status != "ok":
+            raise RuntimeError(f"evaluation of {model_path} failed: {payload}")
+        d = json.loads(payload)
+        return EvalResult(task=d["task"], episodes=d["episodes"], seed=d["seed"], successes=d["successes"],
+                          returns=d["returns"], lengths=d["lengths"])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            self._proc.join(timeout=5)
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc = None
+
+    def __del__(self):  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from collections import deque
-from functools import partial
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
@@ -35,7 +34,7 @@ from std_msgs.msg import String
 from ._common import declare, declare_arm, publish_status, run_node
 from ..buffer import open_run
 from ..learner.continual import ContinualLearner, Event, LearnerConfig
-from ..learner.evaluate import TwinConfig, evaluate_onnx_in_subprocess
+from ..learner.evaluate import PersistentEvaluator, TwinConfig
 from ..learner.monitor import MONITOR_SEED, PromotionMonitor
 from ..runtime.paths import resolve_path
 
@@ -125,7 +124,7 @@ class LearnerNode(Node):
         self.twin = TwinConfig(spec=run_spec, urdf_path=arm.urdf_path, scene=arm.scene)
         self.learner = ContinualLearner(run_dir, cfg, extra_stores=[s for s in extra if s],
                                         initial_model=resolve_path(initial) if initial else None,
-                                        evaluate=partial(evaluate_onnx_in_subprocess, twin=self.twin),
+                                        evaluate=PersistentEvaluator(twin=self.twin),
                                         log=self.get_logger().info)
         self.n_candidates = 0
         self.n_promoted = 0
