@@ -80,6 +80,7 @@ def run_sim(run_dir: Path, duration: float, domain_id: int, teacher: float | Non
         shutil.rmtree(run_dir)
     cmd = sim_command(run_dir, duration, domain_id, teacher, seed, sets)
     t0 = time.time()
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / f"{run_dir.name}.console.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
