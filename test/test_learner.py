@@ -131,3 +131,41 @@ def test_learner_node_announces_the_promoted_model(launch, probe, tmp_path, run)
                                   if json.loads(m.data)["version"] == e["version"]], 30, "the promotion announced")
     assert upd[0]["sha256"] == sha256_file(upd[0]["path"])
     assert node.alive
+
+
+def test_sac_learner_adds_hindsight_transitions_of_new_episodes(tmp_path):
+    """SAC (HER): a failed own episode that carried the cube 25 cm gives relabelled successes on the replay's
+    online side, rewarded by the run's reward with the success bonus on their terminal step; demos give none."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_hindsight import SPEC as PP, carry, episode
+
+    from vla_rl_ros.rewards import make_reward
+
+    r = create_run(tmp_path, "pp", PP, robot_id="test")
+    obs, act = episode(carry([0.42, -0.15, 0.025], [0.62, 0.12, 0.10], moving=20, resting=6))
+    fn = make_reward("pick_place_task", PP)
+    w = r.writer()
+    for demo in (True, False):
+        w.begin_episode("pick_place", seed=1, reward_config=fn.config, is_demo=demo,
+                        info={"success": {"task": "pick_place", "tolerance": 0.05, "n_consecutive": 3}})
+        for t in range(len(act)):
+            w.add_step(obs[t], act[t], float(fn(obs[t], act[t], obs[t + 1], False)), obs[t + 1],
+                       truncated=t == len(act) - 1)
+        w.end_episode("timeout", False)
+    w.close()
+    cfg = LearnerConfig(algo="sac", min_transitions=10**9, checkpoint_every_s=1e9, hindsight_k=4,
+                        goal_low=(0.40, -0.20, 0.025), goal_high=(0.65, 0.20, 0.15))
+    L = ContinualLearner(str(r.path), cfg, log=lambda m: None, tb=False)
+    try:
+        L.step()
+        n_rel = L.hindsight_transitions
+        assert n_rel > 0 and L.replay.n_demo == len(act)  # the demo episode: on the demo side, not relabelled
+        assert L.replay.n_online == len(act) + n_rel
+        b = L.replay.sample(512, demo_ratio=0.0)
+        assert float(b["done"].sum()) > 0 and float(b["reward"].max()) > 0.9  # relabelled success ticks
+        L.step()
+        assert L.hindsight_transitions == n_rel  # each episode is relabelled once
+    finally:
+        L.close()
