@@ -33,7 +33,8 @@ Protocol:
 * ``--twin-cli``: ``vla-rl-ros train --algo sac --env VlaRlRos/PandaReach-v0
   --steps 5000 --seed s --out M.onnx`` then ``vla-rl-ros eval --model M --task
   reach --episodes 50`` (seeds 10000..10049), as subprocesses, defaults
-  otherwise (the env's default reward, whichever it is at the time);
+  otherwise (the env's default reward, whichever it is at the time; on the
+  twin's envs ``train`` relabels goals in hindsight by default, ``--hindsight 4``);
 * ``--env VlaRlRos/PandaReach-v0 --reward NAME``: the same env with another
   reward, trained by ``train_online`` with the same defaults and evaluated on
   the same 50 episodes (success is the env's detector, whatever the reward).
