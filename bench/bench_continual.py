@@ -163,9 +163,11 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
         f"Run `{os.path.relpath(run_dir, ROOT)}`: the README's main command, `./vla-rl-ros sim` (pick_place; starting "
         f"model `models/pick_place_bc.onnx`; the store starts with exactly its {n_demo} demos). "
         f"{len(eps)} live episodes, {n_steps:,} policy ticks, {len(candidates)} Recap candidates, "
-        f"{len(promoted)} promoted. The scripted teacher watched half of the episodes and corrected the arm in "
-        f"{sum(1 for e in eps if e.intervention.any())} of them ({100 * iv_steps / max(n_steps, 1):.0f}% of the "
-        "ticks); the policy acted with exploration noise (std 0.3) throughout.",
+        f"{len(promoted)} promoted. "
+        + (f"The scripted teacher watched half of the episodes and corrected the arm in "
+           f"{sum(1 for e in eps if e.intervention.any())} of them ({100 * iv_steps / max(n_steps, 1):.0f}% of the "
+           "ticks)" if iv_steps else "No one corrected the arm (no intervention in any episode)")
+        + "; the policy acted with exploration noise (std 0.3) throughout.",
         "",
         f"Offline evaluation: the same {episodes_eval} seeded twin episodes (seeds {EVAL_SEED}..{EVAL_SEED + episodes_eval - 1}), "
         "deterministic policy, no noise, no teacher, ONNX Runtime.",
