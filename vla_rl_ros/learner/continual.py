@@ -259,10 +259,15 @@ class ContinualLearner:
             rel = self._hindsight(e, raw=True)
             if rel:
                 key = json.dumps(e.reward_config, sort_keys=True)
-                fn = self._reward_fns.get(key)
-                if fn is None:
-                    fn = self._reward_fns[key] = make_reward(e.reward_config, self.spec)
-                self.hindsight_transitions += self.replay.add_transitions(relabelled_transitions(rel, fn))
+                if key not in self._reward_fns:
+                    try:
+                        self._reward_fns[key] = make_reward(e.reward_config, self.spec)
+                    except ValueError as err:  # a reward this version cannot rebuild: no relabelling for it
+                        self._reward_fns[key] = None
+                        self.log(f"hindsight off for episodes with reward {key}: {err}")
+                fn = self._reward_fns[key]
+                if fn is not None:
+                    self.hindsight_transitions += self.replay.add_transitions(relabelled_transitions(rel, fn))
         self._episodes_relabelled = len(eps)
 
     def _init_sac(self) -> None:
