@@ -331,8 +331,7 @@ def twin_hindsight(env: gym.Env, k: int = 4, seed: int = 0) -> Callable[[np.ndar
     spec = getattr(twin, "spec_", None)
     if spec is None or k <= 0 or not hasattr(twin, "success") or not hasattr(twin, "reward_fn"):
         return None
-    r = twin.twin.region
-    low, high = (r.goal_low, r.goal_high) if spec.task == "pick_place" else (r.reach_low, r.reach_high)
+    low, high = twin.twin.region.goals(spec.task)
     rng = np.random.default_rng(seed)
 
     def relabel(obs: np.ndarray, actions: np.ndarray) -> dict:

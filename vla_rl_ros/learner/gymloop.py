@@ -43,9 +43,7 @@ def run_gym_loop(env, start: Policy, demos: list[dict], *, rounds: int, per_roun
     import torch
 
     spec = env.spec_
-    region = env.twin.region
-    goal_low, goal_high = ((region.goal_low, region.goal_high) if spec.task == "pick_place"
-                           else (region.reach_low, region.reach_high))
+    goal_low, goal_high = env.twin.region.goals(spec.task)
     dt = 1.0 / spec.control_hz
     data = [{"obs": d["obs"][: len(d["actions"])], "actions": d["actions"], "success": True,
              "intervention": np.ones(len(d["actions"]), bool)} for d in demos]

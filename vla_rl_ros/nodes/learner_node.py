@@ -37,14 +37,7 @@ from ..learner.continual import ContinualLearner, Event, LearnerConfig
 from ..learner.evaluate import PersistentEvaluator, TwinConfig
 from ..learner.monitor import MONITOR_SEED, PromotionMonitor
 from ..runtime.paths import resolve_path
-
-
-def _goal_region(scene: str | None, task: str) -> tuple[tuple | None, tuple | None]:
-    """The goals the task draws (the twin scene's region): hindsight relabels only to such goals."""
-    from ..twin.core import Scene
-
-    r = Scene.load(scene).region
-    return (tuple(r.goal_low), tuple(r.goal_high)) if task == "pick_place" else (tuple(r.reach_low), tuple(r.reach_high))
+from ..twin.core import Scene
 
 
 class LearnerNode(Node):
@@ -56,7 +49,8 @@ class LearnerNode(Node):
         extra = d("extra_stores", [""], "More stores or run folders to learn from (several robots)")
         initial = d("initial_model", "", "ONNX model the arm starts with (the first incumbent)")
         arm = declare_arm(self, scene=True)
-        goal_low, goal_high = _goal_region(arm.scene, arm.spec.task)
+        # hindsight relabels only to goals the task draws (the twin scene's region)
+        goal_low, goal_high = Scene.load(arm.scene).region.goals(arm.spec.task)
         cfg = LearnerConfig(
             algo=d("algo", "recap", "sac (online, RLPD sampling) | recap (advantage-conditioned rounds)"),
             batch_size=d("batch_size", 256, "Gradient batch size"),

@@ -39,6 +39,11 @@ class TaskRegion:
     reach_high: tuple[float, float, float] = (0.65, 0.25, 0.40)
     min_object_goal_dist: float = 0.10
 
+    def goals(self, task: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """``(low, high)`` of the goals ``task`` draws (pick_place: ``goal_*``; reach: ``reach_*``)."""
+        return (tuple(self.goal_low), tuple(self.goal_high)) if task == "pick_place" else \
+            (tuple(self.reach_low), tuple(self.reach_high))
+
 
 @dataclass
 class Scene:
