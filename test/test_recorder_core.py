@@ -116,3 +116,29 @@ def test_step_codec_rejects_bad_input():
         decode(labels, sizes, data[:-1], spec.obs_dim, spec.action_dim)
     with pytest.raises(StepDecodeError, match="configured"):
         decode(labels, [spec.obs_dim + 1] + sizes[1:], data, spec.obs_dim, spec.action_dim)
+
+
+def test_an_unarmed_recorder_begins_no_episode_before_its_first_reset(tmp_path):
+    # the twin's episode manager starts unarmed: steps from the twin's state before
+    # the first /twin/reset must not open an episode that then spans the reset
+    spec = Spec(task="reach")
+    w = Writer(tmp_path / "buffer.sqlite", spec=spec, commit_window_s=0.05)
+    ended = []
+    rec = EpisodeRecorder(w, spec, make_reward({"name": "reach"}, spec),
+                          RecorderConfig(task="reach", max_episode_s=2.5, success_hold_s=0.15, settle_s=0.0),
+                          on_episode_end=ended.append, armed=False)
+    try:
+        steps = _rollout(spec, 40)
+        for k, (o, a) in enumerate(steps[:10]):
+            rec.on_step(_rec(o, a, 100 + k))
+        assert not rec.recording and rec.counters.waiting == 10
+        rec.arm(seed=12, not_before=0.0)
+        for k, (o, a) in enumerate(steps):
+            rec.on_step(_rec(o, a, 200 + k))
+            if ended:
+                break
+        assert rec.recording or ended
+        w.flush()
+        assert ended and ended[0]["seed"] == 12
+    finally:
+        w.close()

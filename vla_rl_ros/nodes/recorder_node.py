@@ -83,7 +83,8 @@ class RecorderNode(Node):
         root, name = os.path.split(os.path.abspath(run_dir))
         self.run = create_run(root, name, self.spec, robot_id=robot_id, exist_ok=True)
         self.writer = self.run.writer(commit_window_s=commit_window)
-        self.rec = EpisodeRecorder(self.writer, self.spec, self.reward_fn, self.cfg, on_episode_end=self._episode_ended)
+        self.rec = EpisodeRecorder(self.writer, self.spec, self.reward_fn, self.cfg, on_episode_end=self._episode_ended,
+                                   armed=not self.twin_reset)
         self._last_reject_log = 0.0
         self._reset_pending = False
 

@@ -59,7 +59,7 @@ class EpisodeRecorder:
     """
 
     def __init__(self, writer: Writer, spec: Spec, reward_fn: Callable, cfg: RecorderConfig,
-                 on_episode_end: Callable[[dict], None] | None = None):
+                 on_episode_end: Callable[[dict], None] | None = None, armed: bool = True):
         self.w = writer
         self.spec = spec
         self.reward_fn = reward_fn
@@ -68,7 +68,9 @@ class EpisodeRecorder:
         self.counters = RecorderCounters()
         self.detector: SuccessDetector | None = None
         self._pending: StepRecord | None = None
-        self._armed = True  # may begin an episode at the next acted step
+        # may begin an episode at the next acted step; the twin's episode manager
+        # starts unarmed so that no episode begins before its first reset
+        self._armed = armed
         self._start_after = -math.inf
         self._seed: int | None = None
         self._ep_steps = 0
