@@ -35,15 +35,23 @@ def bc_loss(
     action: torch.Tensor,
     kind: str = "mse",
     cond: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Behaviour-cloning loss of ``actor`` on a batch (see module docstring)."""
+    """Behaviour-cloning loss of ``actor`` on a batch (see module docstring).
+
+    ``weight`` (optional, ``[B]``) weighs each sample's loss before the batch mean:
+    advantage-weighted regression (IQL's policy extraction) is this loss with
+    ``weight = exp(beta * advantage)``.
+    """
     mean, log_std = actor.dist_params(obs, cond)
     if kind == "mse":
-        return (torch.tanh(mean) - action).pow(2).mean()
-    if kind == "nll":
+        per_sample = (torch.tanh(mean) - action).pow(2).mean(-1)
+    elif kind == "nll":
         u = torch.atanh(action.clamp(-NLL_ACTION_CLIP, NLL_ACTION_CLIP))
-        return -squashed_log_prob(u, mean, log_std).mean()
-    raise ValueError(f"unknown BC loss {kind!r}; expected one of {BC_LOSSES}")
+        per_sample = -squashed_log_prob(u, mean, log_std)
+    else:
+        raise ValueError(f"unknown BC loss {kind!r}; expected one of {BC_LOSSES}")
+    return per_sample.mean() if weight is None else (weight * per_sample).mean()
 
 
 def fit_bc(

@@ -1,9 +1,10 @@
-"""Neural network building blocks shared by SAC, Recap and BC.
+"""Neural network building blocks shared by SAC, CQL, IQL, PPO, Recap and BC.
 
 * :class:`ObsNormalizer`: fixed ``(obs - mean) / std`` (then clipped) with the
   statistics stored as buffers. It lives *inside* the actor, so an exported
   model takes raw observations in the spec's SI units.
 * :func:`mlp`: a plain ReLU MLP (optionally LayerNorm after each hidden layer).
+* :class:`StateValue`: ``V(s)`` on the normalised observation.
 * :class:`SquashedGaussianActor`: ``a = tanh(u)``, ``u ~ N(mean(s), std(s))``,
   log-probability with the tanh change-of-variables correction; deterministic
   mode is ``tanh(mean)``. An optional conditioning vector (Recap's indicator)
@@ -88,18 +89,40 @@ def mlp(
     hidden: Sequence[int],
     out_dim: int,
     layernorm: bool = False,
+    activation: type[nn.Module] = nn.ReLU,
 ) -> nn.Sequential:
-    """``Linear -> [LayerNorm] -> ReLU`` for each hidden size, then a final ``Linear``."""
+    """``Linear -> [LayerNorm] -> activation`` (ReLU) for each hidden size, then a final ``Linear``."""
     layers: list[nn.Module] = []
     d = in_dim
     for h in hidden:
         layers.append(nn.Linear(d, h))
         if layernorm:
             layers.append(nn.LayerNorm(h))
-        layers.append(nn.ReLU())
+        layers.append(activation())
         d = h
     layers.append(nn.Linear(d, out_dim))
     return nn.Sequential(*layers)
+
+
+class StateValue(nn.Module):
+    """``V(s)``: an MLP on the normalised observation, output ``[B]`` (IQL's expectile
+    value, PPO's critic).
+
+    Args:
+        obs_dim: observation size.
+        hidden: hidden sizes (default ``(256, 256)``).
+        normalizer: observation normaliser (a fresh identity one if omitted).
+        activation: hidden activation (ReLU; PPO uses Tanh).
+    """
+
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (256, 256), normalizer: ObsNormalizer | None = None,
+                 activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.normalizer = normalizer if normalizer is not None else ObsNormalizer(obs_dim)
+        self.net = mlp(int(obs_dim), tuple(hidden), 1, activation=activation)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalizer(obs)).squeeze(-1)
 
 
 # --------------------------------------------------------------------------- actor

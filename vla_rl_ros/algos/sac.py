@@ -80,8 +80,9 @@ class SACConfig:
         autotune_alpha: learn alpha (True); False keeps ``init_alpha`` fixed.
         target_entropy: entropy target; ``None`` means ``-action_dim``.
         demo_ratio: fraction of each batch drawn from demonstrations/offline
-            data when there are some (0.5, RLPD's symmetric sampling). Used by
-            whoever samples batches (``train_online``, the learner).
+            data when there are some (0.5, RLPD's symmetric sampling); ``None``:
+            uniform over all transitions. Used by whoever samples batches
+            (``train_online``, the learner, :func:`~.learners.replay_sampler`).
         bc_init_steps: behaviour-cloning steps on demonstrations before RL
             (0 = none; see :meth:`SAC.bc_pretrain`).
         bc_loss: ``"mse"`` (default: the deterministic action, what is
@@ -117,7 +118,7 @@ class SACConfig:
     init_alpha: float = 1.0
     autotune_alpha: bool = True
     target_entropy: float | None = None
-    demo_ratio: float = 0.5
+    demo_ratio: float | None = 0.5
     bc_init_steps: int = 0
     bc_loss: str = "mse"
     bc_weight: float = 0.0
@@ -139,8 +140,8 @@ class SACConfig:
             raise ValueError("actor_q must be 'min' or 'mean'")
         if not self.init_alpha > 0:
             raise ValueError("init_alpha must be > 0")
-        if not 0.0 <= self.demo_ratio <= 1.0:
-            raise ValueError("demo_ratio must be in [0, 1]")
+        if self.demo_ratio is not None and not 0.0 <= self.demo_ratio <= 1.0:
+            raise ValueError("demo_ratio must be None (uniform over all transitions) or in [0, 1]")
         if self.bc_loss not in BC_LOSSES:
             raise ValueError(f"bc_loss must be one of {BC_LOSSES}")
         if self.bc_weight < 0 or self.actor_warmup_updates < 0:
@@ -215,7 +216,13 @@ class SAC:
         config: :class:`SACConfig`.
         obs_mean, obs_std: optional observation statistics for the normaliser
             baked into actor and critics (see :meth:`set_obs_stats`).
+
+    A subclass may add a term to the critic loss with :meth:`critic_regularizer`
+    (CQL's conservative penalty, :mod:`.cql`).
     """
+
+    algo_name = "sac"
+    config_cls = SACConfig
 
     def __init__(
         self,
@@ -326,8 +333,8 @@ class SAC:
         target = self.compute_target(b)
         q = self.critic(b.obs, b.action)  # [E, B]
         critic_loss = 0.5 * (q - target).pow(2).mean(1).sum()
-        loss = critic_loss
         metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(), "target_q_mean": target.mean()}
+        loss = critic_loss + self.critic_regularizer(b, q, metrics)
         if update_actor:
             a, logp = self.actor(b.obs, generator=self.generator)
             q_pi = self.critic(b.obs, a, detach_params=True)  # gradients reach `a` only
@@ -352,6 +359,11 @@ class SAC:
         self.num_critic_updates += 1
         self.num_actor_updates += int(update_actor)
         return metrics
+
+    def critic_regularizer(self, batch: Batch, q: torch.Tensor, metrics: dict[str, torch.Tensor]) -> torch.Tensor:
+        """An extra term added to the critic loss (0 for SAC); ``q`` is ``[E, B]`` on the
+        batch's actions. Subclasses may add detached entries to ``metrics``."""
+        return q.new_zeros(())
 
     def train_step(self, sample_fn: Callable[[], Batch | Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """``cfg.utd`` critic updates on fresh batches, the actor/alpha update on the last."""
@@ -411,7 +423,7 @@ class SAC:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume bit-exactly: weights, optimisers, RNG, counters, config."""
         return {
-            "algo": "sac",
+            "algo": self.algo_name,
             "config": self.cfg.to_json(),
             "dims": [self.obs_dim, self.action_dim],
             "actor": self.actor.state_dict(),
@@ -424,8 +436,8 @@ class SAC:
         }
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        if sd.get("algo") != "sac":
-            raise ValueError(f"not a SAC state (algo={sd.get('algo')!r})")
+        if sd.get("algo") != self.algo_name:
+            raise ValueError(f"not a {self.algo_name.upper()} state (algo={sd.get('algo')!r})")
         if list(sd["dims"]) != [self.obs_dim, self.action_dim]:
             raise ValueError(f"state is for dims {list(sd['dims'])}, this SAC has {[self.obs_dim, self.action_dim]}")
         self.actor.load_state_dict(sd["actor"])
@@ -441,6 +453,6 @@ class SAC:
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, Any]) -> "SAC":
         """Rebuild a SAC (config and dims from the state) and load it."""
-        sac = cls(*[int(d) for d in sd["dims"]], SACConfig.from_json(sd["config"]))
+        sac = cls(*[int(d) for d in sd["dims"]], cls.config_cls.from_json(sd["config"]))
         sac.load_state_dict(sd)
         return sac

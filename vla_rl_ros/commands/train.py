@@ -5,11 +5,15 @@
     vla-rl-ros train --algo bc    --data runs/pick_place-sim --steps 3000 --out pp_bc.onnx
     vla-rl-ros train --algo recap --data runs/pick_place-sim --steps 2000 --out pp_recap.onnx
     vla-rl-ros train --algo sac   --data runs/pick_place-sim --steps 20000 --out pp_sac_offline.onnx
+    vla-rl-ros train --algo iql   --data runs/pick_place-sim --steps 20000 --out pp_iql.onnx
+    vla-rl-ros train --algo cql   --data runs/pick_place-sim --steps 20000 --out pp_cql.onnx
 
 ``--env`` trains SAC online on any registered gymnasium env with Box spaces (a
 ``Dict`` observation space, as goal-conditioned envs have, is flattened), with
 :func:`~vla_rl_ros.algos.online.default_online_config`'s settings;
-``--data`` trains offline from a run's durable buffer (one or more runs).
+``--data`` trains offline from a run's durable buffer (one or more runs): BC,
+Recap, or one of the transition learners of :mod:`~vla_rl_ros.algos.learners`
+(SAC with RLPD sampling, CQL, IQL; each with its config's defaults).
 ONNX output needs the robot spec, so it is available for the twin's envs and
 for runs; other envs write a checkpoint (``.pt``, weights-only). Progress bar
 and TensorBoard logs (``--tb``) in every mode.
@@ -22,17 +26,20 @@ import time
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train without ROS: online on a gymnasium env, or offline from a run's buffer")
-    p.add_argument("--algo", choices=["sac", "recap", "bc"], required=True)
+    p.add_argument("--algo", choices=["sac", "cql", "iql", "recap", "bc"], required=True)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", nargs="+", metavar="RUN", help="run folder(s) or store(s) to learn from offline")
     src.add_argument("--env", metavar="GYM_ID", help="gymnasium env id (Box observation and action spaces)")
     p.add_argument("--steps", type=int, required=True,
-                   help="env steps (--env), gradient steps (sac/bc --data), or actor+value steps of one round (recap)")
+                   help="env steps (--env), gradient steps (sac/cql/iql/bc --data), or actor+value steps of one round (recap)")
     p.add_argument("--out", required=True, help="output: .onnx (twin envs and runs) or .pt checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tb", default=None, help="TensorBoard log dir (default runs/train/<out name>/tb)")
-    p.add_argument("--demo-ratio", type=float, default=0.5, help="RLPD demo/online mix for sac --data")
-    p.add_argument("--bc-init-steps", type=int, default=1000, help="sac: behaviour-cloning init on demos first")
+    p.add_argument("--demo-ratio", type=float, default=None,
+                   help="--data: share of each batch from the demo side (default: the algorithm's; sac 0.5 as RLPD, "
+                        "cql/iql uniform over all transitions)")
+    p.add_argument("--bc-init-steps", type=int, default=None,
+                   help="sac/cql --data: behaviour-cloning init on demos first (default 1000 for sac, 0 for cql)")
     p.add_argument("--utd", type=int, default=None,
                    help="sac: critic updates per env step / per actor update (default 1)")
     p.add_argument("--hindsight", type=int, default=4, metavar="K",
@@ -127,21 +134,34 @@ def _offline(args, tb):
             print("recap round: " + ", ".join(f"{k}={float(v):.3g}" for k, v in metrics.items()))
             return (trainer.export_module(), spec,
                     {"algorithm": "recap", "training_steps": args.steps, "data_range": data_range}, trainer.state_dict())
-        # offline SAC with RLPD sampling
-        from ..algos.sac import SAC, SACConfig, metrics_to_floats
+        # a transition learner: SAC (RLPD sampling), CQL or IQL
+        from ..algos.learners import make_learner, replay_sampler
+        from ..algos.sac import metrics_to_floats
 
-        sac = SAC(spec.obs_dim, spec.action_dim, SACConfig(utd=args.utd or 1, seed=args.seed, init_alpha=0.05))
-        sac.fit_obs_normalizer(np.concatenate([e.obs for e in eps]))
-        if args.bc_init_steps and replay.n_demo:
-            sac.bc_pretrain(lambda: (lambda b: (b["obs"], b["action"]))(replay.sample(256, demo_ratio=1.0)),
-                            args.bc_init_steps)
-        for i in tqdm(range(args.steps), desc="sac (offline)", unit="upd"):
-            m = sac.train_step(lambda: replay.sample(sac.cfg.batch_size, demo_ratio=args.demo_ratio))
+        overrides: dict = {"seed": args.seed}
+        if args.algo == "sac":
+            overrides["init_alpha"] = 0.05  # after BC initialisation (see SACConfig.init_alpha)
+        if args.utd is not None:
+            overrides["utd"] = args.utd
+        if args.demo_ratio is not None:
+            overrides["demo_ratio"] = args.demo_ratio
+        learner = make_learner(args.algo, spec.obs_dim, spec.action_dim, **overrides)
+        learner.fit_obs_normalizer(np.concatenate([e.obs for e in eps]))
+        bc_steps = args.bc_init_steps if args.bc_init_steps is not None else (1000 if args.algo == "sac" else 0)
+        if bc_steps and replay.n_demo:
+            if not hasattr(learner, "bc_pretrain"):
+                raise ValueError(f"--algo {args.algo} has no behaviour-cloning initialisation (--bc-init-steps 0)")
+            learner.bc_pretrain(lambda: (lambda b: (b["obs"], b["action"]))(replay.sample(256, demo_ratio=1.0)),
+                                bc_steps)
+        sample = replay_sampler(replay, learner.cfg)
+        for i in tqdm(range(args.steps), desc=f"{args.algo} (offline)", unit="upd"):
+            m = learner.train_step(sample)
             if i % 500 == 0:
                 for k, v in metrics_to_floats(m).items():
-                    writer.add_scalar(f"sac/{k}", v, i)
-        return sac.policy_module(), spec, {"algorithm": "sac", "training_steps": args.steps,
-                                           "data_range": data_range}, sac.state_dict()
+                    writer.add_scalar(f"{args.algo}/{k}", v, i)
+        return learner.policy_module(), spec, {"algorithm": args.algo, "training_steps": args.steps,
+                                               "data_range": data_range, "config": learner.cfg.to_json()}, \
+            learner.state_dict()
     finally:
         writer.close()
         replay.close()
