@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from ..graph import DEFAULT_MODEL, default_run_dir, node_parameters  # noqa: F401  (DEFAULT_MODEL: re-exported)
 
 SUMMARY_EVERY_S = 60.0
+ARM_HELP = ("a params file declaring another arm (its /** section: spec, urdf_path, scene, home), passed to every "
+            "node after the graph's params file, e.g. config/xarm6.yaml (default: the graph file's arm, the Panda)")
 
 
 def summary_line(elapsed_s: float, history: list[dict], last_monitor: dict | None = None,
@@ -66,6 +68,7 @@ def register(sub) -> None:
     p.add_argument("--run", default=None, help="run folder (default runs/<task>-sim)")
     p.add_argument("--model", default=None, help="starting ONNX model (default: the shipped BC model for the task)")
     p.add_argument("--params", default=None, help="params file (default config/sim.yaml)")
+    p.add_argument("--arm", default=None, metavar="FILE", help=ARM_HELP)
     p.add_argument("--demos", type=int, default=None,
                    help="expert demos imported into a new run's store (default: for pick_place, exactly the demos the "
                         "starting model was cloned from, per its lineage; 0 for reach)")
@@ -84,6 +87,7 @@ def register(sub) -> None:
                                      "on a machine without ros2 launch")
     r.add_argument("--run", required=True, help="run folder for the store, models, logs")
     r.add_argument("--params", default=None, help="params file (default config/robot.yaml)")
+    r.add_argument("--arm", default=None, metavar="FILE", help=ARM_HELP)
     r.add_argument("--model", default=None, help="starting ONNX model (default: the params file's model_path)")
     r.add_argument("--no-learner", action="store_true", help="policy + recorder only (learner elsewhere)")
     r.add_argument("--duration", type=float, default=0.0)
@@ -107,6 +111,7 @@ class Plan:
     """What ``vla-rl-ros sim`` / ``robot`` will start (computed without side effects; see :func:`plan`)."""
 
     params: str  # the params file (absolute)
+    arm: str | None  # the arm's params file, passed after ``params`` (absolute; None: the params file's arm)
     run_dir: str
     model: str | None  # the starting model (None: the params file's)
     commands: dict[str, list[str]]  # node -> its command line, in start order
@@ -120,6 +125,7 @@ def plan(args) -> Plan:
 
     graph = GRAPHS[args.graph]
     params = os.path.abspath(args.params or config_path(graph.params_file))
+    arm = os.path.abspath(args.arm) if getattr(args, "arm", None) else None
     if args.graph == "sim":
         run_dir = os.path.abspath(args.run or default_run_dir(args.task))
         model = os.path.abspath(args.model) if args.model else resolve_path(DEFAULT_MODEL[args.task])
@@ -129,8 +135,9 @@ def plan(args) -> Plan:
     extra = _overrides(args)
     nodes = node_parameters(args.graph, task=args.task, run_dir=run_dir, model=model,
                             teacher=getattr(args, "teacher", None), learner=not args.no_learner)
-    return Plan(params, run_dir, model, {name: node_command(name, params, p, extra.get(name, []))
-                                         for name, p in nodes.items()})
+    files = [params] + ([arm] if arm else [])
+    return Plan(params, arm, run_dir, model, {name: node_command(name, files, p, extra.get(name, []))
+                                              for name, p in nodes.items()})
 
 
 def run(args) -> int:
@@ -140,15 +147,21 @@ def run(args) -> int:
         return 2
     pl = plan(args)
     params, run_dir, model = pl.params, pl.run_dir, pl.model
-    if not os.path.isfile(params):
-        print(f"error: params file not found: {params}", file=sys.stderr)
-        return 2
+    for f in (params, pl.arm):
+        if f and not os.path.isfile(f):
+            print(f"error: params file not found: {f}", file=sys.stderr)
+            return 2
+    ship = f"vla-rl-ros ship --task {args.task}" + (f" --params {os.path.relpath(pl.arm)}" if pl.arm else "")
     if args.graph == "sim":
         if not os.path.isfile(model):
-            print(f"error: starting model not found: {model} (make it with `vla-rl-ros ship --task {args.task}`)",
-                  file=sys.stderr)
+            print(f"error: starting model not found: {model} (make it with `{ship}`)", file=sys.stderr)
             return 2
-        _prepare_run(run_dir, args, model, params)
+        err = _model_fits_arm(model, _arm(pl, args.task))
+        if err:
+            print(f"error: the starting model {model} does not fit the arm: {err} (make one with `{ship}`, then "
+                  f"pass it with --model)", file=sys.stderr)
+            return 2
+        _prepare_run(run_dir, args, model, pl)
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.domain_id is not None:
@@ -159,7 +172,8 @@ def run(args) -> int:
     procs: dict[str, subprocess.Popen] = {}
     t_start = time.time()  # the run's time zero (plot, monitor records of this session)
     print(f"[{args.graph}] run {run_dir}  task {args.task or '(params file)'}  "
-          f"start model {os.path.basename(model) if model else '(params file)'}  params {params}")
+          f"start model {os.path.basename(model) if model else '(params file)'}  params {params}"
+          + (f"  arm {pl.arm}" if pl.arm else ""))
     for name, cmd in pl.commands.items():
         log = open(os.path.join(logs, f"{name}.log"), "ab")
         procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -172,11 +186,12 @@ def run(args) -> int:
     return rc
 
 
-def node_command(name: str, params_file: str, node_params: dict, extra: list[str] = ()) -> list[str]:
-    """The command line of one node process: the params file, then ``node_params`` (``-p k:=v``), then the
-    user's ``--set`` overrides."""
-    cmd = [sys.executable, "-m", f"vla_rl_ros.nodes.{name}", "--ros-args", "-r", f"__node:={name}",
-           "--params-file", params_file]
+def node_command(name: str, params_file: str | list[str], node_params: dict, extra: list[str] = ()) -> list[str]:
+    """The command line of one node process: the params file(s) (the graph's, then an arm's: later files win),
+    then ``node_params`` (``-p k:=v``), then the user's ``--set`` overrides."""
+    cmd = [sys.executable, "-m", f"vla_rl_ros.nodes.{name}", "--ros-args", "-r", f"__node:={name}"]
+    for f in [params_file] if isinstance(params_file, str) else params_file:
+        cmd += ["--params-file", f]
     for k, v in node_params.items():
         cmd += ["-p", f"{k}:={v}"]
     for kv in extra:
@@ -184,17 +199,32 @@ def node_command(name: str, params_file: str, node_params: dict, extra: list[str
     return cmd
 
 
-def _prepare_run(run_dir: str, args, model: str, params: str | None = None) -> None:
-    """Create the run with the arm's spec (the recorder's, from the params file) and, for a new pick_place run,
-    import the scripted expert's demos (flagged demo)."""
+def _arm(pl: "Plan | None", task: str | None):
+    """The arm the nodes are told about: the params file's ``/**`` section, then the ``--arm`` file's."""
+    from ..arm import read_arm
+
+    return read_arm([pl.params] + ([pl.arm] if pl.arm else []) if pl else None, task, node="recorder_node")
+
+
+def _model_fits_arm(model: str, arm) -> str:
+    """'' when ``model`` carries ``arm``'s spec (what policy_node will check), else what differs."""
+    from ..runtime.onnx_policy import ModelRejected, load_validated
+
+    try:
+        load_validated(model, None, arm.spec)
+    except ModelRejected as e:
+        return str(e)
+    return ""
+
+
+def _prepare_run(run_dir: str, args, model: str, pl: "Plan | None" = None) -> None:
+    """Create the run with the arm's spec (the recorder's, from the params files) and, for a new pick_place run,
+    import the scripted expert's demos (flagged demo), in the arm's twin."""
     from ..buffer import connect, create_run
-    from ..graph import read_params_file
-    from ..spec import Spec, spec_from_params
 
     root, name = os.path.split(run_dir)
-    spec = (spec_from_params(read_params_file(params, "recorder_node", {"task": args.task}))
-            if params else Spec(task=args.task))
-    run = create_run(root, name, spec, robot_id="sim", exist_ok=True)
+    arm = _arm(pl, args.task)
+    run = create_run(root, name, arm.spec, robot_id="sim", exist_ok=True)
     n_demos, demo_seed = args.demos, 0
     if n_demos is None:
         n_demos, demo_seed = _model_demos(model) if args.task == "pick_place" else (0, 0)
@@ -211,7 +241,7 @@ def _prepare_run(run_dir: str, args, model: str, params: str | None = None) -> N
 
     print(f"[sim] importing {n_demos} scripted-expert demos (seeds {demo_seed}..{demo_seed + n_demos - 1}) "
           f"into {run.buffer_path}")
-    collect_and_import(run, args.task, n_demos, seed=demo_seed, progress=True)
+    collect_and_import(run, args.task, n_demos, seed=demo_seed, progress=True, arm=arm)
 
 
 def _model_demos(model: str) -> tuple[int, int]:

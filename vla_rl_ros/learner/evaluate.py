@@ -70,12 +70,14 @@ class EvalResult:
 @dataclass(frozen=True)
 class TwinConfig:
     """The twin an evaluation runs in: the arm's spec (``None``: the evaluated model's own), its URDF
-    (``None``: the Panda from pybullet_data) and the scene (``None``: ``sim/panda_table.yaml``). Picklable, so
-    it travels to the evaluation worker processes."""
+    (``None``: the Panda from pybullet_data), the scene (``None``: ``sim/panda_table.yaml``) and the home
+    posture (``None``: the arm's default, vla_rl_ros/arm.py). Picklable, so it travels to the evaluation
+    worker processes. :meth:`vla_rl_ros.arm.Arm.twin` makes one from a params file's arm."""
 
     spec: "Spec | None" = None
     urdf_path: str | None = None
     scene: str | None = None
+    home: tuple[float, ...] | None = None
 
     def env(self, task: str, spec: "Spec | None" = None):
         """A :class:`~vla_rl_ros.twin.env.TwinEnv` for ``task`` (``spec``, when given, overrides this spec)."""
@@ -83,9 +85,9 @@ class TwinConfig:
 
         s = spec or self.spec
         if s is None:
-            return TwinEnv(task=task, urdf_path=self.urdf_path, scene=self.scene)
+            return TwinEnv(task=task, urdf_path=self.urdf_path, scene=self.scene, home=self.home)
         return TwinEnv(spec=s if s.task == task else s.replace(task=task), urdf_path=self.urdf_path,
-                       scene=self.scene)
+                       scene=self.scene, home=self.home)
 
 
 def onnx_actor(model_path: str, spec: "Spec | None" = None) -> Callable[[np.ndarray], np.ndarray]:

@@ -2,7 +2,9 @@
 
 This is the seed's demo-guided phase 1 (§6.2). ``vla-rl-ros ship --task T``
 runs it and writes ``models/<T>_bc.onnx`` plus its model card
-``models/<T>_bc.md``.
+``models/<T>_bc.md``; with ``--params FILE`` it does the same for the arm that
+params file declares (its spec, URDF, scene and home: vla_rl_ros/arm.py), in
+that arm's twin.
 
 Demonstrations are collected DART-style when ``noise > 0``: the executed
 action is the expert's plus Gaussian noise, the label is the clean expert
@@ -30,6 +32,7 @@ RECIPES = {
 @dataclass
 class ShipResult:
     task: str
+    arm: str
     path: str
     version: str
     demos: int
@@ -44,14 +47,16 @@ class ShipResult:
     seconds: float
 
 
-def collect_dart_demos(task: str, n: int, noise: float, seed: int, progress: bool = False):
-    """Expert rollouts; returns (obs [N, d], clean expert actions [N, a], per-episode success list)."""
+def collect_dart_demos(task: str, n: int, noise: float, seed: int, progress: bool = False, arm=None):
+    """Expert rollouts in ``arm``'s twin (:class:`~vla_rl_ros.arm.Arm`; ``None``: the Panda's); returns
+    (obs [N, d], clean expert actions [N, a], per-episode success list)."""
     from tqdm import tqdm
 
-    from ..twin.env import TwinEnv
+    from ..arm import Arm
+    from ..spec import Spec
     from ..twin.expert import ScriptedExpert
 
-    env = TwinEnv(task=task)
+    env = (arm or Arm(Spec(task=task))).with_task(task).twin().env(task)
     rng = np.random.default_rng(seed)
     expert = ScriptedExpert(env.spec_)
     O, A, succ = [], [], []
@@ -77,14 +82,19 @@ def collect_dart_demos(task: str, n: int, noise: float, seed: int, progress: boo
 
 def ship_bc_model(task: str, out_path: str, demos: int | None = None, noise: float | None = None,
                   bc_steps: int | None = None, seed: int | None = None, eval_episodes: int = 50,
-                  eval_seed: int = 10_000, progress: bool = True) -> ShipResult:
+                  eval_seed: int = 10_000, progress: bool = True, arm=None,
+                  params: list[str] | None = None) -> ShipResult:
+    """The recipe for ``task`` on ``arm`` (:class:`~vla_rl_ros.arm.Arm`; ``None``: the Panda): demos, BC and
+    the evaluation all in that arm's twin; the model carries the arm's spec. ``params``: the params files
+    that declared the arm (for the model card's reproduce line)."""
     import torch
 
     from ..algos.bc import train_bc
     from ..algos.export import export_onnx
-    from .lineage import update_lineage
+    from ..arm import Arm
     from ..spec import Spec
     from .evaluate import evaluate_onnx
+    from .lineage import update_lineage
 
     r = dict(RECIPES[task])
     for k, v in (("demos", demos), ("noise", noise), ("bc_steps", bc_steps), ("seed", seed)):
@@ -92,38 +102,50 @@ def ship_bc_model(task: str, out_path: str, demos: int | None = None, noise: flo
             r[k] = v
     t0 = time.time()
     torch.manual_seed(r["seed"])
-    obs, act, succ = collect_dart_demos(task, r["demos"], r["noise"], r["seed"], progress)
+    arm = (arm or Arm(Spec(task=task))).with_task(task)
+    obs, act, succ = collect_dart_demos(task, r["demos"], r["noise"], r["seed"], progress, arm=arm)
     policy = train_bc(obs, act, steps=r["bc_steps"], seed=r["seed"], progress=progress)
-    spec = Spec(task=task)
+    spec = arm.spec
     lineage = {
         "algorithm": "bc", "parent_version": None,
         "data": f"{r['demos']} scripted-expert episodes (seeds {r['seed']}..{r['seed'] + r['demos'] - 1}, "
                 f"DART noise {r['noise']}), {len(obs)} transitions",
-        "training_steps": r["bc_steps"], "recipe": r,
+        "training_steps": r["bc_steps"], "recipe": r, "arm": arm_name(arm),
     }
     version = export_onnx(policy, spec, out_path, lineage).version
-    res = evaluate_onnx(out_path, task, episodes=eval_episodes, seed=eval_seed, progress=progress)
+    res = evaluate_onnx(out_path, task, episodes=eval_episodes, seed=eval_seed, progress=progress, twin=arm.twin())
     # record the measured twin success in the model's own lineage (atomic rewrite)
     update_lineage(out_path, {"twin_success_at_gate": {"rate": res.success_rate, "episodes": eval_episodes,
                                                         "seed": eval_seed}})
-    out = ShipResult(task=task, path=out_path, version=version, demos=r["demos"],
+    out = ShipResult(task=task, arm=arm_name(arm), path=out_path, version=version, demos=r["demos"],
                      demo_success_rate=float(np.mean(succ)), demo_transitions=len(obs), bc_steps=r["bc_steps"],
                      success_rate=res.success_rate, success_ci95=res.wilson_interval(), mean_return=res.mean_return,
                      eval_episodes=eval_episodes, eval_seed=eval_seed, seconds=time.time() - t0)
-    write_model_card(out, r)
+    write_model_card(out, r, params)
     return out
 
 
-def write_model_card(res: ShipResult, recipe: dict) -> str:
+def arm_name(arm) -> str:
+    """How a model card names the arm: the Franka Panda, or the arm's URDF file and joint count."""
+    from ..spec import PANDA_ARM_JOINTS
+
+    if arm.urdf_path is None and tuple(arm.spec.arm_joints) == PANDA_ARM_JOINTS:
+        return "Franka Panda"
+    return f"{os.path.basename(arm.urdf)} ({arm.spec.n_arm} joints, ee {arm.spec.ee_link})"
+
+
+def write_model_card(res: ShipResult, recipe: dict, params: list[str] | None = None) -> str:
     from ..algos.export import sha256_file
 
     path = os.path.splitext(res.path)[0] + ".md"
+    arm_flag = f" --params {' '.join(os.path.relpath(p) for p in params)}" if params else ""
+    out_flag = f" --out {os.path.relpath(res.path)}" if params else ""
     lo, hi = res.success_ci95
     text = f"""# Model card: `{os.path.basename(res.path)}`
 
 | | |
 |---|---|
-| task | `{res.task}` (PyBullet twin, Franka Panda, `ee_delta` actions at 20 Hz) |
+| task | `{res.task}` (PyBullet twin, {res.arm}, `ee_delta` actions at 20 Hz) |
 | version | `{res.version}` |
 | sha256 | `{sha256_file(res.path)}` |
 | algorithm | behaviour cloning (MSE on the deterministic tanh-Gaussian actor, 2×256 MLP, obs normaliser baked in) |
@@ -133,7 +155,7 @@ def write_model_card(res: ShipResult, recipe: dict) -> str:
 | mean return | {res.mean_return:.3f} |
 | made on | {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, {platform.machine()} CPU, {os.cpu_count()} cores, {res.seconds:.0f} s |
 
-Reproduce: `./vla-rl-ros ship --task {res.task}` (then `./vla-rl-ros eval --model {os.path.relpath(res.path)} --task {res.task} --episodes {res.eval_episodes}`).
+Reproduce: `./vla-rl-ros ship --task {res.task}{arm_flag}{out_flag}` (then `./vla-rl-ros eval --model {os.path.relpath(res.path)} --task {res.task} --episodes {res.eval_episodes}{arm_flag}`).
 
 The ONNX file carries the spec (`vla_rl_ros.spec`) and this lineage (`vla_rl_ros.lineage`) in its metadata.
 {"The pick_place model is deliberately imperfect: it is the starting point the continual learner (`vla-rl-ros sim`) improves on." if res.task == "pick_place" else ""}

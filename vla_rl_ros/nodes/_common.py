@@ -1,11 +1,11 @@
 """Parameter declaration helpers shared by the nodes (descriptors, ranges, the spec parameters)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from ..arm import Arm
 from ..spec import Spec
 
 
@@ -57,38 +57,29 @@ def declare_spec_params(node, which: tuple[str, ...] | None = None) -> dict[str,
 URDF_DESCRIPTION = ("arm URDF: kinematics (FK/IK) and the twin's arm ('' = the Franka Panda from pybullet_data); a "
                     "relative path resolves against the share dir, then the repo root, then the cwd")
 SCENE_DESCRIPTION = "twin scene (table, object, goal marker, task regions) of the twin and of the learner's gate"
-
-
-@dataclass(frozen=True)
-class Arm:
-    """What a node knows about the arm: the spec, and the URDF (resolved; ``None`` = the Panda from
-    pybullet_data) and twin scene it is modelled by."""
-
-    spec: Spec
-    urdf_path: str | None
-    scene: str | None = None
-
-    @property
-    def urdf(self) -> str:
-        """The URDF file to load (the Panda from pybullet_data when none is configured)."""
-        from ..kinematics import default_panda_urdf
-
-        return self.urdf_path or default_panda_urdf()
+HOME_DESCRIPTION = ("rad: the arm's home posture, one position per arm joint (the twin's reset posture and the IK's "
+                    "rest posture, whose hand orientation ee_delta actions keep); unset = the Panda's ready posture "
+                    "for the Panda, zeros for other arms")
 
 
 def declare_arm(node, *, scene: bool = False) -> Arm:
-    """Declare the arm's parameters and build its :class:`Arm`: every spec parameter
-    (:func:`declare_spec_params`), ``urdf_path`` and, with ``scene``, the twin ``scene``.
+    """Declare the arm's parameters and build its :class:`~vla_rl_ros.arm.Arm`: every spec parameter
+    (:func:`declare_spec_params`), ``urdf_path``, ``home`` and, with ``scene``, the twin ``scene``.
 
     The one way a node learns the arm: policy, recorder, twin, teacher and learner all call it, so one params
-    file (its ``/**`` section) declares the robot once for every node."""
+    file (its ``/**`` section) declares the robot once for every node (the CLI's tools read the same section
+    with :func:`vla_rl_ros.arm.read_arm`)."""
+    from rclpy.parameter import Parameter
+
     from ..runtime.paths import resolve_path
     from ..spec import spec_from_params
 
     spec = spec_from_params(declare_spec_params(node))
     urdf = declare(node, "urdf_path", "", URDF_DESCRIPTION)
+    home = node.declare_parameter("home", Parameter.Type.DOUBLE_ARRAY,
+                                  ParameterDescriptor(description=HOME_DESCRIPTION, read_only=True)).value
     sc = declare(node, "scene", "sim/panda_table.yaml", SCENE_DESCRIPTION) if scene else None
-    return Arm(spec, resolve_path(urdf) if urdf else None, sc or None)
+    return Arm(spec, resolve_path(urdf) if urdf else None, sc or None, tuple(home) if home else None)
 
 
 def make_executor(kind: str):

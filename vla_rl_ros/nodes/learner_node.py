@@ -110,12 +110,12 @@ class LearnerNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(String, "/rl/policy_update_result", self._on_result, 10)
         # The gate and the monitor evaluate in the arm's twin: the run's spec (what its store was recorded with,
-        # run.json), this node's URDF and scene (the params file's, as the twin node's).
+        # run.json), this node's URDF, scene and home (the params file's, as the twin node's).
         run_spec = open_run(run_dir).spec
         if arm.spec != run_spec:
             self.get_logger().warning("the spec parameters differ from the run's (run.json), which the gate uses: "
                                       + "; ".join(run_spec.diff(arm.spec)))
-        self.twin = TwinConfig(spec=run_spec, urdf_path=arm.urdf_path, scene=arm.scene)
+        self.twin = TwinConfig(spec=run_spec, urdf_path=arm.urdf_path, scene=arm.scene, home=arm.home)
         self.learner = ContinualLearner(run_dir, cfg, extra_stores=[s for s in extra if s],
                                         initial_model=resolve_path(initial) if initial else None,
                                         evaluate=PersistentEvaluator(twin=self.twin),

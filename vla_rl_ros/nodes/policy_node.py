@@ -124,7 +124,7 @@ class PolicyNode(Node):
         topics = {k: declare(self, f"topics.{k}", v, desc) for k, (v, desc) in TOPICS.items()}
 
         self.kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
-        self.controller = Controller(spec, self.kin, limits, ik_iters=ik_iters)
+        self.controller = Controller(spec, self.kin, limits, ik_iters=ik_iters, home=arm.home)
         self.limits = limits
         self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
 

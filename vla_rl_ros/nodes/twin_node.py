@@ -69,7 +69,8 @@ class TwinNode(Node):
         self.executor_kind = declare(self, "executor", "events", "events | single_threaded")
         topics = {k: declare(self, f"topics.{k}", v, desc) for k, (v, desc) in TOPICS.items()}
 
-        self.twin = TwinCore(spec, urdf_path=arm.urdf_path, time_step=1.0 / self.physics_rate, scene=arm.scene)
+        self.twin = TwinCore(spec, urdf_path=arm.urdf_path, time_step=1.0 / self.physics_rate, scene=arm.scene,
+                             home=arm.home)
         self.urdf_path = self.twin.urdf_path
         self.n_arm = spec.n_arm
         self.episode = 0

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arm import PANDA_HOME as _PANDA_HOME
+from ..arm import check_home
 from ..kinematics import Kinematics, filter_targets_jit
 from ..spec import Spec
 
-# Panda "ready" posture (hand pointing down). Used as IK rest posture and twin home.
-PANDA_HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+# Panda "ready" posture (hand pointing down): the Panda's twin home and IK rest posture (vla_rl_ros/arm.py).
+PANDA_HOME = np.array(_PANDA_HOME)
 
 
 @dataclass
@@ -53,9 +55,8 @@ class ActionMapper:
         self.spec = spec
         self.kin = kin
         self.ik_iters = ik_iters
-        self.rest = PANDA_HOME.copy() if rest_posture is None else np.asarray(rest_posture, dtype=np.float64)
-        if self.rest.shape != (kin.n,):
-            self.rest = np.clip(np.zeros(kin.n), kin.lower, kin.upper)
+        # the arm's home (the params file's `home`; default: the Panda's ready posture, zeros for other arms)
+        self.rest = np.clip(check_home(rest_posture, spec), kin.lower, kin.upper)
         self.target_rot = kin.fk(self.rest)[:3, :3].copy()  # keep the hand's orientation of the rest posture
         self.ws_low = np.asarray(spec.workspace_low, dtype=np.float64)
         self.ws_high = np.asarray(spec.workspace_high, dtype=np.float64)
@@ -123,10 +124,11 @@ class SafetyFilter:
 class Controller:
     """Action → filtered command. Validates inputs; anything bad becomes a hold."""
 
-    def __init__(self, spec: Spec, kin: Kinematics, limits: SafetyLimits | None = None, ik_iters: int = 3):
+    def __init__(self, spec: Spec, kin: Kinematics, limits: SafetyLimits | None = None, ik_iters: int = 3,
+                 home=None):
         self.spec = spec
         self.kin = kin
-        self.mapper = ActionMapper(spec, kin, ik_iters=ik_iters)
+        self.mapper = ActionMapper(spec, kin, ik_iters=ik_iters, rest_posture=home)
         self.safety = SafetyFilter(spec, kin, limits)
 
     def reset(self) -> None:

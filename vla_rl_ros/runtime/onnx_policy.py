@@ -84,10 +84,9 @@ def realistic_observation(spec: Spec, kin=None) -> np.ndarray:
     With a :class:`~vla_rl_ros.kinematics.Kinematics` the hand position is the
     FK of the home posture; without one it is a nominal point inside the workspace.
     """
-    from .control import PANDA_HOME
+    from ..arm import default_home
 
-    n = spec.n_arm
-    q = PANDA_HOME.copy() if n == len(PANDA_HOME) else np.zeros(n)
+    q = default_home(spec)
     lo = np.asarray(spec.workspace_low, dtype=np.float64)
     hi = np.asarray(spec.workspace_high, dtype=np.float64)
     mid = 0.5 * (lo + hi)

@@ -19,9 +19,10 @@ import numpy as np
 import pybullet as pb
 import pybullet_data
 
+from ..arm import check_home
 from ..kinematics import default_panda_urdf
-from ..runtime.control import PANDA_HOME
 from ..spec import Spec
+from .urdf import pybullet_urdf
 
 CUBE_HALF = 0.025
 DEFAULT_SCENE = "sim/panda_table.yaml"
@@ -93,6 +94,23 @@ class Scene:
             raise ValueError(f"twin scene {resolved} is malformed: {e!r}") from e
 
 
+def _gripper_mimics(urdf_path: str, gripper_joints, joint_index: dict) -> list[tuple[int, int, float, float]]:
+    """``(joint index, gripper joint number, multiplier, offset)`` of every URDF joint that ``<mimic>``s one of
+    the gripper joints (PyBullet ignores ``<mimic>``: the twin drives them): a parallel or linkage gripper with
+    one actuated joint, as the xArm's, moves as one."""
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for j in ET.parse(urdf_path).getroot().findall("joint"):
+        m = j.find("mimic")
+        name = j.get("name")
+        if m is None or name in gripper_joints or m.get("joint") not in gripper_joints or name not in joint_index:
+            continue
+        out.append((joint_index[name], list(gripper_joints).index(m.get("joint")),
+                    float(m.get("multiplier", 1.0)), float(m.get("offset", 0.0))))
+    return out
+
+
 @dataclass
 class TwinState:
     q: np.ndarray  # arm joint positions (spec order)
@@ -116,6 +134,7 @@ class TwinCore:
         region: TaskRegion | None = None,
         gui: bool = False,
         scene: "Scene | str | None" = None,
+        home=None,
     ):
         self.spec = spec or Spec()
         self.urdf_path = urdf_path or default_panda_urdf()
@@ -134,7 +153,7 @@ class TwinCore:
         pb.loadURDF(sc.plane_urdf, list(sc.plane_position), physicsClientId=c)
         self.table = pb.loadURDF(sc.table_urdf, list(sc.table_position), useFixedBase=True, physicsClientId=c)
         self.robot = pb.loadURDF(
-            self.urdf_path, [0, 0, 0], useFixedBase=True, flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c
+            pybullet_urdf(self.urdf_path), [0, 0, 0], useFixedBase=True, flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c
         )
         self.cube = pb.loadURDF(sc.object_urdf, [0.5, 0.0, sc.object_half_height], physicsClientId=c)
         vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=sc.goal_radius, rgbaColor=list(sc.goal_rgba), physicsClientId=c)
@@ -165,8 +184,8 @@ class TwinCore:
         for link in (*self.finger_idx, self.ee_idx):
             pb.changeDynamics(self.robot, link, lateralFriction=1.5, spinningFriction=0.01, physicsClientId=c)
         pb.changeDynamics(self.cube, -1, lateralFriction=sc.object_friction, spinningFriction=0.01, physicsClientId=c)
-        home = PANDA_HOME if len(self.arm_idx) == 7 else np.zeros(len(self.arm_idx))
-        self.home = np.clip(home, self.arm_lower, self.arm_upper)
+        self.home = np.clip(check_home(home, self.spec), self.arm_lower, self.arm_upper)
+        self._mimics = _gripper_mimics(self.urdf_path, self.spec.gripper_joints, idx)
         self.goal = np.array([0.5, 0.2, 0.1])
         self.sim_time = 0.0
         self._last_arm_target = self.home.copy()
@@ -192,9 +211,11 @@ class TwinCore:
         obj, goal = self.sample_task(rng, task or self.spec.task)
         for j, q in zip(self.arm_idx, self.home):
             pb.resetJointState(self.robot, j, q, 0.0, physicsClientId=c)
-        half = self.spec.gripper_open / 2
+        q_open = self.spec.gripper_open / max(1, len(self.finger_idx))
         for j in self.finger_idx:
-            pb.resetJointState(self.robot, j, half, 0.0, physicsClientId=c)
+            pb.resetJointState(self.robot, j, q_open, 0.0, physicsClientId=c)
+        for j, k, mult, off in self._mimics:
+            pb.resetJointState(self.robot, j, mult * q_open + off, 0.0, physicsClientId=c)
         pb.resetBasePositionAndOrientation(self.cube, obj.tolist(), [0, 0, 0, 1], physicsClientId=c)
         pb.resetBaseVelocity(self.cube, [0, 0, 0], [0, 0, 0], physicsClientId=c)
         self.goal = goal
@@ -216,9 +237,15 @@ class TwinCore:
         if gripper_width is not None:
             w = float(np.clip(gripper_width, 0.0, self.spec.gripper_open))
             self._last_grip_target = w
+            q = w / max(1, len(self.finger_idx))  # the width is the sum of the gripper joints' positions
             for j, v in zip(self.finger_idx, self.finger_velocity):
                 pb.setJointMotorControl2(
-                    self.robot, j, pb.POSITION_CONTROL, targetPosition=w / 2, force=40.0, maxVelocity=v, physicsClientId=c,
+                    self.robot, j, pb.POSITION_CONTROL, targetPosition=q, force=40.0, maxVelocity=v, physicsClientId=c,
+                )
+            for j, k, mult, off in self._mimics:  # a linkage gripper's other joints, as its URDF's <mimic> says
+                pb.setJointMotorControl2(
+                    self.robot, j, pb.POSITION_CONTROL, targetPosition=mult * q + off, force=40.0,
+                    maxVelocity=self.finger_velocity[k] * abs(mult) or self.finger_velocity[k], physicsClientId=c,
                 )
 
     def step(self, n: int = 1) -> None:

@@ -49,14 +49,15 @@ class TwinEnv(gym.Env):
         render_size: tuple[int, int] = (224, 224),
         ik_iters: int = 3,
         scene: str | None = None,
+        home=None,
     ):
         super().__init__()
         self.spec_ = spec or Spec(task=task, action_mode=action_mode)
         s = self.spec_
         self.task = s.task
-        self.twin = TwinCore(s, urdf_path=urdf_path, scene=scene)
+        self.twin = TwinCore(s, urdf_path=urdf_path, scene=scene, home=home)
         self.kin = Kinematics(self.twin.urdf_path, s.base_link, s.ee_link, s.arm_joints)
-        self.controller = Controller(s, self.kin, SafetyLimits(), ik_iters=ik_iters)
+        self.controller = Controller(s, self.kin, SafetyLimits(), ik_iters=ik_iters, home=self.twin.home)
         self.substeps = max(1, int(round(1.0 / (s.control_hz * self.twin.time_step))))
         self.max_episode_steps = int(max_episode_steps or DEFAULT_MAX_STEPS[s.task])
         self.reward_fn = make_reward(reward or DEFAULT_REWARD[s.task], s)
