@@ -2,6 +2,7 @@
 
     vla-rl-ros train --algo sac   --env VlaRlRos/PandaReach-v0 --steps 5000 --out reach_sac.onnx
     vla-rl-ros train --algo sac   --env Pendulum-v1 --steps 20000 --out pendulum_sac.pt
+    vla-rl-ros train --algo ppo   --env VlaRlRos/PandaReach-v0 --steps 200000 --n-envs 2 --out reach_ppo.onnx
     vla-rl-ros train --algo bc    --data runs/pick_place-sim --steps 3000 --out pp_bc.onnx
     vla-rl-ros train --algo recap --data runs/pick_place-sim --steps 2000 --out pp_recap.onnx
     vla-rl-ros train --algo sac   --data runs/pick_place-sim --steps 20000 --out pp_sac_offline.onnx
@@ -10,7 +11,9 @@
 
 ``--env`` trains SAC online on any registered gymnasium env with Box spaces (a
 ``Dict`` observation space, as goal-conditioned envs have, is flattened), with
-:func:`~vla_rl_ros.algos.online.default_online_config`'s settings;
+:func:`~vla_rl_ros.algos.online.default_online_config`'s settings, or PPO
+(:mod:`~vla_rl_ros.algos.ppo`, its defaults) on ``--n-envs`` copies of it, one
+process each;
 ``--data`` trains offline from a run's durable buffer (one or more runs): BC,
 Recap, or one of the transition learners of :mod:`~vla_rl_ros.algos.learners`
 (SAC with RLPD sampling, CQL, IQL; each with its config's defaults).
@@ -23,12 +26,10 @@ from __future__ import annotations
 import os
 import time
 
-from ._arm import add_params_argument
-
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train without ROS: online on a gymnasium env, or offline from a run's buffer")
-    p.add_argument("--algo", choices=["sac", "cql", "iql", "recap", "bc"], required=True)
+    p.add_argument("--algo", choices=["sac", "ppo", "cql", "iql", "recap", "bc"], required=True)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", nargs="+", metavar="RUN", help="run folder(s) or store(s) to learn from offline")
     src.add_argument("--env", metavar="GYM_ID", help="gymnasium env id (Box observation and action spaces)")
@@ -47,9 +48,10 @@ def register(sub) -> None:
     p.add_argument("--hindsight", type=int, default=4, metavar="K",
                    help="sac --env on the twin's goal-conditioned envs: each episode also counts as up to K successes "
                         "for goals it reached (HER; 0 = off)")
+    p.add_argument("--n-envs", type=int, default=2, help="ppo: environments stepped together, one process each")
+    p.add_argument("--n-steps", type=int, default=None, help="ppo: steps per env per rollout (default 2048)")
     p.add_argument("--all", action="store_true", help="bc --data: clone every episode, not just demos + successes")
     p.add_argument("--eval-episodes", type=int, default=20, help="seeded twin episodes to evaluate the result on")
-    add_params_argument(p)  # the arm: the twin env's (--env VlaRlRos/...) and the evaluation's
     p.set_defaults(func=run)
 
 
@@ -77,9 +79,11 @@ def _online(args, tb):
 
     from ..algos.online import default_online_config, flatten_dict_obs, train_online, twin_hindsight
 
+    if args.algo == "ppo":
+        return _online_ppo(args, tb)
     if args.algo != "sac":
-        raise ValueError(f"--algo {args.algo} learns from recorded data: use --data RUN (online training is SAC)")
-    env = flatten_dict_obs(gym.make(args.env, **_arm_env_kwargs(args, gym)))
+        raise ValueError(f"--algo {args.algo} learns from recorded data: use --data RUN (online training is SAC or PPO)")
+    env = flatten_dict_obs(gym.make(args.env))
     spec = getattr(env.unwrapped, "spec_", None)
     cfg = default_online_config(args.steps, **({} if args.utd is None else {"utd": args.utd}))
     her = twin_hindsight(env, k=args.hindsight, seed=args.seed)
@@ -93,19 +97,36 @@ def _online(args, tb):
     return sac.policy_module(), spec, lineage, sac.state_dict()
 
 
-def _arm_env_kwargs(args, gym) -> dict:
-    """With ``--params``, the twin env (``VlaRlRos/...``) of that arm: its spec (the env's task and action mode),
-    URDF, scene and home."""
-    from ._arm import arm_from_args
+def _online_ppo(args, tb):
+    """PPO on ``--n-envs`` copies of ``--env`` (``Dict`` observations flattened, actions rescaled to [-1, 1])."""
+    import gymnasium as gym
+    import numpy as np
 
-    if not getattr(args, "params", None):
-        return {}
-    kw = gym.spec(args.env).kwargs or {}
-    if gym.spec(args.env).entry_point != "vla_rl_ros.twin.env:TwinEnv":
-        raise ValueError(f"--params names an arm for the twin's envs (VlaRlRos/...), not for {args.env}")
-    arm = arm_from_args(args, kw.get("task"))
-    spec = arm.spec.replace(action_mode=kw.get("action_mode", arm.spec.action_mode))
-    return dict(spec=spec, urdf_path=arm.urdf_path, scene=arm.scene, home=arm.home)
+    from ..algos.online import flatten_dict_obs
+    from ..algos.ppo import PPOConfig, make_vector_env, train_ppo
+
+    def wrap(env):
+        env = flatten_dict_obs(env)
+        a = env.action_space
+        if isinstance(a, gym.spaces.Box) and not (np.allclose(a.low, -1.0) and np.allclose(a.high, 1.0)):
+            env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+        return env
+
+    probe = gym.make(args.env)
+    spec = getattr(probe.unwrapped, "spec_", None)
+    probe.close()
+    cfg = PPOConfig(n_envs=args.n_envs, seed=args.seed, **({"n_steps": args.n_steps} if args.n_steps else {}))
+    envs = make_vector_env(args.env, cfg.n_envs, asynchronous=cfg.n_envs > 1, wrap=wrap)
+    try:
+        ppo, history = train_ppo(envs, cfg, args.steps, progress=True, tb_dir=tb)
+    finally:
+        envs.close()
+    for m in history[-3:]:
+        print(f"  env step {int(m['env_steps']):8d}: return {m.get('ep_return', float('nan')):.3f}, "
+              f"success {m.get('success', float('nan')):.2f}, {m['fps']:.0f} steps/s")
+    lineage = {"algorithm": "ppo", "parent_version": None, "training_steps": ppo.env_steps,
+               "data_range": {"env": args.env, "online_env_steps": ppo.env_steps}, "config": cfg.to_json()}
+    return ppo.policy_module(), spec, lineage, ppo.state_dict()
 
 
 def _offline(args, tb):
@@ -211,13 +232,11 @@ def _write(args, out, module, spec, lineage, state) -> int:
     from ..algos.export import export_onnx
     from ..learner.evaluate import evaluate_onnx
     from ..learner.lineage import update_lineage
-    from .eval import twin_for_model
 
     exp = export_onnx(module, spec, out, lineage)
     print(f"wrote {out} ({exp.version})")
     if args.eval_episodes > 0:
-        res = evaluate_onnx(out, spec.task, episodes=args.eval_episodes, progress=True,
-                            twin=twin_for_model(args, spec))  # the arm's twin (--params), else the Panda's
+        res = evaluate_onnx(out, spec.task, episodes=args.eval_episodes, progress=True)
         update_lineage(out, {"twin_success_at_gate": {"rate": res.success_rate, "episodes": args.eval_episodes,
                                                       "seed": res.seed}})
         print(f"twin success {100 * res.success_rate:.1f}% over {args.eval_episodes} seeded {spec.task} episodes, "
