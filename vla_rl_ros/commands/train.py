@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 import time
 
+from ._arm import add_params_argument
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train without ROS: online on a gymnasium env, or offline from a run's buffer")
@@ -52,6 +54,7 @@ def register(sub) -> None:
     p.add_argument("--n-steps", type=int, default=None, help="ppo: steps per env per rollout (default 2048)")
     p.add_argument("--all", action="store_true", help="bc --data: clone every episode, not just demos + successes")
     p.add_argument("--eval-episodes", type=int, default=20, help="seeded twin episodes to evaluate the result on")
+    add_params_argument(p)  # the arm: the twin env's (--env VlaRlRos/...) and the evaluation's
     p.set_defaults(func=run)
 
 
@@ -83,7 +86,7 @@ def _online(args, tb):
         return _online_ppo(args, tb)
     if args.algo != "sac":
         raise ValueError(f"--algo {args.algo} learns from recorded data: use --data RUN (online training is SAC or PPO)")
-    env = flatten_dict_obs(gym.make(args.env))
+    env = flatten_dict_obs(gym.make(args.env, **_arm_env_kwargs(args, gym)))
     spec = getattr(env.unwrapped, "spec_", None)
     cfg = default_online_config(args.steps, **({} if args.utd is None else {"utd": args.utd}))
     her = twin_hindsight(env, k=args.hindsight, seed=args.seed)
@@ -95,6 +98,21 @@ def _online(args, tb):
     lineage = {"algorithm": "sac", "parent_version": None, "training_steps": args.steps,
                "data_range": {"env": args.env, "online_env_steps": args.steps}, "config": cfg.to_json()}
     return sac.policy_module(), spec, lineage, sac.state_dict()
+
+
+def _arm_env_kwargs(args, gym) -> dict:
+    """With ``--params``, the twin env (``VlaRlRos/...``) of that arm: its spec (the env's task and action mode),
+    URDF, scene and home."""
+    from ._arm import arm_from_args
+
+    if not getattr(args, "params", None):
+        return {}
+    kw = gym.spec(args.env).kwargs or {}
+    if gym.spec(args.env).entry_point != "vla_rl_ros.twin.env:TwinEnv":
+        raise ValueError(f"--params names an arm for the twin's envs (VlaRlRos/...), not for {args.env}")
+    arm = arm_from_args(args, kw.get("task"))
+    spec = arm.spec.replace(action_mode=kw.get("action_mode", arm.spec.action_mode))
+    return dict(spec=spec, urdf_path=arm.urdf_path, scene=arm.scene, home=arm.home)
 
 
 def _online_ppo(args, tb):
@@ -232,11 +250,13 @@ def _write(args, out, module, spec, lineage, state) -> int:
     from ..algos.export import export_onnx
     from ..learner.evaluate import evaluate_onnx
     from ..learner.lineage import update_lineage
+    from .eval import twin_for_model
 
     exp = export_onnx(module, spec, out, lineage)
     print(f"wrote {out} ({exp.version})")
     if args.eval_episodes > 0:
-        res = evaluate_onnx(out, spec.task, episodes=args.eval_episodes, progress=True)
+        res = evaluate_onnx(out, spec.task, episodes=args.eval_episodes, progress=True,
+                            twin=twin_for_model(args, spec))  # the arm's twin (--params), else the Panda's
         update_lineage(out, {"twin_success_at_gate": {"rate": res.success_rate, "episodes": args.eval_episodes,
                                                       "seed": res.seed}})
         print(f"twin success {100 * res.success_rate:.1f}% over {args.eval_episodes} seeded {spec.task} episodes, "
