@@ -413,8 +413,8 @@ def make_vector_env(env_id: str | Callable[[], gym.Env], n_envs: int, asynchrono
     per env when ``asynchronous`` (gymnasium's ``AsyncVectorEnv``, fork), else in this process."""
 
     def make() -> gym.Env:
-        if not callable(env_id):
-            import vla_rl_ros.twin  # noqa: F401  (registers the twin's envs in a spawned worker)
+        import vla_rl_ros.twin  # noqa: F401  (registers the twin's envs, also in a spawned worker)
+
         env = env_id() if callable(env_id) else gym.make(env_id)
         return wrap(env) if wrap is not None else env
 

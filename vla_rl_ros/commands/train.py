@@ -130,11 +130,12 @@ def _online_ppo(args, tb):
             env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
         return env
 
-    probe = gym.make(args.env)
+    env_kw = _arm_env_kwargs(args, gym)  # --params: the arm's twin
+    probe = gym.make(args.env, **env_kw)
     spec = getattr(probe.unwrapped, "spec_", None)
     probe.close()
     cfg = PPOConfig(n_envs=args.n_envs, seed=args.seed, **({"n_steps": args.n_steps} if args.n_steps else {}))
-    envs = make_vector_env(args.env, cfg.n_envs, asynchronous=cfg.n_envs > 1, wrap=wrap)
+    envs = make_vector_env(lambda: gym.make(args.env, **env_kw), cfg.n_envs, asynchronous=cfg.n_envs > 1, wrap=wrap)
     try:
         ppo, history = train_ppo(envs, cfg, args.steps, progress=True, tb_dir=tb)
     finally:
