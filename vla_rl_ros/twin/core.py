@@ -185,7 +185,7 @@ class TwinCore:
             pb.changeDynamics(self.robot, link, lateralFriction=1.5, spinningFriction=0.01, physicsClientId=c)
         pb.changeDynamics(self.cube, -1, lateralFriction=sc.object_friction, spinningFriction=0.01, physicsClientId=c)
         self.home = np.clip(check_home(home, self.spec), self.arm_lower, self.arm_upper)
-        self._mimics = _gripper_mimics(self.urdf_path, self.spec.gripper_joints, idx)
+        self.gripper_mimics = _gripper_mimics(self.urdf_path, self.spec.gripper_joints, idx)
         self.goal = np.array([0.5, 0.2, 0.1])
         self.sim_time = 0.0
         self._last_arm_target = self.home.copy()
@@ -214,7 +214,7 @@ class TwinCore:
         q_open = self.spec.gripper_open / max(1, len(self.finger_idx))
         for j in self.finger_idx:
             pb.resetJointState(self.robot, j, q_open, 0.0, physicsClientId=c)
-        for j, k, mult, off in self._mimics:
+        for j, k, mult, off in self.gripper_mimics:
             pb.resetJointState(self.robot, j, mult * q_open + off, 0.0, physicsClientId=c)
         pb.resetBasePositionAndOrientation(self.cube, obj.tolist(), [0, 0, 0, 1], physicsClientId=c)
         pb.resetBaseVelocity(self.cube, [0, 0, 0], [0, 0, 0], physicsClientId=c)
@@ -242,7 +242,7 @@ class TwinCore:
                 pb.setJointMotorControl2(
                     self.robot, j, pb.POSITION_CONTROL, targetPosition=q, force=40.0, maxVelocity=v, physicsClientId=c,
                 )
-            for j, k, mult, off in self._mimics:  # a linkage gripper's other joints, as its URDF's <mimic> says
+            for j, k, mult, off in self.gripper_mimics:  # a linkage gripper's other joints, as its URDF's <mimic> says
                 pb.setJointMotorControl2(
                     self.robot, j, pb.POSITION_CONTROL, targetPosition=mult * q + off, force=40.0,
                     maxVelocity=self.finger_velocity[k] * abs(mult) or self.finger_velocity[k], physicsClientId=c,

@@ -1,0 +1,206 @@
+"""A second arm end to end: the xArm6 of config/xarm6.yaml (6 joints, other joint and link names, its own URDF,
+home and gripper) through the twin, the scripted expert, the CLI's tools (ship -> eval, demos, train) and the
+sim graph with the learner, every one of them told about the arm by the same params file."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pybullet as pb
+import pytest
+
+from vla_rl_ros.arm import Arm, read_arm
+from vla_rl_ros.cli import main
+from vla_rl_ros.graph import repo_root
+from vla_rl_ros.kinematics import default_panda_urdf
+from vla_rl_ros.spec import PANDA_ARM_JOINTS, Spec
+from vla_rl_ros.twin.expert import ScriptedExpert, collect_demos
+from vla_rl_ros.twin.urdf import pybullet_urdf
+
+XARM = os.path.join(repo_root(), "config", "xarm6.yaml")
+SIM = os.path.join(repo_root(), "config", "sim.yaml")
+SHIPPED = os.path.join(repo_root(), "models", "xarm6_reach_bc.onnx")
+
+
+@pytest.fixture(scope="module")
+def arm() -> Arm:
+    return read_arm(XARM, "reach")
+
+
+@pytest.fixture(scope="module")
+def env(arm):
+    e = arm.twin().env("reach")
+    yield e
+    e.close()
+
+
+# ------------------------------------------------------------------------------------------------ the params file
+def test_the_params_file_declares_the_whole_arm(arm):
+    s = arm.spec
+    assert s.arm_joints == tuple(f"joint{i}" for i in range(1, 7)) and s.n_arm == 6
+    assert (s.base_link, s.ee_link, s.gripper_joints) == ("link_base", "link_tcp", ("drive_joint",))
+    assert s.obs_dim == 25 and s.action_dim == 4  # the Panda's: 26, 4
+    assert os.path.isfile(arm.urdf_path) and arm.urdf_path.endswith("sim/xarm6_with_gripper_tcp.urdf")
+    assert arm.home == (0.0, -0.26, -1.27, 0.0, 1.53, 0.0)
+    # after the sim graph's file (as `sim --arm` passes it), its /** section is the arm, whole
+    assert read_arm([SIM, XARM], "reach") == arm
+    panda = read_arm(SIM, "reach")
+    assert panda.spec == Spec(task="reach") and panda.urdf_path is None and panda.home is None
+
+
+def test_a_home_must_fit_the_arm():
+    with pytest.raises(ValueError, match="6 finite joint positions"):
+        Arm(read_arm(XARM).spec, home=(0.0,) * 7)
+
+
+# ------------------------------------------------------------------------------------------------------ the twin
+def test_the_twin_is_built_from_the_arms_urdf_at_its_home(arm, env):
+    tw = env.twin
+    assert [pb.getJointInfo(tw.robot, i, physicsClientId=tw.cid)[1].decode() for i in tw.arm_idx] == list(arm.spec.arm_joints)
+    env.reset(seed=0)
+    st = tw.state()
+    np.testing.assert_allclose(st.q, arm.home, atol=0.02)
+    # PyBullet's TCP link and the URDF kinematics (FK) agree: the observation's hand is where the twin's hand is
+    np.testing.assert_allclose(st.ee_pos, env.kin.fk_pos(st.q), atol=1e-4)
+    assert 0.3 < st.ee_pos[2] < 0.4 and 0.35 < st.ee_pos[0] < 0.45  # above the table, in front of the arm
+    # the meshes come from pybullet_data's xarm_description: the links collide (the arm cannot pass the table)
+    shapes = pb.getCollisionShapeData(tw.robot, tw.arm_idx[-1], physicsClientId=tw.cid)
+    assert shapes and "pybullet_data/xarm/xarm_description/meshes/" in shapes[0][4].decode()
+
+
+def test_the_grippers_linkage_follows_its_drive_joint(env):
+    tw = env.twin
+    env.reset(seed=1)
+    mimics = [j for j, _, _, _ in tw.gripper_mimics]
+    assert len(mimics) == 5  # the xArm gripper: 1 drive joint + 5 <mimic> joints
+    # (the drive joint's angle, rad: 0 = open; gripper_open = 0.08 caps it, config/xarm6.yaml says why)
+    for target in (0.0, 0.08, 0.03):
+        tw.apply_command(tw.home, target)
+        tw.step(240)
+        q = [s[0] for s in pb.getJointStates(tw.robot, tw.finger_idx + mimics, physicsClientId=tw.cid)]
+        np.testing.assert_allclose(q, target, atol=0.03)
+
+
+def test_urdf_mesh_packages_are_resolved_for_pybullet(tmp_path, arm):
+    copy = pybullet_urdf(arm.urdf_path, cache_dir=str(tmp_path))
+    assert copy != arm.urdf_path and "package://" not in open(copy).read()
+    assert pybullet_urdf(default_panda_urdf()) == default_panda_urdf()  # PyBullet finds the Panda's itself
+    bad = tmp_path / "bad.urdf"
+    bad.write_text('<robot name="r"><link name="a"><visual><geometry>'
+                   '<mesh filename="package://no_such_description/m.stl"/></geometry></visual></link></robot>')
+    with pytest.raises(FileNotFoundError, match="no_such_description"):
+        pybullet_urdf(str(bad), cache_dir=str(tmp_path))
+
+
+def test_the_scripted_expert_reaches_with_the_second_arm(env):
+    eps = collect_demos(env, ScriptedExpert(env.spec_), 10, seed=0)
+    assert all(e["success"] for e in eps), [e["seed"] for e in eps if not e["success"]]
+    assert all(e["obs"].shape[1] == 25 for e in eps)
+
+
+# ------------------------------------------------------------------------------------------------- the CLI's tools
+def test_ship_then_eval_on_the_second_arm(tmp_path, capsys, arm):
+    from vla_rl_ros.algos.export import read_model_metadata
+    from vla_rl_ros.runtime.onnx_policy import load_validated
+
+    out = str(tmp_path / "xarm_reach.onnx")
+    assert main(["ship", "--task", "reach", "--params", XARM, "--out", out, "--demos", "30", "--bc-steps", "800",
+                 "--seed", "0", "--eval-episodes", "10"]) == 0
+    assert load_validated(out, None, arm.spec).spec == arm.spec  # the model carries the arm's spec
+    shipped = read_model_metadata(out)[1]["twin_success_at_gate"]
+    assert "xarm6_with_gripper_tcp.urdf (6 joints" in open(out[:-5] + ".md").read()
+    capsys.readouterr()
+    assert main(["eval", "--model", out, "--params", XARM, "--episodes", "10", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # the same seeded episodes in the same twin (the arm's) as ship's own evaluation: the same result
+    assert res["success_rate"] == shipped["rate"] and res["seed"] == shipped["seed"] == 10_000
+    assert res["success_rate"] >= 0.8
+    # without the arm, eval refuses the model instead of running it on the Panda
+    assert main(["eval", "--model", out, "--episodes", "1"]) == 2
+    assert "--params" in capsys.readouterr().err
+
+
+def test_demos_and_train_take_the_arm(tmp_path, arm):
+    from vla_rl_ros.algos.export import read_model_metadata
+    from vla_rl_ros.buffer import Replay, list_stores, open_run
+
+    run = tmp_path / "xarm-demos"
+    assert main(["demos", "--task", "reach", "--params", XARM, "--run", str(run), "--episodes", "4"]) == 0
+    assert open_run(run).spec == arm.spec  # run.json: the arm's spec
+    replay = Replay(list_stores([str(run)]))
+    try:
+        replay.refresh()
+        eps = replay.episodes()
+    finally:
+        replay.close()
+    assert len(eps) == 4 and all(e.is_demo and e.success and e.obs.shape[1] == 25 for e in eps)
+    out = str(tmp_path / "bc.onnx")
+    assert main(["train", "--algo", "bc", "--data", str(run), "--steps", "100", "--out", out,
+                 "--params", XARM, "--eval-episodes", "2"]) == 0
+    meta = read_model_metadata(out)[1]
+    assert meta["twin_success_at_gate"]["episodes"] == 2  # evaluated, in the arm's twin
+    # online on the twin env of the arm: the registered env id, the arm's spec
+    out2 = str(tmp_path / "sac.onnx")
+    assert main(["train", "--algo", "sac", "--env", "VlaRlRos/PandaReach-v0", "--params", XARM, "--steps", "60",
+                 "--out", out2, "--eval-episodes", "1", "--hindsight", "0"]) == 0
+    from vla_rl_ros.runtime.onnx_policy import load_validated
+
+    assert load_validated(out2, None, arm.spec).spec.arm_joints == arm.spec.arm_joints != PANDA_ARM_JOINTS
+
+
+# --------------------------------------------------------------------------------------- the sim graph (ROS)
+def test_the_sim_graph_runs_with_the_learner_on_the_second_arm(ros_env, tmp_path, arm):
+    """`vla-rl-ros sim --arm config/xarm6.yaml`: twin, policy, recorder and learner on the xArm; its episodes
+    succeed, and the learner's monitor measures the arm's model in the arm's twin (the same result as
+    evaluating it here in the twin of config/xarm6.yaml)."""
+    from vla_rl_ros.learner.evaluate import evaluate_onnx
+    from vla_rl_ros.learner.monitor import read_monitor
+
+    run = tmp_path / "xarm-sim"
+    cmd = [sys.executable, "-m", "vla_rl_ros.cli", "sim", "--task", "reach", "--arm", XARM, "--model", SHIPPED,
+           "--run", str(run), "--domain-id", str(ros_env.domain_id), "--set", "learner_node.monitor_episodes:=4",
+           "--set", "policy_node.exploration_std:=0.0"]
+    log = open(tmp_path / "sim.log", "w")
+    proc = subprocess.Popen(cmd, env=ros_env.env, cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+    def text() -> str:
+        with open(tmp_path / "sim.log") as f:
+            return f.read()
+
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            t = text()
+            if len(re.findall(r"\] SUCCESS", t)) >= 3 and "[monitor]" in t:
+                break
+            time.sleep(0.5)
+        t = text()
+        assert proc.poll() is None, f"sim exited early:\n{t[-3000:]}"
+        assert len(re.findall(r"\] SUCCESS", t)) >= 3, t[-3000:]
+        assert "[monitor]" in t, t[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # the CLI stops its nodes
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for pid in re.findall(r"started \w+ \(pid (\d+)\)", text()):  # nothing left behind
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+    t = text()
+    assert "exited with code" not in t, t[-3000:]
+    assert json.load(open(run / "run.json"))["spec"]["arm_joints"] == list(arm.spec.arm_joints)
+    rec = next(r for r in read_monitor(run / "models") if r.get("success_rate") is not None)
+    ref = evaluate_onnx(SHIPPED, "reach", rec["episodes"], rec["seed"], twin=arm.twin())
+    assert rec["success_rate"] == ref.success_rate and rec["mean_return"] == pytest.approx(ref.mean_return)
