@@ -2,7 +2,8 @@
 
     ros2 launch vla_rl_ros robot.launch.py params_file:=/path/to/robot.yaml \
         joint_states:=/joint_states arm_commands:=/arm_controller/commands \
-        gripper_commands:=/gripper_controller/commands run_dir:=/data/vla_rl_ros/run1 [model:=M.onnx]
+        gripper_commands:=/gripper_controller/commands run_dir:=/data/vla_rl_ros/run1 [model:=M.onnx] \
+        [arm:=ARM.yaml]
 
 Every robot-facing topic can be remapped from the command line. The learner
 can run on another machine (same ROS_DOMAIN_ID): start this file with
@@ -37,9 +38,9 @@ def _nodes(context):
     nodes = node_parameters("robot", run_dir=arg("run_dir"), model=arg("model") or None,
                             learner=arg("learner").lower() in ("true", "1", "yes"))
     remaps = [(topic, arg(name)) for name, topic in TOPICS.items()]
-    params_file = arg("params_file")
+    files = [arg("params_file")] + ([arg("arm")] if arg("arm") else [])  # an arm's file after: its /** wins
     return [Node(package="vla_rl_ros", executable=name, name=name, output="screen",
-                 parameters=[params_file, overrides], remappings=remaps if name == "policy_node" else [])
+                 parameters=[*files, overrides], remappings=remaps if name == "policy_node" else [])
             for name, overrides in nodes.items()]
 
 
@@ -50,6 +51,10 @@ def generate_launch_description():
         DeclareLaunchArgument("run_dir", default_value=os.path.join(os.path.expanduser("~"), "vla_rl_ros_runs", "robot")),
         DeclareLaunchArgument("model", default_value="", description="starting ONNX model ('' = the params file's)"),
         DeclareLaunchArgument("learner", default_value="true"),
+        DeclareLaunchArgument("arm", default_value="",
+                              description="a params file declaring another arm (its /** section: spec, urdf_path, "
+                                          "scene, home), given to every node after params_file, e.g. "
+                                          "config/xarm6.yaml ('' = params_file's arm)"),
         *(DeclareLaunchArgument(name, default_value=topic) for name, topic in TOPICS.items()),
         OpaqueFunction(function=_nodes),
     ])

@@ -2,6 +2,7 @@
 
     ros2 launch vla_rl_ros sim.launch.py [task:=pick_place|reach] [model:=M.onnx] [run_dir:=DIR]
                                          [teacher:=FRACTION] [learner:=true|false] [params_file:=...]
+                                         [arm:=ARM.yaml]
 
 The same graph as ``vla-rl-ros sim`` on machines without ``ros2 launch``: both ask
 :func:`vla_rl_ros.graph.node_parameters` which nodes to start and what each gets on top of the params file
@@ -28,10 +29,10 @@ def _nodes(context):
     nodes = node_parameters("sim", task=arg("task"), run_dir=arg("run_dir") or None, model=arg("model") or None,
                             teacher=float(teacher) if teacher else None,
                             learner=arg("learner").lower() in ("true", "1", "yes"))
-    params_file = arg("params_file")
+    files = [arg("params_file")] + ([arg("arm")] if arg("arm") else [])  # an arm's file after: its /** wins
     # teacher_node: the twin's stand-in for a human who corrects the arm over /rl/intervention
     return [Node(package="vla_rl_ros", executable=name, name=name, output="screen",
-                 parameters=[params_file, overrides])
+                 parameters=[*files, overrides])
             for name, overrides in nodes.items()]
 
 
@@ -46,5 +47,9 @@ def generate_launch_description():
                               description="pick_place: fraction of episodes the scripted teacher watches "
                                           "('' = the params file's; 0 = no teacher)"),
         DeclareLaunchArgument("learner", default_value="true"),
+        DeclareLaunchArgument("arm", default_value="",
+                              description="a params file declaring another arm (its /** section: spec, urdf_path, "
+                                          "scene, home), given to every node after params_file, e.g. "
+                                          "config/xarm6.yaml ('' = params_file's arm)"),
         OpaqueFunction(function=_nodes),
     ])

@@ -57,7 +57,7 @@ class _Node:
 
 
 def _evaluate_launch(monkeypatch, launch_file, **launch_args):
-    """{node: (params file, overrides, remappings)} as the launch file starts them with ``launch_args``."""
+    """{node: ([params files], overrides, remappings)} as the launch file starts them with ``launch_args``."""
     import types
 
     import ament_index_python.packages as aip
@@ -91,17 +91,18 @@ def _evaluate_launch(monkeypatch, launch_file, **launch_args):
     for n in nodes:
         kw = n.kw
         assert kw["package"] == "vla_rl_ros" and kw["name"] == kw["executable"]
-        params_file, *rest = kw["parameters"]
+        files = [value(p) for p in kw["parameters"] if not isinstance(p, dict)]
         merged = {}
-        for r in rest:
-            merged.update({k: value(v) for k, v in r.items()})
+        for r in kw["parameters"]:
+            if isinstance(r, dict):
+                merged.update({k: value(v) for k, v in r.items()})
         remaps = [(value(a), value(b)) for a, b in kw.get("remappings") or []]
-        out[kw["executable"]] = (value(params_file), merged, remaps)
+        out[kw["executable"]] = (files, merged, remaps)
     return out
 
 
 def _cli_nodes(argv):
-    """{node: (params file, overrides)} from the command lines ``vla-rl-ros ARGV`` would run."""
+    """{node: ([params files], overrides)} from the command lines ``vla-rl-ros ARGV`` would run."""
     import yaml
 
     from vla_rl_ros.cli import build_parser
@@ -115,7 +116,7 @@ def _cli_nodes(argv):
             if flag == "-p":
                 k, v = value.split(":=", 1)
                 params[k] = yaml.safe_load(v)  # as rcl reads a -p value
-        out[name] = (cmd[cmd.index("--params-file") + 1], params)
+        out[name] = ([v for f, v in zip(cmd, cmd[1:]) if f == "--params-file"], params)
     return out
 
 
@@ -128,6 +129,8 @@ SIM_CASES = [  # (launch arguments, the same on the CLI)
      ["--task", "pick_place", "--teacher", "0.25", "--no-learner"]),
     ({"task": "reach", "model": "models/pick_place_bc.onnx", "run_dir": "runs/x"},
      ["--task", "reach", "--model", "models/pick_place_bc.onnx", "--run", "runs/x"]),
+    ({"task": "reach", "arm": "config/xarm6.yaml", "model": "models/xarm6_reach_bc.onnx"},
+     ["--task", "reach", "--arm", "config/xarm6.yaml", "--model", "models/xarm6_reach_bc.onnx"]),
 ]
 
 
@@ -136,8 +139,10 @@ def test_sim_launch_file_and_cli_give_each_node_the_same_parameters(monkeypatch,
     launched = _evaluate_launch(monkeypatch, "sim.launch.py", **launch_args)
     cli = _cli_nodes(["sim", *cli_args])
     assert list(launched) == list(cli)  # the same nodes, in the same order
-    for name, (params_file, overrides, _) in launched.items():
-        assert os.path.realpath(params_file) == os.path.realpath(cli[name][0]) == os.path.join(ROOT, "config", "sim.yaml")
+    for name, (files, overrides, _) in launched.items():
+        assert [os.path.realpath(f) for f in files] == [os.path.realpath(f) for f in cli[name][0]], name
+        assert os.path.realpath(files[0]) == os.path.join(ROOT, "config", "sim.yaml")
+        assert len(files) == 1 + ("arm" in launch_args)  # an arm's file after the graph's
         assert overrides == cli[name][1], name
 
 
@@ -159,13 +164,15 @@ def test_each_task_gets_its_model_and_task_everywhere(monkeypatch, task):
     ({"run_dir": "/data/r1"}, ["robot", "--run", "/data/r1"]),
     ({"run_dir": "/data/r1", "model": "/m/a.onnx", "learner": "false"},
      ["robot", "--run", "/data/r1", "--model", "/m/a.onnx", "--no-learner"]),
+    ({"run_dir": "/data/r1", "arm": "config/xarm6.yaml"}, ["robot", "--run", "/data/r1", "--arm", "config/xarm6.yaml"]),
 ])
 def test_robot_launch_file_and_cli_give_each_node_the_same_parameters(monkeypatch, launch_args, cli_args):
     launched = _evaluate_launch(monkeypatch, "robot.launch.py", **launch_args)
     cli = _cli_nodes(cli_args)
     assert list(launched) == list(cli)
-    for name, (params_file, overrides, remaps) in launched.items():
-        assert os.path.basename(params_file) == os.path.basename(cli[name][0]) == "robot.yaml"
+    for name, (files, overrides, remaps) in launched.items():
+        assert [os.path.basename(f) for f in files] == [os.path.basename(f) for f in cli[name][0]]
+        assert os.path.basename(files[0]) == "robot.yaml"
         assert overrides == cli[name][1], name
         assert bool(remaps) == (name == "policy_node")
     remaps = dict(launched["policy_node"][2])

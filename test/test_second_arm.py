@@ -155,6 +155,31 @@ def test_demos_and_train_take_the_arm(tmp_path, arm):
 
 
 # --------------------------------------------------------------------------------------- the sim graph (ROS)
+def test_sim_arm_file_reaches_every_node_through_rcl(ros_env, arm):
+    """What each node of `sim --arm config/xarm6.yaml` reads (rclpy parsing its own command line): the xArm's
+    section over config/sim.yaml's, and the CLI's own parameters (task, model, run) still over both."""
+    import rclpy
+
+    from vla_rl_ros.cli import build_parser
+    from vla_rl_ros.commands.sim import plan
+
+    pl = plan(build_parser().parse_args(["sim", "--task", "reach", "--arm", XARM, "--model", SHIPPED]))
+    assert set(pl.commands) == {"twin_node", "policy_node", "recorder_node", "learner_node"}
+    for name, cmd in pl.commands.items():
+        ctx = rclpy.Context()
+        rclpy.init(args=["node", *cmd[cmd.index("--ros-args"):]], context=ctx)
+        try:
+            node = rclpy.create_node(name, context=ctx, automatically_declare_parameters_from_overrides=True)
+            got = {k: node.get_parameter(k).value for k in ("joints", "ee_link", "urdf_path", "home", "task")}
+            model = node.get_parameter("model_path").value if name == "policy_node" else None
+            node.destroy_node()
+        finally:
+            rclpy.shutdown(context=ctx)
+        assert got == {"joints": list(arm.spec.arm_joints), "ee_link": "link_tcp",
+                       "urdf_path": "sim/xarm6_with_gripper_tcp.urdf", "home": list(arm.home), "task": "reach"}, name
+        assert name != "policy_node" or model == SHIPPED
+
+
 def test_the_sim_graph_runs_with_the_learner_on_the_second_arm(ros_env, tmp_path, arm):
     """`vla-rl-ros sim --arm config/xarm6.yaml`: twin, policy, recorder and learner on the xArm; its episodes
     succeed, and the learner's monitor measures the arm's model in the arm's twin (the same result as
