@@ -18,9 +18,10 @@ def register(sub) -> None:
 
 
 def collect_and_import(run, task: str, episodes: int, seed: int = 0, noise: float = 0.0, progress: bool = False,
-                       arm=None) -> list[int]:
+                       arm=None, count_successes: bool = False):
     """Expert episodes of ``task`` in ``arm``'s twin (:class:`~vla_rl_ros.arm.Arm`; ``None``: the twin of the
-    run's spec, with the Panda's URDF) imported into ``run``'s store as demos."""
+    run's spec, with the Panda's URDF) imported into ``run``'s store as demos; returns their ids (and, with
+    ``count_successes``, how many succeeded)."""
     import numpy as np
 
     from ..arm import Arm
@@ -42,7 +43,8 @@ def collect_and_import(run, task: str, episodes: int, seed: int = 0, noise: floa
         ep["end_reason"] = "success" if ep["success"] else "timeout"
         ep["reward_config"] = env.reward_fn.config
         ep["model_version"] = f"expert{'-noise' + str(noise) if noise else ''}"
-    return import_episodes(run.buffer_path, eps, is_demo=True, spec=run.spec)
+    ids = import_episodes(run.buffer_path, eps, is_demo=True, spec=run.spec)
+    return (ids, sum(bool(ep["success"]) for ep in eps)) if count_successes else ids
 
 
 def run(args) -> int:
@@ -51,6 +53,9 @@ def run(args) -> int:
     arm = arm_from_args(args, args.task)
     root, name = os.path.split(os.path.abspath(args.run))
     run = create_run(root, name, arm.spec, robot_id="sim", exist_ok=True)
-    ids = collect_and_import(run, args.task, args.episodes, args.seed, args.noise, progress=True, arm=arm)
-    print(f"imported {len(ids)} demo episodes into {run.buffer_path}")
+    ids, n_success = collect_and_import(run, args.task, args.episodes, args.seed, args.noise, progress=True, arm=arm,
+                                        count_successes=True)
+    print(f"imported {len(ids)} demo episodes ({n_success} successful: the expert's success rate "
+          f"{100 * n_success / max(1, len(ids)):.0f}% on seeds {args.seed}..{args.seed + args.episodes - 1}) "
+          f"into {run.buffer_path}")
     return 0
