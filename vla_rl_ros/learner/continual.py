@@ -4,9 +4,13 @@ One :class:`ContinualLearner` owns the learning side of a run:
 
 * **Data.** A :class:`~vla_rl_ros.buffer.Replay` tails one or more stores
   (several robots → several stores) incrementally.
-* **Training.** ``algo="sac"``: SAC with RLPD sampling (demo/intervention side
-  vs online side, ``demo_ratio``), ``utd`` critic updates per actor update, and
-  behaviour-cloning initialisation of the actor from the demo side.
+* **Training.** A transition learner (:mod:`~vla_rl_ros.algos.learners`:
+  ``algo="sac"``, ``"cql"`` or ``"iql"``, one protocol) over the growing buffer:
+  batches with ``demo_ratio`` from the demo/intervention side (RLPD), ``utd``
+  updates per step, and, for those that have it (SAC, CQL), behaviour-cloning
+  initialisation of the actor from the demo side; CQL and IQL started this way
+  are offline-to-online learners (they learn from everything recorded, then
+  keep learning as the buffer grows).
   ``algo="recap"``: Recap rounds over the growing buffer (value fit → relabel →
   advantage-conditioned actor) every ``recap_round_episodes`` new episodes; each
   round starts from fresh weights unless ``recap_warm_start``.
@@ -37,6 +41,7 @@ import numpy as np
 import torch
 
 from ..algos.export import export_onnx, read_model_metadata, sha256_file
+from ..algos.learners import TRANSITION_LEARNERS, make_learner, replay_sampler
 from .lineage import update_lineage
 from ..buffer import Replay, open_run
 from .gate import make_gate
@@ -47,7 +52,7 @@ from .registry import Registry
 class LearnerConfig:
     """Continual-learning settings (the learner_node parameters)."""
 
-    algo: str = "recap"  # sac | recap
+    algo: str = "recap"  # sac | cql | iql (transition learners, algos/learners.py) | recap
     batch_size: int = 256
     utd: int = 2
     demo_ratio: float = 0.5
@@ -74,7 +79,11 @@ class LearnerConfig:
     hindsight_min_displacement: float = 0.10
     goal_low: tuple[float, float, float] | None = None
     goal_high: tuple[float, float, float] | None = None
+    # Settings over each algorithm's config defaults (SACConfig, CQLConfig, IQLConfig, RecapConfig). A transition
+    # learner also takes batch_size, utd, demo_ratio, bc_init_steps and seed above where its config has them.
     sac_overrides: dict[str, Any] = field(default_factory=dict)
+    cql_overrides: dict[str, Any] = field(default_factory=dict)
+    iql_overrides: dict[str, Any] = field(default_factory=dict)
     recap_overrides: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
@@ -127,6 +136,7 @@ class ContinualLearner:
         self.last_ckpt = time.monotonic()
         self.last_refresh = 0.0
         self.algo: Any = None
+        self.transitions = cfg.algo in TRANSITION_LEARNERS  # learns from batches of transitions (else Recap rounds)
         self.writer = None
         if tb:
             from torch.utils.tensorboard import SummaryWriter
@@ -160,13 +170,18 @@ class ContinualLearner:
     def _build_algo(self) -> None:
         if self.algo is not None:
             return
-        if self.cfg.algo == "sac":
-            from ..algos.sac import SAC, SACConfig
+        if self.transitions:
+            import dataclasses as dc
+            import importlib
 
-            kw = dict(batch_size=self.cfg.batch_size, utd=self.cfg.utd, demo_ratio=self.cfg.demo_ratio,
-                      bc_init_steps=self.cfg.bc_init_steps, init_alpha=0.05, seed=self.cfg.seed)
-            kw.update(self.cfg.sac_overrides)
-            self.algo = SAC(self.spec.obs_dim, self.spec.action_dim, SACConfig(**kw))
+            mod, _, cfg_cls = TRANSITION_LEARNERS[self.cfg.algo]
+            fields = {f.name for f in dc.fields(getattr(importlib.import_module(mod), cfg_cls))}
+            # init_alpha 0.05: SAC's temperature after BC initialisation (SACConfig.init_alpha)
+            kw = {k: v for k, v in dict(batch_size=self.cfg.batch_size, utd=self.cfg.utd,
+                                        demo_ratio=self.cfg.demo_ratio, bc_init_steps=self.cfg.bc_init_steps,
+                                        init_alpha=0.05, seed=self.cfg.seed).items() if k in fields}
+            kw.update(getattr(self.cfg, f"{self.cfg.algo}_overrides"))
+            self.algo = make_learner(self.cfg.algo, self.spec.obs_dim, self.spec.action_dim, **kw)
         elif self.cfg.algo == "recap":
             from ..algos.recap import RecapConfig, RecapTrainer
 
@@ -174,7 +189,7 @@ class ContinualLearner:
             kw.update(self.cfg.recap_overrides)
             self.algo = RecapTrainer(self.spec.obs_dim, self.spec.action_dim, RecapConfig(**kw))
         else:
-            raise ValueError(f"unknown algo {self.cfg.algo!r} (sac | recap)")
+            raise ValueError(f"unknown algo {self.cfg.algo!r} ({' | '.join(TRANSITION_LEARNERS)} | recap)")
 
     def _resume(self) -> None:
         if not self.ckpt_path.exists():
@@ -209,26 +224,26 @@ class ContinualLearner:
         events: list[Event] = []
         if now - self.last_refresh >= self.cfg.refresh_every_s:
             self.replay.refresh()
-            if self.cfg.algo == "sac":
-                self._sac_hindsight()
+            if self.transitions:
+                self._hindsight_transitions()
             self.last_refresh = now
-        if self.cfg.algo == "sac":
-            events += self._sac_step()
+        if self.transitions:
+            events += self._transition_step()
         else:
             events += self._recap_step()
         if time.monotonic() - self.last_ckpt >= self.cfg.checkpoint_every_s:
             self.checkpoint()
         return events
 
-    def _sac_step(self) -> list[Event]:
+    def _transition_step(self) -> list[Event]:
         if len(self.replay) < self.cfg.min_transitions:
             time.sleep(0.2)
             return []
         self._build_algo()
         if not getattr(self, "_initialised", False):
-            self._init_sac()
+            self._init_transition_learner()
         cfg = self.cfg
-        sample = lambda: self.replay.sample(cfg.batch_size, demo_ratio=cfg.demo_ratio)  # noqa: E731
+        sample = replay_sampler(self.replay, self.algo.cfg)
         m = None
         for _ in range(10):
             m = self.algo.train_step(sample)
@@ -237,16 +252,16 @@ class ContinualLearner:
             from ..algos.sac import metrics_to_floats
 
             for k, v in metrics_to_floats(m).items():
-                self.writer.add_scalar(f"sac/{k}", v, self.updates)
+                self.writer.add_scalar(f"{cfg.algo}/{k}", v, self.updates)
             self.writer.add_scalar("data/transitions", len(self.replay), self.updates)
             self.writer.add_scalar("data/hindsight_transitions", self.hindsight_transitions, self.updates)
         if self.updates // cfg.candidate_every_updates > self.gates:
-            return [*self._candidate(self.algo.policy_module(), "sac")]
+            return [*self._candidate(self.algo.policy_module(), cfg.algo)]
         return []
 
-    def _sac_hindsight(self) -> None:
-        """SAC: the relabelled successes of every newly finished episode go to the online side of the replay
-        (HER), their rewards recomputed by the run's own reward function."""
+    def _hindsight_transitions(self) -> None:
+        """Transition learners (SAC, CQL, IQL): the relabelled successes of every newly finished episode go to
+        the online side of the replay (HER), their rewards recomputed by the run's own reward function."""
         if self.cfg.hindsight_k <= 0:
             return
         from ..algos.hindsight import relabelled_transitions
@@ -270,19 +285,19 @@ class ContinualLearner:
                     self.hindsight_transitions += self.replay.add_transitions(relabelled_transitions(rel, fn))
         self._episodes_relabelled = len(eps)
 
-    def _init_sac(self) -> None:
+    def _init_transition_learner(self) -> None:
         obs = self.replay.all_obs() if hasattr(self.replay, "all_obs") else None
         if obs is None:
             b = self.replay.sample(min(len(self.replay), 20_000), demo_ratio=self.cfg.demo_ratio)
             obs = b["obs"]
         self.algo.fit_obs_normalizer(obs)
-        if self.cfg.bc_init_steps > 0 and self.replay.n_demo > 0:
+        if self.cfg.bc_init_steps > 0 and self.replay.n_demo > 0 and hasattr(self.algo, "bc_pretrain"):
             def demo_pairs():
                 b = self.replay.sample(self.cfg.batch_size, demo_ratio=1.0)
                 return b["obs"], b["action"]
 
             self.algo.bc_pretrain(demo_pairs, self.cfg.bc_init_steps)
-            self.log(f"SAC actor initialised by behaviour cloning on {self.replay.n_demo} demo transitions")
+            self.log(f"{self.cfg.algo.upper()} actor initialised by behaviour cloning on {self.replay.n_demo} demo transitions")
         self._initialised = True
 
     def _recap_step(self) -> list[Event]:
@@ -344,7 +359,7 @@ class ContinualLearner:
             "algorithm": algo,
             "parent_version": inc["version"] if inc else None,
             "data_range": self._data_range(),
-            "training_steps": self.updates if algo == "sac" else self.rounds,
+            "training_steps": self.updates if algo in TRANSITION_LEARNERS else self.rounds,
             **(extra or {}),
         }
         tmp_path = self.run.models_dir / f".candidate-{self.gates}.onnx"
