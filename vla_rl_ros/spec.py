@@ -13,7 +13,9 @@ Observation (float32, raw SI units, no normalisation: models normalise inside):
 segment                   size  meaning
 ========================  ====  ==========================================
 ``joint_pos``             n_arm measured arm joint positions (rad)
-``gripper_width``         1     finger opening (m), sum of both fingers
+``gripper_width``         1     finger opening (m): the sum of the gripper
+                                joints' positions, mapped linearly by
+                                ``gripper_joint_range`` when declared
 ``ee_pos``                3     hand (tool centre point) position, FK (m)
 ``object_pos``            3     object position (m)
 ``goal_pos``              3     goal position (m)
@@ -30,6 +32,12 @@ Action (float32, each in [-1, 1]):
 * ``joint_delta``: ``[dq_1 .. dq_n, gripper]``. Joint targets are measured
   positions plus ``a[:n] * max_joint_step`` (rad).
 * ``gripper``: -1 closed ... +1 fully open (``gripper_open`` m).
+
+The gripper model: the width is linear in the sum ``s`` of the gripper joints'
+positions. By default ``s`` is the width (the Panda's two prismatic fingers,
+each at half the opening). An angular or linkage gripper declares
+``gripper_joint_range = (s_open, s_closed)``: ``s`` at the fully open width
+``gripper_open`` and at 0 (the xArm's drive joint: ``(0.0, 0.85)`` rad).
 """
 from __future__ import annotations
 
@@ -75,6 +83,7 @@ class Spec:
     max_ee_step: float = 0.05
     max_joint_step: float = 0.1
     gripper_open: float = 0.08
+    gripper_joint_range: tuple[float, ...] = ()  # (s_open, s_closed); () = the width is the sum of positions
     workspace_low: tuple[float, float, float] = (0.25, -0.45, 0.0)
     workspace_high: tuple[float, float, float] = (0.80, 0.45, 0.60)
     image: ImageSpec | None = None
@@ -93,6 +102,10 @@ class Spec:
         for name in ("max_ee_step", "max_joint_step", "gripper_open", "control_hz"):
             if not float(getattr(self, name)) > 0:
                 raise SpecError(f"{name} must be > 0")
+        r = self.gripper_joint_range
+        if r and (len(r) != 2 or r[0] == r[1] or not all(np.isfinite(r))):
+            raise SpecError(f"gripper_joint_range must be (positions at open, positions at closed), two different "
+                            f"finite numbers, or empty; got {list(r)}")
         if any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high)):
             raise SpecError("workspace_low must be below workspace_high on every axis")
         if self.image is not None and self.image.encoding not in ("rgb8", "bgr8"):
@@ -160,6 +173,20 @@ class Spec:
     def gripper_target(self, a_grip: float) -> float:
         """Map the gripper action in [-1, 1] to an opening width in metres."""
         return float(np.clip((a_grip + 1.0) * 0.5, 0.0, 1.0) * self.gripper_open)
+
+    def gripper_width_of(self, joint_sum: float) -> float:
+        """The opening width (m) of the gripper whose joints' positions sum to ``joint_sum``."""
+        if not self.gripper_joint_range:
+            return float(joint_sum)
+        s_open, s_closed = self.gripper_joint_range
+        return float(self.gripper_open * (joint_sum - s_closed) / (s_open - s_closed))
+
+    def gripper_joint_sum(self, width: float) -> float:
+        """The sum of the gripper joints' positions at opening ``width`` (m): the inverse of :meth:`gripper_width_of`."""
+        if not self.gripper_joint_range:
+            return float(width)
+        s_open, s_closed = self.gripper_joint_range
+        return float(s_closed + (width / self.gripper_open) * (s_open - s_closed))
 
     # ----------------------------------------------------------- (de)serialise
     def to_dict(self) -> dict[str, Any]:
@@ -234,6 +261,7 @@ def spec_from_params(params: Mapping[str, Any]) -> Spec:
         "max_ee_step": "max_ee_step",
         "max_joint_step": "max_joint_step",
         "gripper_open": "gripper_open",
+        "gripper_joint_range": "gripper_joint_range",
         "workspace_low": "workspace_low",
         "workspace_high": "workspace_high",
     }

@@ -51,9 +51,18 @@ def declare_spec_params(node, which: tuple[str, ...] | None = None) -> dict[str,
             continue
         lo, hi = ranges.get(name, (None, None))
         out[name] = declare(node, name, default, desc, lo=lo, hi=hi)
+    if which is None or "gripper_joint_range" in which:  # a float array whose default is empty: typed, unset
+        from rclpy.parameter import Parameter
+
+        out["gripper_joint_range"] = node.declare_parameter(
+            "gripper_joint_range", Parameter.Type.DOUBLE_ARRAY,
+            ParameterDescriptor(description=GRIPPER_RANGE_DESCRIPTION, read_only=True)).value
     return out
 
 
+GRIPPER_RANGE_DESCRIPTION = ("[open, closed]: the sum of the gripper joints' positions at the fully open width "
+                             "(gripper_open) and closed (an angular gripper: the xArm's drive joint, [0.0, 0.85] rad); "
+                             "unset = the sum is the width in metres (the Panda's fingers)")
 URDF_DESCRIPTION = ("arm URDF: kinematics (FK/IK) and the twin's arm ('' = the Franka Panda from pybullet_data); a "
                     "relative path resolves against the share dir, then the repo root, then the cwd")
 SCENE_DESCRIPTION = "twin scene (table, object, goal marker, task regions) of the twin and of the learner's gate"

@@ -130,7 +130,7 @@ class PolicyNode(Node):
 
         # ------------------------------------------------------------- state
         n, A = spec.n_arm, spec.action_dim
-        self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints)
+        self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints, spec.gripper_width_of)
         self.ch_js = InputChannel("joint_states", js_timeout)
         self.ch_obj = InputChannel("object_pose", pose_timeout)
         self.ch_goal = InputChannel("goal_pose", pose_timeout)

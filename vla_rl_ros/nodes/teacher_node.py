@@ -68,7 +68,7 @@ class TeacherNode(Node):
             self.get_logger().warning(f"the scripted teacher handles pick_place in ee_delta; task {spec.task!r} "
                                       f"({spec.action_mode}): it will not intervene")
         self.kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
-        self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints)
+        self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints, spec.gripper_width_of)
         self._obj = np.zeros(3)
         self._goal = np.zeros(3)
         self._have = {"object": False, "goal": False}

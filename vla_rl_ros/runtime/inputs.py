@@ -31,12 +31,15 @@ class JointStateMatcher:
     """Arm positions (configured order) and gripper width from a joint-state message.
 
     After a successful :meth:`update`, ``q`` holds the arm positions and
-    ``gripper_width`` the sum of the gripper joint positions (0 when no gripper
-    joints are configured). A rejected message leaves both untouched, so they
-    always hold the last *valid* measurement.
+    ``gripper_width`` the gripper's opening: the sum of the gripper joint positions
+    (0 when no gripper joints are configured), through ``width_of`` when given
+    (the spec's gripper model, :meth:`~vla_rl_ros.spec.Spec.gripper_width_of`). A
+    rejected message leaves both untouched, so they always hold the last *valid*
+    measurement.
     """
 
-    def __init__(self, arm_joints: Sequence[str], gripper_joints: Sequence[str] = ()):
+    def __init__(self, arm_joints: Sequence[str], gripper_joints: Sequence[str] = (), width_of=None):
+        self.width_of = width_of
         self.arm_joints = tuple(arm_joints)
         self.gripper_joints = tuple(gripper_joints)
         if not self.arm_joints:
@@ -83,7 +86,7 @@ class JointStateMatcher:
         if not math.isfinite(g):
             return f"non-finite position for gripper joints {list(self.gripper_joints)}"
         self.q[:] = self._tmp
-        self.gripper_width = g
+        self.gripper_width = g if self.width_of is None or not len(self._gidx) else self.width_of(g)
         self.valid = True
         return None
 

@@ -211,7 +211,7 @@ class TwinCore:
         obj, goal = self.sample_task(rng, task or self.spec.task)
         for j, q in zip(self.arm_idx, self.home):
             pb.resetJointState(self.robot, j, q, 0.0, physicsClientId=c)
-        q_open = self.spec.gripper_open / max(1, len(self.finger_idx))
+        q_open = self.spec.gripper_joint_sum(self.spec.gripper_open) / max(1, len(self.finger_idx))
         for j in self.finger_idx:
             pb.resetJointState(self.robot, j, q_open, 0.0, physicsClientId=c)
         for j, k, mult, off in self.gripper_mimics:
@@ -237,7 +237,7 @@ class TwinCore:
         if gripper_width is not None:
             w = float(np.clip(gripper_width, 0.0, self.spec.gripper_open))
             self._last_grip_target = w
-            q = w / max(1, len(self.finger_idx))  # the width is the sum of the gripper joints' positions
+            q = self.spec.gripper_joint_sum(w) / max(1, len(self.finger_idx))  # the spec's gripper model
             for j, v in zip(self.finger_idx, self.finger_velocity):
                 pb.setJointMotorControl2(
                     self.robot, j, pb.POSITION_CONTROL, targetPosition=q, force=40.0, maxVelocity=v, physicsClientId=c,
@@ -264,7 +264,8 @@ class TwinCore:
         pos, quat = pb.getBasePositionAndOrientation(self.cube, physicsClientId=c)
         ee = pb.getLinkState(self.robot, self.ee_idx, computeForwardKinematics=True, physicsClientId=c)[4]
         return TwinState(
-            q=q[:n], qd=qd[:n], tau=tau[:n], finger_q=q[n:], finger_qd=qd[n:], gripper_width=float(q[n:].sum()),
+            q=q[:n], qd=qd[:n], tau=tau[:n], finger_q=q[n:], finger_qd=qd[n:],
+            gripper_width=self.spec.gripper_width_of(float(q[n:].sum())) if n < len(q) else 0.0,
             object_pos=np.array(pos), object_quat=np.array(quat), goal_pos=self.goal.copy(), ee_pos=np.array(ee),
         )
 
