@@ -111,6 +111,9 @@ def test_iql_onnx_parity_and_exact_resume(tmp_path):
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run([OUTPUT_NAME], {INPUT_NAME: obs})[0]
     assert np.abs(got - iql.act(obs)).max() < 1e-5
     assert read_model_metadata(path)[1]["algorithm"] == "iql"
+    from vla_rl_ros.runtime.onnx_policy import load_validated  # policy_node's loader takes it
+
+    assert np.abs(load_validated(str(path), None, spec).act(obs[0]) - got[0]).max() < 1e-5
     # resume from a checkpoint file: the rebuilt learner continues bit-exactly
     save_checkpoint(tmp_path / "iql.pt", {"algo": iql.state_dict()})
     clone = learner_from_state(load_checkpoint(tmp_path / "iql.pt")["algo"])

@@ -91,6 +91,11 @@ def test_onnx_model_carries_the_observation_normalisation(tmp_path):
     assert np.abs(got - want).max() < 1e-5
     assert np.abs(got - ppo.act(obs)).max() < 1e-5
     assert read_model_metadata(path)[1]["algorithm"] == "ppo"
+    # policy_node's loader (spec check, probe inference) takes it and acts like the model
+    from vla_rl_ros.runtime.onnx_policy import load_validated
+
+    node_policy = load_validated(str(path), None, spec)
+    assert np.abs(node_policy.act(obs[0]) - got[0]).max() < 1e-5
 
 
 def _pendulum_history(seed):

@@ -378,7 +378,7 @@ class PPO:
                 break
         self.num_updates += 1
         out = {k: float(np.mean(v)) for k, v in stats.items()}
-        out["std"] = float(self.actor.log_std.exp().mean())
+        out["std"] = float(self.actor.log_std.detach().exp().mean())
         return out
 
     # ------------------------------------------------------------------ state
