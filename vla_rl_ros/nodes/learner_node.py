@@ -52,7 +52,8 @@ class LearnerNode(Node):
         # hindsight relabels only to goals the task draws (the twin scene's region)
         goal_low, goal_high = Scene.load(arm.scene).region.goals(arm.spec.task)
         cfg = LearnerConfig(
-            algo=d("algo", "recap", "sac (online, RLPD sampling) | recap (advantage-conditioned rounds)"),
+            algo=d("algo", "recap", "sac (online, RLPD sampling) | cql | iql (offline-to-online over the growing "
+                   "buffer, same sampling) | recap (advantage-conditioned rounds)"),
             batch_size=d("batch_size", 256, "Gradient batch size"),
             utd=d("utd", 2, "SAC critic updates per actor update (update-to-data ratio)"),
             demo_ratio=d("demo_ratio", 0.5, "Fraction of each batch from demos + interventions (RLPD)"),
