@@ -22,15 +22,16 @@ def intrinsics(width: int, height: int) -> tuple[float, float, float, float]:
     return fy, fy, 0.5 * width, 0.5 * height
 
 
-def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int) -> None:
+def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int, scene: str | None = None) -> None:
     import pybullet as pb
 
     from ..spec import Spec
     from ..twin.core import TwinCore
 
-    twin = TwinCore(Spec.from_json(spec_json), urdf_path=urdf_path)
+    twin = TwinCore(Spec.from_json(spec_json), urdf_path=urdf_path, scene=scene)  # the arm's twin and scene
     c = twin.cid
     joints = twin.arm_idx + twin.finger_idx
+    n_arm = len(twin.arm_idx)
     while True:
         try:
             req = conn.recv()
@@ -41,6 +42,8 @@ def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int) -> No
         q, obj_pos, obj_quat, goal = req
         for j, v in zip(joints, q):
             pb.resetJointState(twin.robot, j, float(v), 0.0, physicsClientId=c)
+        for j, k, mult, off in twin.gripper_mimics:  # a linkage gripper's other joints, as the twin drives them
+            pb.resetJointState(twin.robot, j, mult * float(q[n_arm + k]) + off, 0.0, physicsClientId=c)
         pb.resetBasePositionAndOrientation(twin.cube, list(obj_pos), list(obj_quat), physicsClientId=c)
         pb.resetBasePositionAndOrientation(twin.goal_body, list(goal), [0, 0, 0, 1], physicsClientId=c)
         frame = twin.render(width, height)
@@ -54,10 +57,10 @@ def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int) -> No
 class Renderer:
     """One frame in flight at a time: :meth:`request` when :attr:`busy` is False, :meth:`poll` for the result."""
 
-    def __init__(self, spec, urdf_path: str, width: int, height: int):
+    def __init__(self, spec, urdf_path: str, width: int, height: int, scene: str | None = None):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker, args=(child, spec.to_json(), urdf_path, width, height),
+        self._proc = ctx.Process(target=_worker, args=(child, spec.to_json(), urdf_path, width, height, scene),
                                  name="twin_camera", daemon=True)
         self._proc.start()
         child.close()

@@ -104,7 +104,7 @@ class TwinNode(Node):
         if self.camera_enabled:
             from ._camera import Renderer, intrinsics
 
-            self.renderer = Renderer(spec, self.urdf_path, cam_w, cam_h)
+            self.renderer = Renderer(spec, self.urdf_path, cam_w, cam_h, scene=arm.scene)
             self.pub_img = self.create_publisher(Image, topics["image"], qos_profile_sensor_data)
             self.pub_info = self.create_publisher(CameraInfo, topics["camera_info"], qos_profile_sensor_data)
             fx, fy, cx, cy = intrinsics(cam_w, cam_h)
