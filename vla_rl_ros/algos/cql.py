@@ -61,8 +61,9 @@ class CQLConfig(SACConfig):
         cql_n_actions: sampled actions per state and proposal (10).
         cql_temperature: ``T`` of the log-sum-exp (1.0).
         cql_lagrange: learn the multiplier ``alpha'`` by dual ascent (False).
-        cql_target_gap: the Lagrangian threshold ``tau`` on ``cql_alpha * gap``
-            (10.0, d3rlpy's ``alpha_threshold``).
+        cql_target_gap: the Lagrangian threshold ``tau`` on ``cql_alpha * gap``, as the
+            authors' code puts it (10.0; d3rlpy's ``alpha_threshold`` of 10 bounds the
+            unweighted gap instead).
         cql_alpha_lr: Adam learning rate of ``log alpha'`` (3e-4).
         cql_init_alpha: initial ``alpha'`` of the Lagrangian form (1.0).
     """
