@@ -1,7 +1,8 @@
 """``vla-rl-ros sim`` / ``vla-rl-ros robot``: the graphs of the launch files, on a machine without ``ros2 launch``.
 
 Starts the graph of ``launch/sim.launch.py`` (twin, policy, recorder, learner;
-one process per node, same executables, same ``config/sim.yaml``), then prints
+one process per node, same executables, same ``config/sim.yaml``; with ``--arm
+FILE`` that arm's params file after it, as the launch file's ``arm:=``), then prints
 a line per episode, per promotion and per monitor result, and a summary line
 once a minute (:func:`summary_line`), until Ctrl-C (or ``--duration``), and
 stops every node cleanly. Logs of each node go to ``<run>/logs/``; the progress

@@ -5,6 +5,12 @@ Scene: a table whose top is the plane z = 0 of the robot base frame, the arm
 origin, a 5 cm cube, and a goal marker (visual only). All positions are in the
 robot base frame, as a real arm's perception would report them.
 
+The arm is the params file's (vla_rl_ros/arm.py): its URDF (``package://`` meshes
+resolved by :mod:`.urdf`), its ``home`` posture (reset), and its gripper through
+the spec's gripper model (a width in metres to the gripper joints' positions),
+with any URDF joint that ``<mimic>``s a gripper joint driven along (PyBullet
+ignores ``<mimic>``).
+
 Joint position control respects the URDF's limits: targets are clipped to
 ``[lower, upper]``, motors are capped at the URDF ``effort`` and ``velocity``.
 Objects and goals are drawn per episode from a seeded generator, so an episode
