@@ -196,6 +196,14 @@ def test_demos_and_train_take_the_arm(tmp_path, arm):
     assert load_validated(out2, None, arm.spec).spec.arm_joints == arm.spec.arm_joints != PANDA_ARM_JOINTS
 
 
+def test_sim_refuses_a_starting_model_of_another_arm(tmp_path, capsys):
+    """`sim --arm` with the Panda's default model: a clear error naming the fix, before any node starts."""
+    assert main(["sim", "--task", "reach", "--arm", XARM, "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the arm" in err and "arm_joints" in err and "ship --task reach --params" in err
+    assert not (tmp_path / "run").exists()
+
+
 # --------------------------------------------------------------------------------------- the sim graph (ROS)
 def test_sim_arm_file_reaches_every_node_through_rcl(ros_env, arm):
     """What each node of `sim --arm config/xarm6.yaml` reads (rclpy parsing its own command line): the xArm's
