@@ -1,0 +1,245 @@
+"""Offline RL: our IQL and CQL against d3rlpy's, with BC and Recap, on the offline benchmark's mixed dataset.
+
+Usage (one learner and seed per command, each a few minutes of CPU; then the report)::
+
+    .venv/bin/python bench/bench_offline_rl.py --build
+    .venv/bin/python bench/bench_offline_rl.py --learner iql --seed 0      # iql cql d3rlpy_iql d3rlpy_cql bc recap
+    .venv/bin/python bench/bench_offline_rl.py --report [--out docs/bench/offline_rl.md]
+
+The dataset is ``bench/bench_offline.py``'s (``build_dataset``: 20 clean-expert,
+60 noisy-expert and 20 random-ish ``pick_place`` episodes in one durable run,
+the clean ones flagged as demos). Every learner reads it back through
+``Replay``:
+
+* **IQL / CQL (ours)**: :func:`~vla_rl_ros.algos.learners.make_learner` with
+  the config's defaults (IQL: expectile 0.7, beta 3, 2x256; CQL: SAC backbone,
+  fixed alpha' = 5, 10 sampled actions per proposal, actor lr 1e-4), the
+  normaliser fitted on the data, batches uniform over every transition
+  (:func:`replay_sampler`), the env's staged rewards; exported to ONNX and
+  evaluated through ONNX Runtime (the deployed path).
+* **IQL / CQL (d3rlpy)**: ``IQLConfig()`` / ``CQLConfig()`` defaults (the same
+  2x256 networks, batch 256, 2 critics; d3rlpy's CQL learns its alpha' by
+  Lagrangian dual ascent, threshold 10) with ``StandardObservationScaler``, on
+  the same transitions as an ``MDPDataset``; evaluated through ``predict``.
+* **BC, Recap**: as in ``bench/bench_offline.py`` (BC on every transition;
+  one Recap round, demo flags positive), as many actor steps as the others'
+  gradient steps.
+
+Every policy is evaluated on the same seeded twin episodes. Each ``--learner``
+run writes ``runs/bench/offline_rl/<learner>_s<seed>.json``; ``--report``
+tabulates what is there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from bench_learner import machine_info, machine_line  # noqa: E402
+from bench_offline import (EVAL_SEED, GROUPS, TASK, _quiet_d3rlpy, build_dataset, iql_dataset,  # noqa: E402
+                           load_episodes, train_bc_policy, train_recap_policy)
+from collect import write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LEARNERS = ("iql", "cql", "d3rlpy_iql", "d3rlpy_cql", "bc", "recap", "iql_rlpd")
+LABELS = {"iql": "IQL (ours)", "cql": "CQL (ours)", "d3rlpy_iql": "IQL (d3rlpy {v})", "d3rlpy_cql": "CQL (d3rlpy {v})",
+          "bc": "BC", "recap": "Recap", "iql_rlpd": "IQL (ours), RLPD sampling (context)"}
+WHAT = {
+    "iql": "`make_learner(\"iql\")` defaults, uniform batches, ONNX",
+    "cql": "`make_learner(\"cql\")` defaults (fixed alpha' 5), uniform batches, ONNX",
+    "d3rlpy_iql": "`IQLConfig()` + standard obs scaler, `predict`",
+    "d3rlpy_cql": "`CQLConfig()` (Lagrangian alpha') + standard obs scaler, `predict`",
+    "bc": "`train_bc` (MSE) on all transitions, ONNX",
+    "recap": "one `RecapTrainer.round` (demo-flagged episodes positive), w = 1, ONNX",
+    "iql_rlpd": "as IQL (ours), but half of each batch from the demo-flagged episodes (`demo_ratio=0.5`, the "
+                "continual learner's sampling)",
+}
+
+
+def dataset_path(data_root: Path) -> Path:
+    counts = {g[0]: g[1] for g in GROUPS}
+    return data_root / f"offline_dataset_c{counts['clean expert']}_n{counts['noisy expert']}_r{counts['random-ish']}"
+
+
+def train_ours(name: str, run_path: Path, eps, seed: int, steps: int, **overrides):
+    from vla_rl_ros.algos.learners import make_learner, replay_sampler
+    from vla_rl_ros.buffer import Replay
+
+    learner = make_learner(name, eps[0].obs.shape[1], eps[0].actions.shape[1], seed=seed, **overrides)
+    learner.fit_obs_normalizer(np.concatenate([e.obs for e in eps]))
+    with Replay([run_path], seed=seed) as replay:
+        replay.refresh()
+        sample = replay_sampler(replay, learner.cfg)
+        for _ in range(steps):
+            learner.train_step(sample)
+    return learner.policy_module()
+
+
+def train_d3rlpy(name: str, eps, seed: int, steps: int):
+    import d3rlpy
+    from d3rlpy.logging import NoopAdapterFactory
+
+    _quiet_d3rlpy()
+    d3rlpy.seed(seed)
+    torch.set_num_threads(1)
+    scaler = d3rlpy.preprocessing.StandardObservationScaler()
+    cfg = (d3rlpy.algos.IQLConfig(observation_scaler=scaler) if name == "d3rlpy_iql"
+           else d3rlpy.algos.CQLConfig(observation_scaler=scaler))
+    algo = cfg.create(device="cpu:0")
+    algo.fit(iql_dataset(eps), n_steps=steps, n_steps_per_epoch=min(steps, 5000), show_progress=False,
+             logger_adapter=NoopAdapterFactory(), save_interval=10 ** 9)
+    return algo
+
+
+def run_one(args) -> int:
+    from vla_rl_ros.algos.export import export_onnx
+    from vla_rl_ros.learner.evaluate import evaluate_onnx, evaluate_policy
+    from vla_rl_ros.spec import Spec
+    from vla_rl_ros.twin.env import DEFAULT_MAX_STEPS
+
+    run_path = dataset_path(Path(args.data_root))
+    eps = load_episodes(run_path)
+    spec = Spec(task=TASK)
+    t0 = time.perf_counter()
+    if args.learner in ("iql", "cql"):
+        module = train_ours(args.learner, run_path, eps, args.seed, args.steps)
+    elif args.learner == "iql_rlpd":
+        module = train_ours("iql", run_path, eps, args.seed, args.steps, demo_ratio=0.5)
+    elif args.learner == "bc":
+        module = train_bc_policy(eps, args.seed, args.steps)
+    elif args.learner == "recap":
+        module = train_recap_policy(eps, args.seed, args.steps, DEFAULT_MAX_STEPS[TASK])[0].export_module()
+    else:
+        algo = train_d3rlpy(args.learner, eps, args.seed, args.steps)
+        module = None
+    train_s = time.perf_counter() - t0
+    if module is not None:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "m.onnx"
+            export_onnx(module, spec, path, {"algorithm": args.learner, "training_steps": args.steps})
+            res = evaluate_onnx(str(path), TASK, episodes=args.episodes, seed=EVAL_SEED)
+    else:
+        pol = lambda o: np.clip(algo.predict(np.asarray(o, np.float32)[None])[0], -1.0, 1.0)  # noqa: E731
+        res = evaluate_policy(pol, TASK, episodes=args.episodes, seed=EVAL_SEED)
+    out = {"learner": args.learner, "seed": args.seed, "steps": args.steps, "episodes": args.episodes,
+           "success": res.success_rate, "mean_return": res.mean_return, "train_s": train_s,
+           "load1": os.getloadavg()[0], "machine": machine_info()}
+    res_dir = Path(args.data_root) / "offline_rl"
+    res_dir.mkdir(parents=True, exist_ok=True)
+    (res_dir / f"{args.learner}_s{args.seed}.json").write_text(json.dumps(out, indent=1))
+    print(f"{args.learner} seed {args.seed}: {100 * res.success_rate:.0f}% over {args.episodes} episodes, "
+          f"return {res.mean_return:.2f}, trained in {train_s:.0f} s")
+    return 0
+
+
+def report(args) -> int:
+    res_dir = Path(args.data_root) / "offline_rl"
+    rows = [json.loads(p.read_text()) for p in sorted(res_dir.glob("*_s*.json"))]
+    if not rows:
+        raise SystemExit(f"no results under {res_dir}: run --learner first")
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["learner"], []).append(r)
+    try:
+        import d3rlpy
+
+        v = d3rlpy.__version__
+    except ImportError:
+        v = "?"
+    run_path = dataset_path(Path(args.data_root))
+    groups = json.loads((run_path / "dataset.json").read_text())
+    info = rows[0]["machine"]
+    med = {k: statistics.median(r["success"] for r in rs) for k, rs in by.items()}
+    lines = [
+        "## Offline RL: IQL and CQL against d3rlpy, BC and Recap (`bench/bench_offline_rl.py`)",
+        "",
+        "Commands: `.venv/bin/python bench/bench_offline_rl.py --build`, then for each learner and seed "
+        "`.venv/bin/python bench/bench_offline_rl.py --learner L --seed S --steps N`, then "
+        "`.venv/bin/python bench/bench_offline_rl.py --report` (one learner and seed per process, each timed alone "
+        "on the shared machine, niced).",
+        "",
+        machine_line(info, load=False),
+        "",
+        f"Dataset: `bench/bench_offline.py`'s, the durable run `{os.path.relpath(run_path, ROOT)}`: "
+        + ", ".join(f"{g['episodes']} {g['group']} episodes ({100 * g['success_rate']:.0f}% successful)"
+                    for g in groups) + ".",
+        "",
+        f"Evaluation: the same {rows[0]['episodes']} seeded twin `{TASK}` episodes (seeds {EVAL_SEED}.."
+        f"{EVAL_SEED + rows[0]['episodes'] - 1}) for every policy.",
+        "",
+        "| learner | what | gradient steps | success, median | per seed | train time / seed, median |",
+        "| --- | --- | ---: | ---: | --- | ---: |",
+    ]
+    for k in LEARNERS:
+        if k not in by:
+            continue
+        rs = sorted(by[k], key=lambda r: r["seed"])
+        steps = {r["steps"] for r in rs}
+        steps_s = ", ".join(f"{s:,}" for s in sorted(steps)) + (" value + actor" if k == "recap" else "")
+        lines.append(f"| {LABELS[k].format(v=v)} | {WHAT[k]} | {steps_s} | **{100 * med[k]:.0f}%** | "
+                     + ", ".join(f"{100 * r['success']:.0f} (s{r['seed']})" for r in rs)
+                     + f" | {statistics.median(r['train_s'] for r in rs):.0f} s |")
+    lines.append("")
+    verdict = []
+    for ours, ref in (("iql", "d3rlpy_iql"), ("cql", "d3rlpy_cql")):
+        if ours in by and ref in by:
+            ok = med[ours] >= med[ref]
+            verdict.append(f"{LABELS[ours]} {100 * med[ours]:.0f}% vs {LABELS[ref].format(v=v)} "
+                           f"{100 * med[ref]:.0f}%: **{'met' if ok else 'missed'}**")
+            for other in ("bc", "recap"):
+                if other in by:
+                    verdict.append(f"{LABELS[ours]} vs {LABELS[other]} {100 * med[other]:.0f}%: "
+                                   f"{'≥' if med[ours] >= med[other] else '<'}")
+    if verdict:
+        lines += ["Target (success ≥ d3rlpy's for each, and against BC and Recap): " + "; ".join(verdict) + ".", ""]
+    times = {k: statistics.median(r["train_s"] for r in rs) / max(1, rs[0]["steps"]) for k, rs in by.items()}
+    for ours, ref in (("iql", "d3rlpy_iql"), ("cql", "d3rlpy_cql")):
+        if ours in times and ref in times:
+            lines.append(f"- {LABELS[ours]}: {1e3 * times[ours]:.1f} ms per gradient step (training and its batch "
+                         f"sampling) vs d3rlpy's {1e3 * times[ref]:.1f} ms ({times[ref] / times[ours]:.1f}x).")
+    lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    write_section(text, args.out)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--build", action="store_true", help="build the dataset run (bench_offline's) if missing")
+    mode.add_argument("--learner", choices=LEARNERS)
+    mode.add_argument("--report", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=5000, help="gradient steps (Recap: value and actor steps each)")
+    ap.add_argument("--episodes", type=int, default=50, help="seeded evaluation episodes")
+    ap.add_argument("--data-root", default=str(ROOT / "runs" / "bench"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "offline_rl.md"))
+    args = ap.parse_args()
+    if args.build:
+        path = dataset_path(Path(args.data_root))
+        if not (path / "dataset.json").exists():
+            build_dataset(Path(args.data_root), path.name, {g[0]: g[1] for g in GROUPS})
+        print(f"dataset {path}")
+        return 0
+    if args.report:
+        return report(args)
+    return run_one(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
