@@ -48,6 +48,13 @@ from .gate import make_gate
 from .registry import Registry
 
 
+# The continual learner's Recap settings where they differ from RecapConfig's (offline) defaults: guidance
+# weight 2 (sharper towards the positive-advantage actions) and a fifth of each actor batch from demos and
+# corrections. One round on the same recorded data: docs/bench/recap_settings.md
+# (bench/bench_recap_settings.py).
+CONTINUAL_RECAP: dict[str, Any] = {"h_norm": 200, "cfg_weight": 2.0, "demo_ratio": 0.2}
+
+
 @dataclass
 class LearnerConfig:
     """Continual-learning settings (the learner_node parameters)."""
@@ -59,13 +66,15 @@ class LearnerConfig:
     min_transitions: int = 500  # online + demo transitions before the first update
     refresh_every_s: float = 1.0
     candidate_every_updates: int = 3000  # SAC
-    recap_round_episodes: int = 20  # Recap: new completed episodes per round
+    recap_round_episodes: int = 10  # Recap: new completed episodes per round
     recap_min_episodes: int = 30
     recap_warm_start: bool = False  # False: each round trains value + actor afresh on all data (as π*0.6 does
     # from its base model each iteration); True: continue from the previous round's weights
-    gate_episodes: int = 60  # the most paired episodes one gate may use (``max_pairs`` of the rule)
+    gate_episodes: int = 100  # the most paired episodes one gate may use (``max_pairs`` of the rule)
     gate_alpha: float = 0.05
-    gate_rule: str = "sequential"  # sequential (SPRT) | noninferiority | superiority (fixed N sign test)
+    # noninferiority: the arm's policy moves whenever a candidate is not worse by gate_margin (and wins >= losses);
+    # sequential (SPRT) only on a demonstrated gain | superiority (fixed N sign test). See learner/gate.py.
+    gate_rule: str = "noninferiority"
     gate_margin: float = 0.05  # non-inferiority margin: promote only if not worse by this much (and wins >= losses)
     gate_block: int = 10  # paired episodes per look of a sequential rule
     gate_seed_base: int = 1_000_000
@@ -84,7 +93,7 @@ class LearnerConfig:
     sac_overrides: dict[str, Any] = field(default_factory=dict)
     cql_overrides: dict[str, Any] = field(default_factory=dict)
     iql_overrides: dict[str, Any] = field(default_factory=dict)
-    recap_overrides: dict[str, Any] = field(default_factory=dict)
+    recap_overrides: dict[str, Any] = field(default_factory=lambda: dict(CONTINUAL_RECAP))
     seed: int = 0
 
 
@@ -185,7 +194,7 @@ class ContinualLearner:
         elif self.cfg.algo == "recap":
             from ..algos.recap import RecapConfig, RecapTrainer
 
-            kw = dict(seed=self.cfg.seed)
+            kw = dict(CONTINUAL_RECAP, seed=self.cfg.seed)
             kw.update(self.cfg.recap_overrides)
             self.algo = RecapTrainer(self.spec.obs_dim, self.spec.action_dim, RecapConfig(**kw))
         else:

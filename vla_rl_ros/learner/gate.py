@@ -91,23 +91,19 @@ reuses a seed.
     simulation), for every correlation. ``p_value`` is the nominal one-sided
     normal p of ``Z`` (informational; the rule is ``Z >= c``).
 
-Recommended default for the continual loop (:data:`RECOMMENDED`):
-``make_gate("noninferiority", alpha=0.05, max_pairs=60, block=10,
-margin=0.1, require_wins=True)``. The loop's behaviour policy only changes at
+The continual learner's default (:data:`RECOMMENDED`, ``LearnerConfig``):
+``make_gate("noninferiority", alpha=0.05, max_pairs=100, block=10,
+margin=0.05, require_wins=True)``. The loop's behaviour policy only changes at
 promotions, so the gate should let through any candidate that is *not
 worse*, not only those that prove themselves better; what it must never do
-is regress the arm. This rule promotes a candidate worse by 10 points at
-most 5% of the time (the guarantee), never promotes one that lost more
-paired episodes than it won (so a small regression must also look like a
-non-loss on the very episodes that were run), and (measured,
-docs/bench/gate.md) promotes a 10-point improvement 57-76% of the time and a
-20-point one 90-98% (the 20-pair superiority gate: 17% and 38-43%), equal
-candidates 20-29%, a 5-point regression 10%, a 10-point one <= 5%; it stops
-early on clear results (17 pairs for 80% vs 40%). Choose ``"sequential"``
-when every promotion must be a demonstrated improvement (type-I 5% against
-*any* no-better candidate), at a lower promotion rate; it still stops early.
-See docs/bench/gate.md (``bench/bench_gate.py``) for the measured operating
-characteristics of all three.
+is regress the arm. This rule promotes a candidate worse by 5 points at
+most 5% of the time (the guarantee), and never one that lost more paired
+episodes than it won (so a small regression must also look like a non-loss
+on the very episodes that were run). Its measured promotion rates against
+improvements, equal candidates and regressions, beside the others', are in
+docs/bench/gate.md (``bench/bench_gate.py``). Choose ``"sequential"`` when
+every promotion must be a demonstrated improvement (type-I 5% against *any*
+no-better candidate), at a lower promotion rate; it also stops early.
 """
 from __future__ import annotations
 
@@ -452,7 +448,7 @@ def _ni_design(margin, looks, alpha, require_wins, futility_z, grid):
 
 
 RULES = {"superiority": FixedSignTest, "sequential": SequentialSPRT, "noninferiority": NonInferiority}
-RECOMMENDED = dict(rule="noninferiority", alpha=0.05, max_pairs=60, block=10, margin=0.1, require_wins=True)
+RECOMMENDED = dict(rule="noninferiority", alpha=0.05, max_pairs=100, block=10, margin=0.05, require_wins=True)
 
 
 def make_gate(rule: str = "noninferiority", alpha: float = 0.05, max_pairs: int = 60, block: int = 10,

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..algos.hindsight import hindsight_episodes
 from ..algos.recap import RecapConfig, RecapTrainer
+from .continual import CONTINUAL_RECAP
 from .evaluate import evaluate_policy
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -38,7 +39,7 @@ def run_gym_loop(env, start: Policy, demos: list[dict], *, rounds: int, per_roun
         teacher: a :class:`~vla_rl_ros.twin.teacher.Teacher` (None: no one helps).
         hindsight_k: relabelled successes per own episode (:mod:`vla_rl_ros.algos.hindsight`; 0 = off).
         gate: a gate from :func:`~vla_rl_ros.learner.gate.make_gate` (None: every candidate is taken).
-        recap: Recap settings (default: the learner's, ``h_norm`` 200).
+        recap: Recap settings (default: the continual learner's, :data:`~.continual.CONTINUAL_RECAP`).
     """
     import torch
 
@@ -80,7 +81,7 @@ def run_gym_loop(env, start: Policy, demos: list[dict], *, rounds: int, per_roun
                                             goal_high=goal_high, rng=np.random.default_rng([seed, ep])):
                     data.append({"obs": r.obs[:-1], "actions": r.actions, "success": True,
                                  "intervention": np.zeros(len(r.actions), bool)})
-        cfg = recap or RecapConfig(h_norm=200)
+        cfg = recap or RecapConfig(**CONTINUAL_RECAP)
         tr = RecapTrainer(spec.obs_dim, spec.action_dim, RecapConfig(**{**cfg.__dict__, "seed": seed + rd}))
         tr.round(data)
         mod = tr.export_module()

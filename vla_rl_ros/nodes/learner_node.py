@@ -33,7 +33,7 @@ from std_msgs.msg import String
 
 from ._common import declare, declare_arm, publish_status, run_node
 from ..buffer import open_run
-from ..learner.continual import ContinualLearner, Event, LearnerConfig
+from ..learner.continual import CONTINUAL_RECAP, ContinualLearner, Event, LearnerConfig
 from ..learner.evaluate import PersistentEvaluator, TwinConfig
 from ..learner.monitor import MONITOR_SEED, PromotionMonitor
 from ..runtime.paths import resolve_path
@@ -51,6 +51,7 @@ class LearnerNode(Node):
         arm = declare_arm(self, scene=True)
         # hindsight relabels only to goals the task draws (the twin scene's region)
         goal_low, goal_high = Scene.load(arm.scene).region.goals(arm.spec.task)
+        LC = LearnerConfig()  # the defaults
         cfg = LearnerConfig(
             algo=d("algo", "recap", "sac (online, RLPD sampling) | cql | iql (offline-to-online over the growing "
                    "buffer, same sampling) | recap (advantage-conditioned rounds)"),
@@ -59,13 +60,13 @@ class LearnerNode(Node):
             demo_ratio=d("demo_ratio", 0.5, "Fraction of each batch from demos + interventions (RLPD)"),
             min_transitions=d("min_transitions", 500, "Transitions needed before the first SAC update"),
             candidate_every_updates=d("candidate_every_updates", 3000, "SAC: export + gate a candidate every K updates"),
-            recap_round_episodes=d("recap_round_episodes", 20, "Recap: new episodes per round"),
+            recap_round_episodes=d("recap_round_episodes", LC.recap_round_episodes, "Recap: new episodes per round"),
             recap_min_episodes=d("recap_min_episodes", 30, "Recap: episodes needed before the first round"),
             recap_warm_start=d("recap_warm_start", False, "Recap: continue from the last round's weights "
                                                           "(false: train each round afresh on all data)"),
-            gate_episodes=d("gate_episodes", 60, "Most paired seeded twin episodes one gate may use"),
+            gate_episodes=d("gate_episodes", LC.gate_episodes, "Most paired seeded twin episodes one gate may use"),
             gate_alpha=d("gate_alpha", 0.05, "Error rate of the gate's rule (see learner/gate.py)"),
-            gate_rule=d("gate_rule", "sequential", "sequential (SPRT on the discordant pairs, stops early) | "
+            gate_rule=d("gate_rule", LC.gate_rule, "sequential (SPRT on the discordant pairs, stops early) | "
                         "noninferiority (not worse by gate_margin, wins >= losses) | superiority (fixed-N sign test)"),
             gate_margin=d("gate_margin", 0.05, "Non-inferiority margin (success-rate points / 100)"),
             gate_block=d("gate_block", 10, "Paired episodes per look of a sequential rule"),
@@ -89,13 +90,13 @@ class LearnerNode(Node):
             recap_overrides={
                 "value_steps": d("recap_value_steps", 2000, "Recap: value-function gradient steps per round"),
                 "actor_steps": d("recap_actor_steps", 2000, "Recap: actor gradient steps per round"),
-                "h_norm": d("recap_h_norm", 200, "Recap: steps that map to a value of -1 (≥ the longest episode)"),
+                "h_norm": d("recap_h_norm", CONTINUAL_RECAP["h_norm"], "Recap: steps that map to a value of -1 (≥ the longest episode)"),
                 "positive_fraction": d("recap_positive_fraction", 0.3, "Recap: top fraction of advantages labelled positive"),
                 "indicator_dropout": d("recap_indicator_dropout", 0.3, "Recap: indicator dropout (for CFG)"),
-                "cfg_weight": d("recap_cfg_weight", 1.0, "Recap: classifier-free guidance weight at inference"),
+                "cfg_weight": d("recap_cfg_weight", CONTINUAL_RECAP["cfg_weight"], "Recap: classifier-free guidance weight at inference"),
                 "corrections": d("recap_corrections", "outcome", "Recap: 'outcome' (a correction is positive "
                                  "without question only if its episode succeeded) | 'always'"),
-                "demo_ratio": d("recap_demo_ratio", 0.5, "Recap: share of each actor batch drawn from intervention "
+                "demo_ratio": d("recap_demo_ratio", CONTINUAL_RECAP["demo_ratio"], "Recap: share of each actor batch drawn from intervention "
                                 "and demo steps (0 = uniform over all steps)"),
             },
         )
