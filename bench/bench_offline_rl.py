@@ -55,9 +55,10 @@ from bench_offline import (EVAL_SEED, GROUPS, TASK, _quiet_d3rlpy, build_dataset
 from collect import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-LEARNERS = ("iql", "cql", "d3rlpy_iql", "d3rlpy_cql", "bc", "recap", "iql_rlpd")
+LEARNERS = ("iql", "cql", "d3rlpy_iql", "d3rlpy_cql", "bc", "recap", "iql_rlpd", "cql_rlpd")
 LABELS = {"iql": "IQL (ours)", "cql": "CQL (ours)", "d3rlpy_iql": "IQL (d3rlpy {v})", "d3rlpy_cql": "CQL (d3rlpy {v})",
-          "bc": "BC", "recap": "Recap", "iql_rlpd": "IQL (ours), RLPD sampling (context)"}
+          "bc": "BC", "recap": "Recap", "iql_rlpd": "IQL (ours), RLPD sampling (context)",
+          "cql_rlpd": "CQL (ours), as in the continual learner (context)"}
 WHAT = {
     "iql": "`make_learner(\"iql\")` defaults, uniform batches, ONNX",
     "cql": "`make_learner(\"cql\")` defaults (fixed alpha' 5), uniform batches, ONNX",
@@ -67,6 +68,8 @@ WHAT = {
     "recap": "one `RecapTrainer.round` (demo-flagged episodes positive), w = 1, ONNX",
     "iql_rlpd": "as IQL (ours), but half of each batch from the demo-flagged episodes (`demo_ratio=0.5`, the "
                 "continual learner's sampling)",
+    "cql_rlpd": "as CQL (ours), with the continual learner's settings: 1,000 BC steps on the demo-flagged episodes "
+                "first, then half of each batch from them, SAC temperature from 0.05",
 }
 
 
@@ -83,6 +86,9 @@ def train_ours(name: str, run_path: Path, eps, seed: int, steps: int, **override
     learner.fit_obs_normalizer(np.concatenate([e.obs for e in eps]))
     with Replay([run_path], seed=seed) as replay:
         replay.refresh()
+        if getattr(learner.cfg, "bc_init_steps", 0):  # as the CLI and the continual learner do
+            learner.bc_pretrain(lambda: (lambda b: (b["obs"], b["action"]))(replay.sample(256, demo_ratio=1.0)),
+                                learner.cfg.bc_init_steps)
         sample = replay_sampler(replay, learner.cfg)
         for _ in range(steps):
             learner.train_step(sample)
@@ -119,6 +125,9 @@ def run_one(args) -> int:
         module = train_ours(args.learner, run_path, eps, args.seed, args.steps)
     elif args.learner == "iql_rlpd":
         module = train_ours("iql", run_path, eps, args.seed, args.steps, demo_ratio=0.5)
+    elif args.learner == "cql_rlpd":
+        module = train_ours("cql", run_path, eps, args.seed, args.steps, demo_ratio=0.5, bc_init_steps=1000,
+                            init_alpha=0.05)
     elif args.learner == "bc":
         module = train_bc_policy(eps, args.seed, args.steps)
     elif args.learner == "recap":
