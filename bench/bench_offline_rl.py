@@ -79,8 +79,10 @@ def dataset_path(data_root: Path) -> Path:
 
 
 def train_ours(name: str, run_path: Path, eps, seed: int, steps: int, **overrides):
-    from vla_rl_ros.algos.learners import make_learner, replay_sampler
+    from vla_rl_ros.algos.learners import make_learner, replay_sampler, reuse_freed_memory
     from vla_rl_ros.buffer import Replay
+
+    reuse_freed_memory()
 
     learner = make_learner(name, eps[0].obs.shape[1], eps[0].actions.shape[1], seed=seed, **overrides)
     learner.fit_obs_normalizer(np.concatenate([e.obs for e in eps]))

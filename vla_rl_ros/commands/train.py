@@ -61,7 +61,10 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
+    from ..algos.learners import reuse_freed_memory
+
     torch.set_num_threads(1)
+    reuse_freed_memory()
     out = os.path.abspath(args.out)
     if not (out.endswith(".onnx") or out.endswith(".pt")):
         raise ValueError("--out must end in .onnx or .pt")

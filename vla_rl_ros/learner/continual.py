@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ..algos.export import export_onnx, read_model_metadata, sha256_file
-from ..algos.learners import TRANSITION_LEARNERS, make_learner, replay_sampler
+from ..algos.learners import TRANSITION_LEARNERS, make_learner, replay_sampler, reuse_freed_memory
 from .lineage import update_lineage
 from ..buffer import Replay, open_run
 from .gate import make_gate
@@ -118,6 +118,7 @@ class ContinualLearner:
                  initial_model: str | None = None, evaluate: Callable | None = None,
                  log: Callable[[str], None] = print, tb: bool = True):
         torch.set_num_threads(1)
+        reuse_freed_memory()  # this process trains for hours: keep the activations' memory (algos/learners.py)
         self.cfg = cfg
         self.run = open_run(run_dir)
         self.spec = self.run.spec
