@@ -8,7 +8,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from vla_rl_ros.learner.gate import GateDecision, decide, make_gate, sign_test_p
+from vla_rl_ros.learner.gate import RECOMMENDED, GateDecision, decide, make_gate, sign_test_p
 
 TRIALS = 2000
 
@@ -41,9 +41,11 @@ def seq():
     return make_gate("sequential", alpha=0.05, max_pairs=60, block=10)
 
 
-@pytest.fixture(scope="module")
-def ni():
-    return make_gate("noninferiority", alpha=0.05, max_pairs=60, block=10, margin=0.1)
+@pytest.fixture(scope="module", params=[dict(margin=0.1, max_pairs=60), RECOMMENDED],
+                ids=["margin0.1-60pairs", "learner-default"])
+def ni(request):
+    kw = {k: v for k, v in request.param.items() if k != "rule"}
+    return make_gate("noninferiority", **{"alpha": 0.05, "block": 10, **kw})
 
 
 @pytest.mark.parametrize("p,share", [(0.5, 0.0), (0.5, 0.7), (0.85, 0.0), (0.2, 0.4)])
@@ -105,14 +107,14 @@ def test_noninferiority_design_size_and_no_margin_is_the_failing_control(ni):
 def test_noninferiority_moves_on_equal_and_better_candidates(ni):
     k_eq, _ = promote_rate(ni, np.random.default_rng(6), 0.6, 0.6, 0.5)
     k_up, mean_pairs = promote_rate(ni, np.random.default_rng(7), 0.8, 0.4, 0.0)
-    assert k_eq >= 0.15 * TRIALS  # far more than a superiority test would (at most alpha)
+    assert k_eq >= 0.08 * TRIALS  # far more than a superiority test would (at most alpha)
     assert k_up >= 0.99 * TRIALS and mean_pairs < 0.5 * ni.max_pairs
 
 
 def test_noninferiority_requires_wins_at_least_losses(ni):
     rng = np.random.default_rng(8)
     for _ in range(500):
-        d = ni.decide_on(*paired(rng, 0.55, 0.6, 0.5, 60))
+        d = ni.decide_on(*paired(rng, 0.55, 0.6, 0.5, ni.max_pairs))
         assert not d.promote or d.wins >= d.losses
 
 
