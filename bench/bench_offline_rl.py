@@ -229,9 +229,9 @@ def report(args) -> int:
                          f"sampling) vs d3rlpy's {1e3 * times[ref]:.1f} ms ({times[ref] / times[ours]:.1f}x).")
     lines.append("")
     lines += [
-        "Budgets: one process per learner and seed, each under 5 minutes of CPU on this shared machine; a CQL "
-        "gradient step costs an order of magnitude more than an IQL one (3 x 10 sampled actions per state through "
-        "both critics; times above), so CQL got 2,000 steps, far short of the papers' budgets.",
+        "Budgets: a CQL gradient step costs an order of magnitude more than an IQL one (3 x 10 sampled actions per "
+        "state through both critics; times above), so, to keep each process to a few minutes on this shared "
+        "machine, CQL got 2,000 steps, far short of the papers' budgets.",
         "",
         "Reading: on this data (80% noisy or random-ish episodes, the clean demos 5% of the transitions), IQL and "
         "CQL with the papers' uniform sampling trail BC on everything and Recap, which is told which episodes are "

@@ -12,7 +12,7 @@ import os
 import platform
 
 ORDER = ["continual_noteacher_her_1", "continual_teacher_her_1", "sac_twin_her", "continual_teacher_1", "continual_teacher_2", "continual_teacher_3", "continual_noteacher_1",
-         "continual_noteacher_2", "continual_noteacher_3", "continual_ablation", "gate", "continual", "continual_run2", "policy", "buffer", "learner", "sample_efficiency", "offline", "loop_latency"]
+         "continual_noteacher_2", "continual_noteacher_3", "continual_ablation", "gate", "continual", "continual_run2", "policy", "buffer", "learner", "sample_efficiency", "offline", "offline_rl", "ppo", "loop_latency"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.join(os.path.dirname(HERE), "docs")
 
@@ -53,7 +53,8 @@ def main() -> None:
         "The references are not runtime dependencies. Install them into the venv without touching torch or",
         "gymnasium (d3rlpy 2.8.1 pins gymnasium==1.0.0; it runs with the installed 1.x):\n",
         "    .venv/bin/pip install stable-baselines3",
-        "    .venv/bin/pip install --no-deps d3rlpy && .venv/bin/pip install structlog colorama dataclasses-json h5py gym click\n",
+        "    .venv/bin/pip install --no-deps d3rlpy && .venv/bin/pip install structlog colorama dataclasses-json h5py gym click "
+        "scikit-learn\n",
     ]
     for n in names:
         with open(os.path.join(sec_dir, n + ".md")) as f:
