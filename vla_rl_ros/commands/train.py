@@ -36,7 +36,8 @@ def register(sub) -> None:
     src.add_argument("--data", nargs="+", metavar="RUN", help="run folder(s) or store(s) to learn from offline")
     src.add_argument("--env", metavar="GYM_ID", help="gymnasium env id (Box observation and action spaces)")
     p.add_argument("--steps", type=int, required=True,
-                   help="env steps (--env), gradient steps (sac/cql/iql/bc --data), or actor+value steps of one round (recap)")
+                   help="env steps (--env), gradient steps (sac/cql/iql/bc --data), or actor+value steps of one "
+                        "round (recap)")
     p.add_argument("--out", required=True, help="output: .onnx (twin envs and runs) or .pt checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tb", default=None, help="TensorBoard log dir (default runs/train/<out name>/tb)")
@@ -88,7 +89,8 @@ def _online(args, tb):
     if args.algo == "ppo":
         return _online_ppo(args, tb)
     if args.algo != "sac":
-        raise ValueError(f"--algo {args.algo} learns from recorded data: use --data RUN (online training is SAC or PPO)")
+        raise ValueError(f"--algo {args.algo} learns from recorded data: use --data RUN "
+                         "(online training is SAC or PPO)")
     env = flatten_dict_obs(gym.make(args.env, **_arm_env_kwargs(args, gym)))
     spec = getattr(env.unwrapped, "spec_", None)
     cfg = default_online_config(args.steps, **({} if args.utd is None else {"utd": args.utd}))

@@ -307,7 +307,8 @@ class ContinualLearner:
                 return b["obs"], b["action"]
 
             self.algo.bc_pretrain(demo_pairs, self.cfg.bc_init_steps)
-            self.log(f"{self.cfg.algo.upper()} actor initialised by behaviour cloning on {self.replay.n_demo} demo transitions")
+            self.log(f"{self.cfg.algo.upper()} actor initialised by behaviour cloning on {self.replay.n_demo} "
+                     "demo transitions")
         self._initialised = True
 
     def _recap_step(self) -> list[Event]:
