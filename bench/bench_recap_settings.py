@@ -41,8 +41,8 @@ VARIANTS = [  # (name, RecapConfig overrides on top of h_norm 200, hindsight on)
 
 
 def make_data(n: int, seed: int = 0):
-    from vla_rl_ros.algos.hindsight import hindsight_episodes
     from vla_rl_ros.learner.evaluate import onnx_actor
+    from vla_rl_ros.learner.gymloop import demo_dicts, relabelled, rollout
     from vla_rl_ros.twin.env import TwinEnv
     from vla_rl_ros.twin.expert import ScriptedExpert, collect_demos
 
@@ -50,23 +50,12 @@ def make_data(n: int, seed: int = 0):
     spec = env.spec_
     start = onnx_actor(str(ROOT / "models" / "pick_place_bc.onnx"))
     lo, hi = env.twin.region.goals(spec.task)
-    data = [{"obs": d["obs"][: len(d["actions"])], "actions": d["actions"], "success": True,
-             "intervention": np.ones(len(d["actions"]), bool)} for d in collect_demos(env, ScriptedExpert(spec), 10, seed=0)]
+    data = demo_dicts(collect_demos(env, ScriptedExpert(spec), 10, seed=0))
     rel, rng = [], np.random.default_rng(seed + 1)
     for ep in range(n):
-        obs, _ = env.reset(seed=100_000 + ep)
-        O, A, done, info = [obs], [], False, {}
-        while not done:
-            a = np.clip(start(obs) + 0.3 * rng.standard_normal(spec.action_dim), -1, 1).astype(np.float32)
-            obs, _, term, trunc, info = env.step(a)
-            O.append(obs), A.append(a)
-            done = term or trunc
-        O, A = np.array(O), np.array(A)
-        data.append({"obs": O[:-1], "actions": A, "success": bool(info["is_success"]),
-                     "intervention": np.zeros(len(A), bool)})
-        for r in hindsight_episodes(spec, O, A, k=4, goal_low=lo, goal_high=hi, rng=np.random.default_rng([seed, ep])):
-            rel.append({"obs": r.obs[:-1], "actions": r.actions, "success": True,
-                        "intervention": np.zeros(len(r.actions), bool)})
+        e, O = rollout(env, start, 100_000 + ep, 0.3, rng)
+        data.append(e)
+        rel += relabelled(spec, O, e["actions"], 4, lo, hi, np.random.default_rng([seed, ep]))
     return env, data, rel
 
 

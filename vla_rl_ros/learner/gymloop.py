@@ -27,6 +27,48 @@ class LoopResult:
     final: Policy | None = None  # the incumbent at the end
 
 
+def demo_dicts(demos: list[dict]) -> list[dict]:
+    """Demonstrations ``{"obs", "actions"}`` as Recap's episode dicts, on the demo side (every step flagged)."""
+    return [{"obs": d["obs"][: len(d["actions"])], "actions": d["actions"], "success": True,
+             "intervention": np.ones(len(d["actions"]), bool)} for d in demos]
+
+
+def rollout(env, policy: Policy, seed: int, noise: float, rng: np.random.Generator, teacher=None
+            ) -> tuple[dict, np.ndarray]:
+    """One episode of ``policy`` with Gaussian exploration noise (std ``noise``, from ``rng``) in ``env``, seeded
+    ``seed``; the ``teacher``'s action (on env time) replaces it when it takes over. Returns the episode as
+    Recap's dict (``obs [L, d]``, ``actions``, ``success``, ``intervention``) and every observation ``[L + 1, d]``."""
+    spec = env.spec_
+    dt = 1.0 / spec.control_hz
+    obs, _ = env.reset(seed=seed)
+    if teacher is not None:
+        teacher.new_episode(0.0)
+    O, A, I, t, done = [obs], [], [], 0, False
+    info = {"is_success": False}
+    while not done:
+        a_t = teacher.act(obs, t * dt)[0] if teacher is not None else None
+        if a_t is None:
+            a = np.clip(policy(obs) + noise * rng.standard_normal(spec.action_dim), -1, 1).astype(np.float32)
+        else:
+            a = np.asarray(a_t, np.float32)
+        A.append(a), I.append(a_t is not None)
+        obs, _, term, trunc, info = env.step(a)
+        O.append(obs)
+        t += 1
+        done = term or trunc
+    O = np.array(O)
+    return {"obs": O[:-1], "actions": np.array(A), "success": bool(info["is_success"]),
+            "intervention": np.array(I, dtype=bool)}, O
+
+
+def relabelled(spec, O: np.ndarray, actions: np.ndarray, k: int, goal_low, goal_high,
+               rng: np.random.Generator) -> list[dict]:
+    """The hindsight successes of one own episode (:func:`~vla_rl_ros.algos.hindsight.hindsight_episodes`) as
+    Recap's episode dicts (autonomous steps)."""
+    return [{"obs": r.obs[:-1], "actions": r.actions, "success": True, "intervention": np.zeros(len(r.actions), bool)}
+            for r in hindsight_episodes(spec, O, actions, k=k, goal_low=goal_low, goal_high=goal_high, rng=rng)]
+
+
 def run_gym_loop(env, start: Policy, demos: list[dict], *, rounds: int, per_round: int, noise: float = 0.3,
                  teacher=None, hindsight_k: int = 4, gate=None, recap: RecapConfig | None = None, seed: int = 0,
                  episode_seed: int = 100_000, gate_seed: int = 1_000_000,
@@ -45,9 +87,7 @@ def run_gym_loop(env, start: Policy, demos: list[dict], *, rounds: int, per_roun
 
     spec = env.spec_
     goal_low, goal_high = env.twin.region.goals(spec.task)
-    dt = 1.0 / spec.control_hz
-    data = [{"obs": d["obs"][: len(d["actions"])], "actions": d["actions"], "success": True,
-             "intervention": np.ones(len(d["actions"]), bool)} for d in demos]
+    data = demo_dicts(demos)
     rng = np.random.default_rng(seed + 1)
     incumbent = start
     out = LoopResult()
@@ -55,32 +95,13 @@ def run_gym_loop(env, start: Policy, demos: list[dict], *, rounds: int, per_roun
     for rd in range(rounds):
         live = []
         for _ in range(per_round):
-            obs, _ = env.reset(seed=episode_seed + ep)
+            e, O = rollout(env, incumbent, episode_seed + ep, noise, rng, teacher)
             ep += 1
-            if teacher is not None:
-                teacher.new_episode(0.0)
-            O, A, I, t, done = [obs], [], [], 0, False
-            info = {"is_success": False}
-            while not done:
-                a_t = teacher.act(obs, t * dt)[0] if teacher is not None else None
-                if a_t is None:
-                    a = np.clip(incumbent(obs) + noise * rng.standard_normal(spec.action_dim), -1, 1).astype(np.float32)
-                else:
-                    a = np.asarray(a_t, np.float32)
-                A.append(a), I.append(a_t is not None)
-                obs, _, term, trunc, info = env.step(a)
-                O.append(obs)
-                t += 1
-                done = term or trunc
-            O = np.array(O)
-            data.append({"obs": O[:-1], "actions": np.array(A), "success": bool(info["is_success"]),
-                         "intervention": np.array(I)})
-            live.append(bool(info["is_success"]) and not any(I))
+            data.append(e)
+            live.append(e["success"] and not e["intervention"].any())
             if hindsight_k > 0:
-                for r in hindsight_episodes(spec, O, np.array(A), k=hindsight_k, goal_low=goal_low,
-                                            goal_high=goal_high, rng=np.random.default_rng([seed, ep])):
-                    data.append({"obs": r.obs[:-1], "actions": r.actions, "success": True,
-                                 "intervention": np.zeros(len(r.actions), bool)})
+                data += relabelled(spec, O, e["actions"], hindsight_k, goal_low, goal_high,
+                                   np.random.default_rng([seed, ep]))
         cfg = recap or RecapConfig(**CONTINUAL_RECAP)
         tr = RecapTrainer(spec.obs_dim, spec.action_dim, RecapConfig(**{**cfg.__dict__, "seed": seed + rd}))
         tr.round(data)
