@@ -93,7 +93,7 @@ class LearnerConfig:
     sac_overrides: dict[str, Any] = field(default_factory=dict)
     cql_overrides: dict[str, Any] = field(default_factory=dict)
     iql_overrides: dict[str, Any] = field(default_factory=dict)
-    recap_overrides: dict[str, Any] = field(default_factory=lambda: dict(CONTINUAL_RECAP))
+    recap_overrides: dict[str, Any] = field(default_factory=dict)  # on top of CONTINUAL_RECAP
     seed: int = 0
 
 
