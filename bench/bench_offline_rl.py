@@ -52,7 +52,7 @@ torch.set_num_threads(1)
 from bench_learner import machine_info, machine_line  # noqa: E402
 from bench_offline import (EVAL_SEED, GROUPS, TASK, _quiet_d3rlpy, build_dataset, iql_dataset,  # noqa: E402
                            load_episodes, train_bc_policy, train_recap_policy)
-from collect import write_section  # noqa: E402
+from collect import load_runs, save_run, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LEARNERS = ("iql", "cql", "d3rlpy_iql", "d3rlpy_cql", "bc", "recap", "iql_rlpd", "cql_rlpd")
@@ -149,22 +149,15 @@ def run_one(args) -> int:
     out = {"learner": args.learner, "seed": args.seed, "steps": args.steps, "episodes": args.episodes,
            "success": res.success_rate, "mean_return": res.mean_return, "train_s": train_s,
            "load1": os.getloadavg()[0], "machine": machine_info()}
-    res_dir = Path(args.data_root) / "offline_rl"
-    res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / f"{args.learner}_s{args.seed}.json").write_text(json.dumps(out, indent=1))
+    save_run(args.data_root, "offline_rl", f"{args.learner}_s{args.seed}", out)
     print(f"{args.learner} seed {args.seed}: {100 * res.success_rate:.0f}% over {args.episodes} episodes, "
           f"return {res.mean_return:.2f}, trained in {train_s:.0f} s")
     return 0
 
 
 def report(args) -> int:
-    res_dir = Path(args.data_root) / "offline_rl"
-    rows = [json.loads(p.read_text()) for p in sorted(res_dir.glob("*_s*.json"))]
-    if not rows:
-        raise SystemExit(f"no results under {res_dir}: run --learner first")
-    by: dict[str, list[dict]] = {}
-    for r in rows:
-        by.setdefault(r["learner"], []).append(r)
+    by = load_runs(args.data_root, "offline_rl", "learner")
+    first = next(iter(by.values()))[0]  # the first result file: machine and evaluation settings
     try:
         import d3rlpy
 
@@ -173,7 +166,7 @@ def report(args) -> int:
         v = "?"
     run_path = dataset_path(Path(args.data_root))
     groups = json.loads((run_path / "dataset.json").read_text())
-    info = rows[0]["machine"]
+    info = first["machine"]
     med = {k: statistics.median(r["success"] for r in rs) for k, rs in by.items()}
     lines = [
         "## Offline RL: IQL and CQL against d3rlpy, BC and Recap (`bench/bench_offline_rl.py`)",
@@ -189,8 +182,8 @@ def report(args) -> int:
         + ", ".join(f"{g['episodes']} {g['group']} episodes ({100 * g['success_rate']:.0f}% successful)"
                     for g in groups) + ".",
         "",
-        f"Evaluation: the same {rows[0]['episodes']} seeded twin `{TASK}` episodes (seeds {EVAL_SEED}.."
-        f"{EVAL_SEED + rows[0]['episodes'] - 1}) for every policy.",
+        f"Evaluation: the same {first['episodes']} seeded twin `{TASK}` episodes (seeds {EVAL_SEED}.."
+        f"{EVAL_SEED + first['episodes'] - 1}) for every policy.",
         "",
         "| learner | what | gradient steps | success, median | per seed | train time / seed, median |",
         "| --- | --- | ---: | ---: | --- | ---: |",

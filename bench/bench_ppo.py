@@ -24,7 +24,6 @@ wall time over the whole training (rollouts and updates).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -42,7 +41,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from bench_learner import machine_info, machine_line  # noqa: E402
-from collect import write_section  # noqa: E402
+from collect import load_runs, save_run, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_ID = "VlaRlRos/PandaReach-v0"
@@ -127,22 +126,14 @@ def run_one(args) -> int:
            "success": res.success_rate, "mean_return": res.mean_return, "episodes": args.episodes,
            "n_envs": args.n_envs, "n_steps": args.n_steps, "curve": curve, "load1": os.getloadavg()[0],
            "machine": machine_info()}
-    d = Path(args.data_root) / "ppo"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"{args.impl}_s{args.seed}.json").write_text(json.dumps(out, indent=1))
+    save_run(args.data_root, "ppo", f"{args.impl}_s{args.seed}", out)
     print(f"{args.impl} seed {args.seed}: {100 * res.success_rate:.0f}% success over {args.episodes} episodes, "
           f"{steps} env steps in {wall:.0f} s ({steps / wall:.0f} steps/s)")
     return 0
 
 
 def report(args) -> int:
-    d = Path(args.data_root) / "ppo"
-    rows = [json.loads(p.read_text()) for p in sorted(d.glob("*_s*.json"))]
-    if not rows:
-        raise SystemExit(f"no results under {d}")
-    by: dict[str, list[dict]] = {}
-    for r in rows:
-        by.setdefault(r["impl"], []).append(r)
+    by = load_runs(args.data_root, "ppo", "impl")
     try:
         import stable_baselines3
 
@@ -152,7 +143,7 @@ def report(args) -> int:
     label = {"ours": "PPO (ours, `algos/ppo.py`)", "sb3": f"PPO (Stable-Baselines3 {v})"}
     med = {k: statistics.median(r["success"] for r in rs) for k, rs in by.items()}
     fps = {k: statistics.median(r["steps_per_s"] for r in rs) for k, rs in by.items()}
-    r0 = rows[0]
+    r0 = next(iter(by.values()))[0]  # the first result file
     lines = [
         "## PPO from scratch on the twin's reach, against Stable-Baselines3 (`bench/bench_ppo.py`)",
         "",

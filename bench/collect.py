@@ -8,6 +8,8 @@ only puts them in a fixed order under one header.
 """
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import platform
 
@@ -37,6 +39,30 @@ def write_section(text: str, out: str | os.PathLike) -> str:
     os.replace(tmp, out)
     print(f"wrote {out}")
     return out
+
+
+def save_run(root: str | os.PathLike, kind: str, name: str, result: dict) -> str:
+    """One run's result of a multi-process bench, as ``<root>/<kind>/<name>.json`` (read back by :func:`load_runs`)."""
+    d = os.path.join(os.fspath(root), kind)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, f"{name}.json")
+    with open(path, "w") as f:
+        f.write(json.dumps(result, indent=1))
+    return path
+
+
+def load_runs(root: str | os.PathLike, kind: str, key: str) -> dict[str, list[dict]]:
+    """Every ``<root>/<kind>/*_s*.json`` result, grouped by its ``key`` field (sorted by file name)."""
+    d = os.path.join(os.fspath(root), kind)
+    names = sorted(n for n in (os.listdir(d) if os.path.isdir(d) else []) if fnmatch.fnmatch(n, "*_s*.json"))
+    if not names:
+        raise SystemExit(f"no results under {d}: run the bench's per-run command first")
+    by: dict[str, list[dict]] = {}
+    for n in names:
+        with open(os.path.join(d, n)) as f:
+            r = json.load(f)
+        by.setdefault(r[key], []).append(r)
+    return by
 
 
 def main() -> None:
