@@ -13,12 +13,9 @@ from vla_rl_ros.commands.demos import collect_and_import
 from vla_rl_ros.learner.continual import ContinualLearner, LearnerConfig
 from vla_rl_ros.spec import Spec
 
+from test_learner import Still  # the never-moving incumbent
+
 SPEC = Spec(task="reach")
-
-
-class Still(torch.nn.Module):
-    def forward(self, obs):
-        return torch.cat([torch.zeros_like(obs[:, :3]), torch.ones_like(obs[:, :1])], dim=1)
 
 
 @pytest.fixture()
