@@ -42,3 +42,19 @@ def test_a_dead_worker_is_replaced(worker):
     os.kill(old, 9)
     worker._proc.join(5)
     assert worker(MODEL, "reach", 1, 0).episodes == 1 and worker._proc.pid != old
+
+
+def test_ctrl_c_is_left_to_the_parent(worker):
+    """Ctrl-C at the terminal reaches the worker too; it keeps serving (the learner shuts it down by closing the
+    pipe) instead of dying with a KeyboardInterrupt traceback in the user's log."""
+    import signal
+
+    worker(MODEL, "reach", 1, 0)
+    pid = worker._proc.pid
+    os.kill(pid, signal.SIGINT)
+    worker._proc.join(1)
+    assert worker._proc.is_alive()
+    assert worker(MODEL, "reach", 1, 0).episodes == 1 and worker._proc.pid == pid
+    proc = worker._proc
+    worker.close()
+    assert not proc.is_alive() and proc.exitcode == 0

@@ -152,8 +152,17 @@ def evaluate_onnx(model_path: str, task: str, episodes: int = 50, seed: int = 10
         env.close()
 
 
+def _leave_ctrl_c_to_parent() -> None:  # pragma: no cover - subprocess
+    """Ctrl-C in a terminal reaches the whole process group. An evaluation worker ignores it: its parent (the
+    learner) shuts down and closes the pipe, and the worker ends on that, with no traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _worker(model_path: str, task: str, episodes: int, seed: int, conn,
             twin: TwinConfig | None = None) -> None:  # pragma: no cover - subprocess
+    _leave_ctrl_c_to_parent()
     try:
         res = evaluate_onnx(model_path, task, episodes, seed, twin=twin)
         conn.send(("ok", res.to_json()))
@@ -191,6 +200,7 @@ def evaluate_onnx_in_subprocess(model_path: str, task: str, episodes: int, seed:
 
 def _serve(conn, twin: TwinConfig | None) -> None:  # pragma: no cover - subprocess
     """The persistent worker's loop: one twin per (task, spec), kept; one model load per request."""
+    _leave_ctrl_c_to_parent()
     envs: dict = {}
     try:
         while True:
