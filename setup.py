@@ -28,6 +28,7 @@ setup(
         "gymnasium>=1.0",
         "numba",
         "tqdm",
+        "cryptography",  # Ed25519 signatures of promoted models (vla_rl_ros/signing.py)
     ],
     extras_require={
         # The learner side (not needed by policy_node on the robot).
@@ -55,7 +56,7 @@ setup(
             "ros-trajectory-msgs",
             "ros-lifecycle-msgs",
         ],
-        "test": ["pytest", "pytest-timeout"],
+        "test": ["pytest", "pytest-timeout", "hypothesis"],
         # References for bench/ (d3rlpy pins gymnasium==1.0.0: install it with --no-deps, see docs/BENCHMARKS.md).
         "bench": ["stable-baselines3"],
     },

@@ -7,8 +7,8 @@
 The same graph as ``vla-rl-ros sim`` on machines without ``ros2 launch``: both ask
 :func:`vla_rl_ros.graph.node_parameters` which nodes to start and what each gets on top of the params file
 (the task, the task's shipped model unless ``model:=``, the run folder; test/test_graph.py checks they agree).
-Unlike ``vla-rl-ros sim`` it does not create the run or import demos; run ``vla-rl-ros sim`` once, or
-``vla-rl-ros demos``, for that.
+Unlike ``vla-rl-ros sim`` it does not create the run, its signing key pair (``<run>/keys/``: the learner
+signs promotions with it and policy_node trusts only it) or import demos; run ``vla-rl-ros sim`` once for that.
 """
 import os
 

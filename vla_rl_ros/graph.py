@@ -62,6 +62,15 @@ def default_run_dir(task: str) -> str:
     return os.path.abspath(os.path.join("runs", f"{task}-sim"))
 
 
+def sim_keys(run_dir: str) -> tuple[str, str]:
+    """The sim's signing key pair, one per run: ``(<run>/keys/learner.key, <run>/keys/learner.pub)``.
+
+    ``vla-rl-ros sim`` creates it (:func:`vla_rl_ros.signing.ensure_keypair`) with the run; the learner signs
+    with the private key and ``policy_node`` trusts only the public one, as on a robot."""
+    keys = os.path.join(run_dir, "keys")
+    return os.path.join(keys, "learner.key"), os.path.join(keys, "learner.pub")
+
+
 def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None = None, model: str | None = None,
                     teacher: float | None = None, learner: bool = True) -> dict[str, dict[str, Any]]:
     """The nodes of ``graph`` to start, in order, each with the parameters it gets on top of the params file.
@@ -76,6 +85,8 @@ def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None 
     * ``teacher`` (sim): ``teacher_node``'s ``watch_fraction`` (``None`` = the params file's); the teacher
       runs only for ``pick_place`` and not with ``teacher == 0``.
     * ``learner``: ``False`` leaves ``learner_node`` out.
+    * signing (sim): ``learner_node`` signs with the run's key (:func:`sim_keys`), and ``policy_node`` trusts only
+      that key and runs only models inside ``<run>/models``; on a robot the params file names the keys.
     """
     from .runtime.paths import resolve_path
 
@@ -88,10 +99,16 @@ def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None 
     common = {"task": task} if task else {}
     model = resolve_path(model) if model else None
     run_dir = os.path.abspath(os.path.expanduser(run_dir)) if run_dir else None
+    signing: dict[str, dict[str, Any]] = {"policy_node": {}, "learner_node": {}}
+    if graph == "sim":
+        key, pub = sim_keys(run_dir)
+        signing = {"policy_node": {"trusted_keys": [pub], "allowed_models_dir": os.path.join(run_dir, "models")},
+                   "learner_node": {"signing_key": key}}
     per_node: dict[str, dict[str, Any]] = {
-        "policy_node": {"model_path": model} if model else {},
+        "policy_node": {**({"model_path": model} if model else {}), **signing["policy_node"]},
         "recorder_node": {"run_dir": run_dir} if run_dir else {},
-        "learner_node": {**({"run_dir": run_dir} if run_dir else {}), **({"initial_model": model} if model else {})},
+        "learner_node": {**({"run_dir": run_dir} if run_dir else {}), **({"initial_model": model} if model else {}),
+                         **signing["learner_node"]},
         "teacher_node": {"watch_fraction": float(teacher)} if teacher is not None else {},
     }
     out: dict[str, dict[str, Any]] = {}

@@ -226,6 +226,7 @@ def _prepare_run(run_dir: str, args, model: str, pl: "Plan | None" = None) -> No
     root, name = os.path.split(run_dir)
     arm = _arm(pl, args.task)
     run = create_run(root, name, arm.spec, robot_id="sim", exist_ok=True)
+    _ensure_sim_keys(run_dir)
     n_demos, demo_seed = args.demos, 0
     if n_demos is None:
         n_demos, demo_seed = _model_demos(model) if args.task == "pick_place" else (0, 0)
@@ -243,6 +244,17 @@ def _prepare_run(run_dir: str, args, model: str, pl: "Plan | None" = None) -> No
     print(f"[sim] importing {n_demos} scripted-expert demos (seeds {demo_seed}..{demo_seed + n_demos - 1}) "
           f"into {run.buffer_path}")
     collect_and_import(run, args.task, n_demos, seed=demo_seed, progress=True, arm=arm)
+
+
+def _ensure_sim_keys(run_dir: str) -> None:
+    """The run's signing key pair (:func:`vla_rl_ros.graph.sim_keys`), made on first use: the learner signs its
+    promotions and policy_node runs only what this key signed, as on a robot, with no step for the user."""
+    from ..graph import sim_keys
+    from ..signing import ensure_keypair
+
+    key, pub = sim_keys(run_dir)
+    kid = ensure_keypair(key, pub)
+    print(f"[sim] promotions signed with the run's key {kid} ({key}); policy_node trusts {pub}")
 
 
 def _model_demos(model: str) -> tuple[int, int]:

@@ -6,7 +6,9 @@ into messages:
 
 * ``/rl/policy_update`` (std_msgs/String, JSON ``{"path", "sha256", "version"}``):
   a promoted model, for ``policy_node`` to verify and hot-swap. Reliable,
-  transient-local (a policy node that starts later still gets the incumbent).
+  transient-local (a policy node that starts later still gets the incumbent). With ``signing_key`` set, it
+  also carries an Ed25519 ``signature`` over the digest, version and spec (:mod:`vla_rl_ros.signing`), which a
+  ``policy_node`` with ``trusted_keys`` requires.
 * ``/rl/learner/events`` (std_msgs/String, JSON): every candidate with its gate result, and (kind
   ``monitor``) each monitor result: the success of the initial incumbent and of every promoted model on the
   same fixed block of ``monitor_episodes`` seeded twin episodes (:mod:`vla_rl_ros.learner.monitor`; in a
@@ -37,6 +39,7 @@ from ..learner.continual import CONTINUAL_RECAP, ContinualLearner, Event, Learne
 from ..learner.evaluate import PersistentEvaluator, TwinConfig
 from ..learner.monitor import MONITOR_SEED, PromotionMonitor
 from ..runtime.paths import resolve_path
+from ..signing import Signer, SigningError
 from ..twin.core import Scene
 
 
@@ -48,6 +51,8 @@ class LearnerNode(Node):
         run_dir = d("run_dir", "runs/sim", "Run folder whose store this learner tails (and where models/tb/checkpoints go)")
         extra = d("extra_stores", [""], "More stores or run folders to learn from (several robots)")
         initial = d("initial_model", "", "ONNX model the arm starts with (the first incumbent)")
+        signing_key = d("signing_key", "", "Ed25519 private key (PEM) that signs every announced model ('' = "
+                        "unsigned; a policy_node with trusted_keys refuses unsigned models)")
         arm = declare_arm(self, scene=True)
         # hindsight relabels only to goals the task draws (the twin scene's region)
         goal_low, goal_high = Scene.load(arm.scene).region.goals(arm.spec.task)
@@ -125,6 +130,14 @@ class LearnerNode(Node):
         self.n_candidates = 0
         self.n_promoted = 0
         self.last_error = ""
+        self.signer: Signer | None = None
+        if signing_key:
+            try:
+                self.signer = Signer(resolve_path(signing_key))
+                self.get_logger().info(f"signing announcements with key {self.signer.key_id}")
+            except SigningError as e:
+                self.last_error = f"signing_key: {e}; announcing unsigned models"
+                self.get_logger().error(self.last_error)
         self._promoted_at: dict[str, float] = {}
         self._updates_hist: deque[tuple[float, int]] = deque()
         self._stop = threading.Event()
@@ -150,7 +163,16 @@ class LearnerNode(Node):
 
     def _announce(self, path: str, sha: str, version: str) -> None:
         msg = String()
-        msg.data = json.dumps({"path": path, "sha256": sha, "version": version})
+        req = {"path": path, "sha256": sha, "version": version}
+        if self.signer is not None:
+            try:  # sign the spec the file carries (what policy_node will load), else the run's
+                from ..algos.export import read_model_metadata
+
+                spec = read_model_metadata(path)[0]
+            except Exception:
+                spec = self.twin.spec
+            req["signature"] = self.signer.sign(sha, version, spec)
+        msg.data = json.dumps(req)
         self._promoted_at[version] = time.time()
         self.pub_update.publish(msg)
 

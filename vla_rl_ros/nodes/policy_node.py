@@ -22,6 +22,15 @@ JSON): ``{"event": "rejected", "accepted": false, "reason": ...}``, or
 ``{"event": "swapped", "accepted": true, ...}`` and then, from the first tick
 whose command the new model computed, ``{"event": "first_command", "tick",
 "cmd_stamp_s", ...}``.
+
+Signed promotions (:mod:`~vla_rl_ros.signing`): with ``trusted_keys`` set, an
+announcement runs only with a good signature by one of those keys, for this
+node's spec, newer than the running model; with ``allowed_models_dir`` set, only
+a file inside that directory. A refusal says why (``kind`` in the reply: unsigned,
+bad_signature, untrusted_key, wrong_spec, replayed, outside_dir), is counted in
+``/diagnostics`` (``rejected_updates``, ``rejected_updates_<kind>``), and the
+incumbent keeps running. The start-up ``model_path`` is trusted by configuration
+(pin it with ``model_sha256``).
 """
 # No ``from __future__ import annotations`` here: rclpy passes a TimerInfo to a timer callback only when the
 # parameter is annotated with the TimerInfo class itself (SingleThreadedExecutor), not a string.
@@ -48,6 +57,7 @@ from ..runtime.onnx_policy import ModelRejected, OnnxPolicy, load_validated, rea
 from ..runtime.paths import resolve_path
 from ..runtime.stats import LatencyWindow, RateMonitor
 from ..runtime.watchdog import InputChannel, Watchdog
+from ..signing import UpdateGuard, UpdateRejected
 from ..stepmsg import META_FIELDS, encode_layout
 from ._common import RateLimitedLog, declare, declare_arm, publish_status, run_node
 
@@ -122,6 +132,11 @@ class PolicyNode(Node):
         self._explore_rng = np.random.default_rng(declare(self, "exploration_seed", 0, "seed of the exploration noise",
                                                           lo=0, hi=2**31 - 1))
         topics = {k: declare(self, f"topics.{k}", v, desc) for k, (v, desc) in TOPICS.items()}
+        trusted = declare(self, "trusted_keys", [""], "Ed25519 public keys (PEM files) whose signatures an announced "
+                          "model must carry ([''] = announcements need no signature; set it on a robot: "
+                          "vla-rl-ros keygen)")
+        allowed_dir = declare(self, "allowed_models_dir", "", "announced models must lie inside this directory "
+                              "(symlinks resolved; '' = anywhere)")
 
         self.kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
         self.controller = Controller(spec, self.kin, limits, ik_iters=ik_iters, home=arm.home)
@@ -148,6 +163,10 @@ class PolicyNode(Node):
         self._label_policy: OnnxPolicy | None = None
         self._acted_policy: OnnxPolicy | None = None
         self.model_error = "no model configured (model_path is empty)" if not self.model_path else "loading"
+        self.update_guard = UpdateGuard([resolve_path(k) for k in trusted if k], resolve_path(allowed_dir), spec)
+        self.rejected_updates = 0  # every refused announcement (signature, directory, invalid message, bad model)
+        for err in self.update_guard.config_errors:
+            log.error(f"trusted_keys: {err}")
         self.last_error = ""
         self.tick = 0
         self.hold_ticks = 0
@@ -321,7 +340,8 @@ class PolicyNode(Node):
             reason = f"invalid /rl/policy_update message: {e}"
             self.get_logger().error(reason)
             self.last_error = reason
-            self._reply({"event": "rejected", "version": None, "accepted": False, "reason": reason})
+            self.rejected_updates += 1
+            self._reply({"event": "rejected", "version": None, "accepted": False, "reason": reason, "kind": "invalid"})
             return
         req["source"] = "policy_update"
         self.get_logger().info(f"model announced: version {req.get('version')!r} at {req['path']}")
@@ -469,10 +489,15 @@ class PolicyNode(Node):
     def _load(self, req: dict) -> None:
         path = req["path"]
         version = req.get("version") or None
+        kind, seq = "model", -1
         try:
             path = resolve_path(path)
+            if req.get("source") == "policy_update":
+                seq = self.update_guard.check(req, path)
             pol = load_validated(path, req.get("sha256") or None, self.spec, expected_version=version,
                                  probe_obs=self._probe_obs(), kinematics=self.kin)
+        except UpdateRejected as e:
+            reason, kind = e.reason, e.kind
         except ModelRejected as e:
             reason = e.reason
         except Exception as e:  # an unexpected failure is a rejection too, never a crash
@@ -480,6 +505,7 @@ class PolicyNode(Node):
         else:
             old = self._policy
             self._policy = pol  # the swap: one reference assignment, picked up by the next tick
+            self.update_guard.installed(seq, pol.sha256)
             self.model_error = ""
             self.get_logger().info(
                 f"model {pol.version} installed from {path} (sha256 {pol.sha256[:12]}, validated in "
@@ -489,11 +515,13 @@ class PolicyNode(Node):
                          "load_s": pol.info.load_s, "swap_stamp_s": self._now_ns() * 1e-9})
             return
         self.last_error = f"model rejected: {reason}"
+        self.rejected_updates += 1
         if self._policy is None:
             self.model_error = f"{path}: {reason}"
         keep = f"; keeping {self._policy.version}" if self._policy is not None else "; no model is running"
         self.get_logger().error(f"model {version or path} rejected: {reason}{keep}")
-        self._reply({"event": "rejected", "version": version, "accepted": False, "reason": reason, "path": path,
+        self._reply({"event": "rejected", "version": version, "accepted": False, "reason": reason, "kind": kind,
+                     "path": path,
                      "sha256": req.get("sha256"), "running": self._policy.version if self._policy else None})
 
     def _reply(self, d: dict) -> None:
@@ -547,6 +575,9 @@ class PolicyNode(Node):
             "model_error": self.model_error,
             "rejected_inputs": str(self.watchdog.n_rejected),
             **{f"rejected_{c.name}": str(c.n_rejected) for c in self.watchdog.channels},
+            "rejected_updates": str(self.rejected_updates),
+            **{f"rejected_updates_{k}": str(n) for k, n in self.update_guard.counts.items()},
+            "signatures_required": str(self.update_guard.required).lower(),
             "inference_errors": str(self.inference_errors),
             "callback_errors": str(self.callback_errors),
             "last_error": self.last_error,
