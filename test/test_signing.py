@@ -254,3 +254,28 @@ def test_keygen_verb(tmp_path, capsys):
     assert kid in capsys.readouterr().out and os.path.isfile(str(tmp_path / "k" / "learner.pub"))
     assert main(["keygen", "--out", out]) == 2 and Signer(out).key_id == kid
     assert main(["keygen", "--out", out, "--force"]) == 0 and Signer(out).key_id != kid
+
+
+def test_the_sros2_policy_gives_each_node_an_enclave_and_only_the_learner_may_announce_models():
+    """docs/sros2/policy.xml: one enclave per node of both graphs; policy_node may read/write exactly the
+    topics of its TOPICS table (in: subscribe, out: publish); /rl/policy_update has one publisher, the learner."""
+    import xml.etree.ElementTree as ET
+
+    from vla_rl_ros.graph import GRAPHS, repo_root
+    from vla_rl_ros.nodes.policy_node import TOPICS
+
+    root = ET.parse(os.path.join(repo_root(), "docs", "sros2", "policy.xml")).getroot()
+    allowed: dict[str, dict[str, set]] = {}
+    for enc in root.iter("enclave"):
+        prof = enc.find("profiles/profile")
+        assert enc.get("path") == f"/vla_rl_ros/{prof.get('node')}"
+        rules = allowed.setdefault(prof.get("node"), {"publish": set(), "subscribe": set()})
+        for t in prof.findall("topics"):
+            for kind in ("publish", "subscribe"):
+                if t.get(kind) == "ALLOW":
+                    rules[kind] |= {"/" + x.text for x in t.findall("topic")}
+    assert set(allowed) == {n for g in GRAPHS.values() for n in g.nodes}
+    mine = allowed["policy_node"]
+    for topic, desc in TOPICS.values():
+        assert topic in mine["subscribe" if " in" in desc.split(":")[0] else "publish"], topic
+    assert [n for n, r in allowed.items() if "/rl/policy_update" in r["publish"]] == ["learner_node"]
