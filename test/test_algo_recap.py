@@ -237,6 +237,34 @@ def test_actor_batches_draw_demo_ratio_from_interventions(monkeypatch):
         RecapConfig(demo_ratio=1.5)
 
 
+def test_corrections_in_the_data_switch_the_demo_share(monkeypatch):
+    """correction_ratio replaces demo_ratio once an own (non-demo) episode holds intervention steps; demos alone,
+    however fully flagged, keep demo_ratio; None keeps demo_ratio always."""
+    import vla_rl_ros.algos.recap as recap
+
+    eps = _chain_episodes(20, seed=3)
+    demo = Episode(eps[0].obs, eps[0].actions, True, np.ones(len(eps[0]), bool), demo=True)
+    iv = np.zeros(len(eps[1]), bool)
+    iv[:2] = True
+    corrected = {"obs": eps[1].obs, "actions": eps[1].actions, "success": True, "intervention": iv}
+    shares = []
+    real = recap.RecapTrainer.fit_actor
+
+    def spy(self, *a, demo_ratio=None, **kw):
+        shares.append(demo_ratio)
+        return real(self, *a, demo_ratio=demo_ratio, **kw)
+
+    monkeypatch.setattr(recap.RecapTrainer, "fit_actor", spy)
+    small = dict(hidden=(8,), value_steps=5, actor_steps=5, demo_ratio=0.2)
+    for ratio, data, want in ((0.5, [demo, *eps[2:]], 0.2), (0.5, [demo, corrected, *eps[2:]], 0.5),
+                              (None, [demo, corrected, *eps[2:]], 0.2)):
+        m = RecapTrainer(2, 1, RecapConfig(**small, correction_ratio=ratio)).round(data)
+        assert shares[-1] == want and m["demo_share"] == want
+    assert recap.as_episode({**corrected, "demo": True}).demo and not recap.as_episode(corrected).demo
+    with pytest.raises(ValueError):
+        RecapConfig(correction_ratio=-0.1)
+
+
 @pytest.mark.parametrize("mode", ["input", "heads"])
 def test_actor_conditioning_modes_follow_the_indicator(mode):
     """Both ways of feeding the indicator learn indicator-specific actions (positive -> +1, negative -> -1)."""

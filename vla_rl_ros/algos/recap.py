@@ -102,6 +102,13 @@ class RecapConfig:
             demo/online split; 0 = uniform over all steps). Corrections are a
             few percent of the steps; without this they are drowned by the
             autonomous positives.
+        correction_ratio: that share instead once the data holds corrections
+            (intervention steps in episodes that are not demonstrations), or
+            None (default) for ``demo_ratio`` always. With a teacher on, the
+            corrections are the steps the policy most needs: on the same
+            teacher-on data one round scored a median 88% with a share of 0.5
+            and 70% with 0.2, while on data without corrections the two were
+            level (68%, 69%; ``docs/bench/recap_settings*.md``).
         corrections: how intervention (human correction) steps are labelled:
             ``"outcome"`` (default): positive without question only in episodes
             that ended in success; a correction in a failed episode is labelled
@@ -134,6 +141,7 @@ class RecapConfig:
     weight_decay: float = 0.0
     actor_loss: str = "mse"
     demo_ratio: float = 0.5
+    correction_ratio: float | None = None
     corrections: str = "outcome"
     actor_cond: str = "heads"
     seed: int = 0
@@ -148,6 +156,8 @@ class RecapConfig:
             raise ValueError("positive_fraction must be in [0, 1]")
         if not 0.0 <= self.demo_ratio <= 1.0:
             raise ValueError("demo_ratio must be in [0, 1]")
+        if self.correction_ratio is not None and not 0.0 <= self.correction_ratio <= 1.0:
+            raise ValueError("correction_ratio must be in [0, 1] or None")
         if not 0.0 <= self.indicator_dropout < 1.0:
             raise ValueError("indicator_dropout must be in [0, 1)")
         if self.corrections not in ("outcome", "always"):
@@ -174,13 +184,15 @@ class Episode:
     """A finished episode: ``obs[t]`` is the raw observation the action ``actions[t]`` was taken in.
 
     ``obs`` may carry one extra final observation (``L + 1`` rows); it is ignored
-    because the value past the end of an episode is 0 by definition.
+    because the value past the end of an episode is 0 by definition. ``demo``: a demonstration (every step
+    on the demo side), as opposed to an episode of the policy's own, whose intervention steps are corrections.
     """
 
     obs: np.ndarray
     actions: np.ndarray
     success: bool
     intervention: np.ndarray | None = None
+    demo: bool = False
 
     def __post_init__(self) -> None:
         self.actions = np.asarray(self.actions, dtype=np.float32)
@@ -193,16 +205,18 @@ class Episode:
         self.intervention = (np.zeros(L, dtype=bool) if self.intervention is None
                              else np.asarray(self.intervention, dtype=bool).reshape(L))
         self.success = bool(self.success)
+        self.demo = bool(self.demo)
 
     def __len__(self) -> int:
         return len(self.actions)
 
 
 def as_episode(e: Episode | Mapping[str, Any]) -> Episode:
-    """Accept an :class:`Episode` or a mapping with ``obs, actions|action, success[, intervention]``."""
+    """Accept an :class:`Episode` or a mapping with ``obs, actions|action, success[, intervention, demo]``."""
     if isinstance(e, Episode):
         return e
-    return Episode(e["obs"], e["actions"] if "actions" in e else e["action"], e["success"], e.get("intervention"))
+    return Episode(e["obs"], e["actions"] if "actions" in e else e["action"], e["success"], e.get("intervention"),
+                   bool(e.get("demo", False)))
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -425,12 +439,12 @@ class RecapTrainer:
                 "trusted": trusted}
 
     def fit_actor(self, obs: np.ndarray, actions: np.ndarray, indicator: np.ndarray,
-                  steps: int | None = None, intervention: np.ndarray | None = None) -> dict[str, float]:
+                  steps: int | None = None, intervention: np.ndarray | None = None,
+                  demo_ratio: float | None = None) -> dict[str, float]:
         """Advantage-conditioned behaviour cloning with indicator dropout.
 
-        With ``intervention`` given (and ``cfg.demo_ratio > 0``), a ``demo_ratio``
-        share of every minibatch is drawn from the intervention steps, the rest
-        uniformly from all steps."""
+        With ``intervention`` given (and a share > 0), a ``demo_ratio`` share (default ``cfg.demo_ratio``) of
+        every minibatch is drawn from the intervention steps, the rest uniformly from all steps."""
         cfg = self.cfg
         o = torch.as_tensor(np.asarray(obs, dtype=np.float32))
         a = torch.as_tensor(np.asarray(actions, dtype=np.float32)).clamp(-1.0, 1.0)
@@ -438,7 +452,8 @@ class RecapTrainer:
         sample = self._sampler(len(o))
         iv_idx = (torch.as_tensor(np.flatnonzero(np.asarray(intervention, dtype=bool)))
                   if intervention is not None else torch.zeros(0, dtype=torch.long))
-        n_iv = int(round(cfg.demo_ratio * cfg.batch_size)) if 0 < len(iv_idx) < len(o) else 0
+        share = cfg.demo_ratio if demo_ratio is None else float(demo_ratio)
+        n_iv = int(round(share * cfg.batch_size)) if 0 < len(iv_idx) < len(o) else 0
         if n_iv > 0:
             def sample() -> torch.Tensor:  # noqa: F811 - the mixed sampler replaces the uniform one
                 pick = iv_idx[torch.randint(len(iv_idx), (n_iv,), generator=self.generator)]
@@ -478,7 +493,11 @@ class RecapTrainer:
                        intervention_fraction=float(lab["intervention"].mean()),
                        trusted_fraction=float(lab["trusted"].mean()),
                        advantage_mean=float(lab["advantage"].mean()))
-        metrics.update(self.fit_actor(obs, actions, lab["indicator"], intervention=lab["trusted"]))
+        corrected = any(e.intervention.any() and not e.demo for e in eps)
+        cfg = self.cfg
+        share = cfg.correction_ratio if corrected and cfg.correction_ratio is not None else cfg.demo_ratio
+        metrics["demo_share"] = float(share)
+        metrics.update(self.fit_actor(obs, actions, lab["indicator"], intervention=lab["trusted"], demo_ratio=share))
         self.rounds += 1
         return metrics
 

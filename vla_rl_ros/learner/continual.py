@@ -49,10 +49,10 @@ from .registry import Registry
 
 
 # The continual learner's Recap settings where they differ from RecapConfig's (offline) defaults: guidance
-# weight 2 (sharper towards the positive-advantage actions) and a fifth of each actor batch from demos and
-# corrections. One round on the same recorded data: docs/bench/recap_settings.md
-# (bench/bench_recap_settings.py).
-CONTINUAL_RECAP: dict[str, Any] = {"h_norm": 200, "cfg_weight": 2.0, "demo_ratio": 0.2}
+# weight 2 (sharper towards the positive-advantage actions) and a fifth of each actor batch from the demos,
+# half once the data holds a teacher's corrections. One round on the same recorded data, without and with a
+# teacher: docs/bench/recap_settings.md, docs/bench/recap_settings_teacher.md (bench/bench_recap_settings.py).
+CONTINUAL_RECAP: dict[str, Any] = {"h_norm": 200, "cfg_weight": 2.0, "demo_ratio": 0.2, "correction_ratio": 0.5}
 
 
 @dataclass
@@ -323,7 +323,7 @@ class ContinualLearner:
         t0 = time.time()
         # Demonstrations (and human interventions) are always on the positive side of the indicator.
         data = [{"obs": e.obs, "actions": e.actions, "success": e.success,
-                 "intervention": e.intervention | bool(e.is_demo)} for e in eps]
+                 "intervention": e.intervention | bool(e.is_demo), "demo": bool(e.is_demo)} for e in eps]
         relabelled = [r for e in eps if not e.is_demo for r in self._hindsight(e)]
         metrics = self.algo.round(data + relabelled)
         metrics["hindsight_episodes"] = len(relabelled)

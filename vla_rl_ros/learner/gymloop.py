@@ -30,7 +30,7 @@ class LoopResult:
 def demo_dicts(demos: list[dict]) -> list[dict]:
     """Demonstrations ``{"obs", "actions"}`` as Recap's episode dicts, on the demo side (every step flagged)."""
     return [{"obs": d["obs"][: len(d["actions"])], "actions": d["actions"], "success": True,
-             "intervention": np.ones(len(d["actions"]), bool)} for d in demos]
+             "intervention": np.ones(len(d["actions"]), bool), "demo": True} for d in demos]
 
 
 def rollout(env, policy: Policy, seed: int, noise: float, rng: np.random.Generator, teacher=None

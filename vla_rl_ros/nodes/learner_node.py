@@ -103,6 +103,8 @@ class LearnerNode(Node):
                                  "without question only if its episode succeeded) | 'always'"),
                 "demo_ratio": d("recap_demo_ratio", CONTINUAL_RECAP["demo_ratio"], "Recap: share of each actor batch drawn from intervention "
                                 "and demo steps (0 = uniform over all steps)"),
+                "correction_ratio": d("recap_correction_ratio", CONTINUAL_RECAP["correction_ratio"], "Recap: that share "
+                                      "once the data holds corrections (intervention steps outside the demos)"),
             },
         )
         monitor_episodes = declare(self, "monitor_episodes", 50, "Monitor: seeded twin episodes each promoted model "
