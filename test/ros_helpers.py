@@ -19,7 +19,7 @@ NAMES = list(PANDA_ARM_JOINTS) + list(PANDA_GRIPPER_JOINTS)
 class FakeArm:
     """Publishes /joint_states (``rate_hz``) and the task poses (10 Hz) from the probe node.
 
-    ``positions``, ``names`` and ``pause`` may be changed at any time; ``last_sent``
+    ``positions``, ``names``, ``pause`` (joint states) and ``pause_poses`` may be changed at any time; ``last_sent``
     is the position list of the last joint state published.
     """
 
@@ -35,6 +35,7 @@ class FakeArm:
         self.goal, self.obj = list(goal), list(obj)
         self.frame = "panda_link0"
         self.pause = False
+        self.pause_poses = False
         self.last_sent = None
         self.n_sent = 0
         self._t1 = probe.node.create_timer(1.0 / rate_hz, self._js)
@@ -53,6 +54,8 @@ class FakeArm:
         self.n_sent += 1
 
     def _poses(self):
+        if self.pause_poses:
+            return
         for pub, xyz in ((self.pub_obj, self.obj), (self.pub_goal, self.goal)):
             m = PoseStamped()
             m.header.stamp = self.node.get_clock().now().to_msg()

@@ -61,6 +61,24 @@ class UpdateRejected(Exception):
         super().__init__(reason)
 
 
+# ------------------------------------------------------------------ the announcement
+def parse_announcement(text: str) -> dict:
+    """The ``/rl/policy_update`` JSON as a dict with a non-empty string ``path`` and string-or-absent ``sha256``
+    and ``version``; :class:`ValueError` with the reason for anything else (the signature is checked later)."""
+    try:
+        req = json.loads(text)  # json.JSONDecodeError is a ValueError
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if not isinstance(req, dict) or not isinstance(req.get("path"), str) or not req["path"]:
+        raise ValueError('expected a JSON object with a non-empty "path"')
+    if "\0" in req["path"]:
+        raise ValueError('"path" contains a NUL character')
+    for k in ("sha256", "version"):
+        if req.get(k) is not None and not isinstance(req[k], str):
+            raise ValueError(f'"{k}" must be a string')
+    return req
+
+
 # ------------------------------------------------------------------ keys
 def _crypto():
     from cryptography.hazmat.primitives import serialization

@@ -71,6 +71,30 @@ class ImageSpec:
     encoding: str = "rgb8"  # rgb8 | bgr8
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_type(name: str, v: Any, default: Any) -> None:
+    """A spec field read from JSON has its field's type (strings, numbers, lists of either; ``image``: an object
+    or null), else :class:`SpecError`: malformed metadata is refused with a reason, never a stray exception."""
+    if name == "image":
+        ok = v is None or (isinstance(v, dict) and set(v) <= {"height", "width", "encoding"})
+    elif isinstance(default, str):
+        ok = isinstance(v, str)
+    elif isinstance(default, tuple):
+        item = str if default and isinstance(default[0], str) else None
+        ok = isinstance(v, list) and all(isinstance(x, str) if item else _is_number(x) for x in v)
+    elif isinstance(default, bool):
+        ok = isinstance(v, bool)
+    elif isinstance(default, int):
+        ok = isinstance(v, int) and not isinstance(v, bool)
+    else:
+        ok = _is_number(v)
+    if not ok:
+        raise SpecError(f"spec field {name!r} has the wrong type: {json.dumps(v)[:80]}")
+
+
 @dataclass(frozen=True)
 class Spec:
     task: str = "reach"
@@ -210,9 +234,11 @@ class Spec:
         if unknown:
             raise SpecError(f"unknown spec fields: {sorted(unknown)}")
         kw: dict[str, Any] = {}
+        defaults = cls()
         for k, v in d.items():
             if k in derived:
                 continue
+            _check_type(k, v, getattr(defaults, k))
             if k == "image":
                 kw[k] = None if v is None else ImageSpec(**v)
             elif isinstance(v, list):

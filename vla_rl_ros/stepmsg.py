@@ -23,6 +23,11 @@ META_FIELDS = ("tick", "obs_stamp", "cmd_stamp", "intervention", "hold", "contro
 MODEL_PREFIX = "model:"
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+MAX_TICK = float(2**53)  # a tick is a whole number a float64 holds exactly
+MAX_RATE_HZ = 1e6  # control_rate_hz: 0 (unknown: the spec's rate) up to this
+
+
 class StepDecodeError(ValueError):
     pass
 
@@ -45,7 +50,10 @@ def encode_layout(obs_dim: int, action_dim: int, model_version: str) -> tuple[li
 
 
 def decode(labels: list[str], sizes: list[int], data, obs_dim: int, action_dim: int) -> StepRecord:
-    """Validate and unpack one step; raises :class:`StepDecodeError` with a precise reason."""
+    """Validate and unpack one step; raises :class:`StepDecodeError` with a precise reason.
+
+    Valid: the layout above, finite values, obs and action within float32 range (as they are stored), the
+    tick a whole number in [0, 2^53], the flags 0 or 1, control_rate_hz in [0, 1e6] (0: unknown)."""
     if len(labels) < 3 or labels[0] != "obs" or labels[1] != "action" or labels[2] != "meta":
         raise StepDecodeError(f"layout labels {labels[:4]} are not [obs, action, meta, model:...]")
     if sizes[0] != obs_dim or sizes[1] != action_dim:
@@ -56,12 +64,21 @@ def decode(labels: list[str], sizes: list[int], data, obs_dim: int, action_dim: 
     n = obs_dim + action_dim + len(META_FIELDS)
     if arr.shape != (n,):
         raise StepDecodeError(f"step data has {arr.size} values, layout says {n}")
-    if not math.isfinite(float(arr.sum())):
+    if not np.isfinite(arr).all():
         raise StepDecodeError("step contains NaN/Inf")
+    if np.abs(arr[:obs_dim + action_dim]).max(initial=0.0) > F32_MAX:
+        raise StepDecodeError("step obs/action exceed the float32 range they are stored in")
+    m = arr[obs_dim + action_dim:]
+    tick, flags, rate = m[0], m[3:5], m[5]
+    if not (0.0 <= tick <= MAX_TICK and tick == math.floor(tick)):
+        raise StepDecodeError(f"step tick {tick!r} is not a whole number in [0, 2^53]")
+    if not np.all((flags == 0.0) | (flags == 1.0)):
+        raise StepDecodeError(f"step intervention/hold flags {flags.tolist()} are not 0 or 1")
+    if not 0.0 <= rate <= MAX_RATE_HZ:
+        raise StepDecodeError(f"step control_rate_hz {rate!r} is outside [0, {MAX_RATE_HZ:g}]")
     version = ""
     if len(labels) > 3 and labels[3].startswith(MODEL_PREFIX):
         version = labels[3][len(MODEL_PREFIX):]
-    m = arr[obs_dim + action_dim:]
     return StepRecord(
         obs=arr[:obs_dim].astype(np.float32), action=arr[obs_dim:obs_dim + action_dim].astype(np.float32),
         tick=int(m[0]), obs_stamp=float(m[1]), cmd_stamp=float(m[2]), intervention=bool(m[3] > 0.5),

@@ -210,9 +210,11 @@ class LearnerNode(Node):
     def _on_result(self, msg: String) -> None:
         try:
             r = json.loads(msg.data)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON (a stray publisher): nothing to log
             return
-        v = r.get("version", "")
+        if not isinstance(r, dict):
+            return
+        v = r.get("version") if isinstance(r.get("version"), str) else ""
         t = self._promoted_at.get(v)
         lat = f" {time.time() - t:.3f}s after announcement" if t else ""
         if r.get("accepted"):

@@ -57,7 +57,7 @@ from ..runtime.onnx_policy import ModelRejected, OnnxPolicy, load_validated, rea
 from ..runtime.paths import resolve_path
 from ..runtime.stats import LatencyWindow, RateMonitor
 from ..runtime.watchdog import InputChannel, Watchdog
-from ..signing import UpdateGuard, UpdateRejected
+from ..signing import UpdateGuard, UpdateRejected, parse_announcement
 from ..stepmsg import META_FIELDS, encode_layout
 from ._common import RateLimitedLog, declare, declare_arm, publish_status, run_node
 
@@ -330,12 +330,7 @@ class PolicyNode(Node):
 
     def _on_policy_update(self, msg: String) -> None:
         try:
-            req = json.loads(msg.data)
-            if not isinstance(req, dict) or not isinstance(req.get("path"), str) or not req["path"]:
-                raise ValueError('expected a JSON object with a non-empty "path"')
-            for k in ("sha256", "version"):
-                if req.get(k) is not None and not isinstance(req[k], str):
-                    raise ValueError(f'"{k}" must be a string')
+            req = parse_announcement(msg.data)
         except ValueError as e:  # json.JSONDecodeError is a ValueError
             reason = f"invalid /rl/policy_update message: {e}"
             self.get_logger().error(reason)

@@ -107,7 +107,7 @@ class TeacherNode(Node):
     def _on_episode(self, msg: String) -> None:
         try:
             json.loads(msg.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         self.episodes += 1
         self.teacher.new_episode(time.monotonic() + self.quiet_s)
