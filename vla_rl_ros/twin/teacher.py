@@ -27,17 +27,29 @@ class Teacher:
             0 = exactly ``takeover_s``). A person at a spacemouse finishes the
             grasp before letting go; a take-over cut mid-grasp mostly teaches
             a failure.
+        gain: the teacher's proportional gain on the hand error, in ``max_ee_step``
+            units per tick (the scripted expert's is 1.5, for clean demos). A person
+            steers gently; and on the live graph the teacher's action reaches the arm
+            one control tick after the state it was computed from (its own timer, not
+            the policy's tick). With that one-tick delay a gain of 1.5 is unstable
+            (``x' = x - K x_prev`` needs ``K < 1``): the hand circles the cube and the
+            take-over times out. Measured in the gym twin with the delay
+            (``bench/bench_teacher.py``): gain 1.5 finished 14% of its take-over
+            episodes (the live run's 17%), gain 0.5 69%, and without the delay 0.5
+            did as well as 1.5.
     """
 
     def __init__(self, spec: Spec, watch_fraction: float = 0.5, takeover_s: float = 1.0, stall_s: float = 2.5,
-                 seed: int = 0, until_held_s: float = 3.0) -> None:
+                 seed: int = 0, until_held_s: float = 3.0, gain: float = 0.5) -> None:
         if not 0.0 <= watch_fraction <= 1.0:
             raise ValueError("watch_fraction must be in [0, 1]")
         self.supported = spec.task == "pick_place" and spec.action_mode == "ee_delta"
         self.watch_fraction = watch_fraction if self.supported else 0.0
         self.takeover_s, self.stall_s = float(takeover_s), float(stall_s)
         self.until_held_s = max(float(until_held_s), float(takeover_s))
-        self.expert = ScriptedExpert(spec)
+        if not gain > 0:
+            raise ValueError("gain must be > 0")
+        self.expert = ScriptedExpert(spec, gain=gain)
         self.rng = np.random.default_rng(seed)
         self._ee, self._ob = spec.obs_slice("ee_pos"), spec.obs_slice("object_pos")
         self._w = spec.obs_slice("gripper_width").start
