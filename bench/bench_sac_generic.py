@@ -160,7 +160,9 @@ def run_twin_cli(seed: int, episodes: int) -> dict:
     ev = subprocess.run(cli + ["eval", "--model", str(out), "--task", "reach", "--episodes", str(episodes), "--json"],
                         cwd=ROOT, check=True, capture_output=True, text=True)
     s = json.loads(ev.stdout.strip().splitlines()[-1])
-    return {"success": s["success_rate"], "train_s": train_s, "eval": s,
+    import torch
+
+    return {"success": s["success_rate"], "train_s": train_s, "eval": s, "torch": torch.__version__,
             "commands": [" ".join(["vla-rl-ros"] + train[1:]), " ".join(["vla-rl-ros"] + ev.args[1:])]}
 
 
@@ -207,13 +209,18 @@ def load(variants: bool = False) -> dict[tuple[str, int], dict[str, dict[int, di
 def report(commands: list[str]) -> str:
     from bench_learner import machine_info, machine_line
 
-    lines = ["## Generic SAC defaults: ours vs Stable-Baselines3 SAC (`bench/bench_sac_generic.py`)", "",
-             "Commands:", ""] + [f"    {c}" for c in commands] + ["",
-             machine_line(machine_info(), load=False) + " Runs sequential, one at a time.", "",
-             "Protocol:" + __doc__.split("Protocol:")[1], ""]
     res = load()
     twin = {k: v for k, v in res.items() if k[0] == TWIN_ID}
     other = {k: v for k, v in res.items() if k[0] != TWIN_ID}
+    only_cli = bool(twin) and not other and all(r.get("via") == "cli" for by in twin.values()
+                                                for runs in by.values() for r in runs.values())
+    title = ("The twin's reach through the CLI with hindsight relabelling on (`train`'s default now; "
+             "`bench/bench_sac_generic.py --twin-cli`)" if only_cli
+             else "Generic SAC defaults: ours vs Stable-Baselines3 SAC (`bench/bench_sac_generic.py`)")
+    lines = [f"## {title}", "",
+             "Commands:", ""] + [f"    {c}" for c in commands] + ["",
+             machine_line(machine_info(), load=False) + " Runs sequential, one at a time.", "",
+             "Protocol:" + __doc__.split("Protocol:")[1], ""]
     if twin:
         lines += ["### The twin's reach with the CLI defaults (issue 8, target A: ≥ 95% for every seed)", "",
                   "| env | reward | steps | learner | success per seed (50 episodes) | median | train time / run |",
@@ -232,8 +239,9 @@ def report(commands: list[str]) -> str:
                 met = sum(r["success"] >= 0.95 for r in rs)
                 lines.append(f"* {algo}, `{rs[0].get('reward', '?')}` reward: ≥ 95% on {met}/{len(rs)} seeds "
                              f"({'met' if met == len(rs) else 'not met'}).")
-        lines += ["", "Why the initial temperature matters and what limits it here: see "
-                  "`vla_rl_ros.algos.online.default_online_config`.", ""]
+        lines += ["", "Why the reach's default reward is `reach_cost` at its scale, and what the initial temperature "
+                  "does: see `vla_rl_ros.algos.online.default_online_config` and "
+                  "`vla_rl_ros.rewards.finishing.ReachCost`.", ""]
     if other:
         lines += ["### Public envs, each learner with its own defaults, same steps", "",
                   "| env | steps | learner | success per seed (50 episodes) | median | train time / run |",

@@ -1,5 +1,7 @@
 """The default rewards' optimum is finishing the task; the seed's pick_and_place / reach reward hovering.
 
+The defaults: ``reach_cost`` (reach) and ``pick_place_task`` (pick_place), see vla_rl_ros/rewards/finishing.py.
+
 Discounted returns of hand-built behaviours (observations in the spec's layout,
 episode ends from the same SuccessDetector the recorder and the gym env use),
 for learner discounts across [0.9, 0.999] and for every task's default reward:
@@ -17,7 +19,8 @@ import pytest
 
 from vla_rl_ros.buffer import Writer, connect
 from vla_rl_ros.recorder import EpisodeRecorder, RecorderConfig
-from vla_rl_ros.rewards import DEFAULT_REWARD, PickAndPlace, Reach, SuccessDetector, default_reward_name, make_reward
+from vla_rl_ros.rewards import (DEFAULT_REWARD, FinishTaskReward, PickAndPlace, Reach, SuccessDetector,
+                                default_reward_name, make_reward)
 from vla_rl_ros.spec import Spec
 from vla_rl_ros.stepmsg import StepRecord
 
@@ -94,7 +97,7 @@ def test_every_default_reward_prefers_finishing_now(task, gamma, n):
 def test_the_defaults_are_the_finishing_rewards_everywhere():
     from vla_rl_ros.twin.env import DEFAULT_REWARD as ENV_DEFAULT
 
-    assert DEFAULT_REWARD == {"reach": "reach_task", "pick_place": "pick_place_task"}
+    assert DEFAULT_REWARD == {"reach": "reach_cost", "pick_place": "pick_place_task"}
     assert ENV_DEFAULT == {t: {"name": n} for t, n in DEFAULT_REWARD.items()}
     assert default_reward_name("pick_and_place") == "pick_place_task"
     for task in TASKS:
@@ -133,7 +136,9 @@ def test_readme_numbers():
 @pytest.mark.parametrize("gamma", GAMMAS)
 @pytest.mark.parametrize("task", TASKS)
 def test_return_bound_on_random_trajectories(task, gamma):
-    """The docstring's bound G <= -Phi(s_0) - c + gamma^(T-1) B [terminated], on random walks (grasps, drops)."""
+    """The docstring's bound on random walks (grasps, drops): G <= -Phi(s_0) - c + gamma^(T-1) B [terminated]
+    (pick_place_task); G <= -c (1 - gamma^T) / (1 - gamma) + gamma^(T-1) B [terminated] (reach_cost, every tick
+    costs at least c)."""
     spec = Spec(task=task)
     fn = make_reward(default_reward_name(task), spec)
     c, B = fn.params["time_penalty"], fn.params["success_bonus"]
@@ -150,7 +155,10 @@ def test_return_bound_on_random_trajectories(task, gamma):
         term[-1] = terminal
         r = _rewards(fn, task, seq, term)
         G = float(np.sum(gamma ** np.arange(T) * r))
-        assert G <= -fn.potential(seq[0]) - c + gamma ** (T - 1) * B * terminal + 1e-9
+        if isinstance(fn, FinishTaskReward):
+            assert G <= -fn.potential(seq[0]) - c + gamma ** (T - 1) * B * terminal + 1e-9
+        else:
+            assert G <= -c * (1 - gamma ** T) / (1 - gamma) + gamma ** (T - 1) * B * terminal + 1e-9
 
 
 # ------------------------------------------------ the bonus is paid on the terminal success tick, once
@@ -180,11 +188,19 @@ def test_gym_env_pays_the_bonus_on_the_terminal_success_tick(task):
     fn, _, steps = _expert_episode(task)
     assert fn.config["name"] == DEFAULT_REWARD[task]
     assert steps[-1][4] and not any(s[4] for s in steps[:-1]), "the expert's episode ends in success"
-    c, g, B = fn.params["time_penalty"], fn.params["gamma"], fn.params["success_bonus"]
     for o, a, r, o2, term in steps[:-1]:  # no bonus before the end
-        assert r == pytest.approx(-c + g * fn.potential(o2) - fn.potential(o), abs=1e-6)
-    o, a, r, o2, _ = steps[-1]  # the terminal success tick: bonus, zero potential at s'
-    assert r == pytest.approx(-c - fn.potential(o) + B, abs=1e-6)
+        assert r == pytest.approx(_formula(fn, o, o2, False), abs=1e-6)
+    o, a, r, o2, _ = steps[-1]  # the terminal success tick: the bonus (pick_place_task: zero potential at s')
+    assert r == pytest.approx(_formula(fn, o, o2, True), abs=1e-6)
+
+
+def _formula(fn, o, o2, terminated):
+    """The default rewards' formulas written out (vla_rl_ros/rewards/finishing.py), from the params."""
+    c, B = fn.params["time_penalty"], fn.params["success_bonus"]
+    if isinstance(fn, FinishTaskReward):
+        return -c + (0.0 if terminated else fn.params["gamma"] * fn.potential(o2)) - fn.potential(o) + B * terminated
+    d = np.linalg.norm(o2[fn._view.spec.obs_slice("goal_pos")] - o2[fn._view.spec.obs_slice("ee_pos")])
+    return -(fn.params["distance_weight"] * d + c) + B * terminated
 
 
 def test_recorder_pays_the_bonus_on_the_terminal_success_tick(tmp_path):
@@ -210,6 +226,4 @@ def test_recorder_pays_the_bonus_on_the_terminal_success_tick(tmp_path):
     con.close()
     assert len(rows) == len(steps) and [bool(t) for _, t in rows] == [s[4] for s in steps]
     np.testing.assert_allclose([r for r, _ in rows], [s[2] for s in steps], atol=1e-5)  # same rewards as the env
-    o = steps[-1][0]
-    assert rows[-1][0] == pytest.approx(-fn.params["time_penalty"] - fn.potential(o) + fn.params["success_bonus"],
-                                        abs=1e-5)
+    assert rows[-1][0] == pytest.approx(_formula(fn, steps[-1][0], steps[-1][3], True), abs=1e-5)

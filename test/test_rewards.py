@@ -214,3 +214,22 @@ def test_success_detector_reach_tracks_the_hand():
         SuccessDetector("reach", n_consecutive=0)
     with pytest.raises(ValueError):
         SuccessDetector("fly")
+
+
+# ------------------------------------------------------------------ reach_cost (the reach default)
+def test_reach_cost_hand_computed():
+    from vla_rl_ros.rewards import ReachCost
+
+    spec = Spec(task="reach")
+    fn = make_reward("reach_cost", spec)
+    assert isinstance(fn, ReachCost) and make_reward(fn.config, spec).config == fn.config
+    goal = (0.5, 0.0, 0.2)
+    far, near = obs((0.5, 0.2, 0.2), (0.6, 0.0, 0.02), goal, spec=spec), obs((0.5, 0.03, 0.2), (0.6, 0.0, 0.02), goal, spec=spec)
+    a = np.zeros(spec.action_dim)
+    # -(10 * d(s') + 0.1), the state after the action; + 10 on the terminal success tick only
+    assert fn(near, a, far) == pytest.approx(-(10 * 0.2 + 0.1), abs=1e-6)
+    assert fn(far, a, near) == pytest.approx(-(10 * 0.03 + 0.1), abs=1e-6)
+    assert fn(far, a, near, True) == pytest.approx(-(10 * 0.03 + 0.1) + 10.0, abs=1e-6)
+    assert fn.is_success(near) and not fn.is_success(far)
+    with pytest.raises(ValueError, match="time_penalty"):
+        make_reward({"name": "reach_cost", "params": {"time_penalty": 0.0}})

@@ -44,8 +44,8 @@ class RecorderNode(Node):
         self.arm = declare_arm(self)
         self.spec = spec = self.arm.spec
         task = spec.task
-        reward = d("reward", "", "Reward: reach_task | pick_place_task | sparse_success | pick_and_place | reach "
-                   "('' = the task's default: reach_task | pick_place_task)")
+        reward = d("reward", "", "Reward: reach_cost | reach_task | pick_place_task | sparse_success | pick_and_place "
+                   "| reach ('' = the task's default: reach_cost | pick_place_task)")
         reward_params = d("reward_params_json", "{}", "JSON object of reward constants overriding the defaults")
         potential = d("shaping_potential", "", "Potential for shaping F = γΦ(s') − Φ(s) ('' = none)")
         gamma = d("shaping_gamma", 0.99, "γ of the potential-based shaping")

@@ -9,7 +9,7 @@ ROS-free. Typical use (recorder node, learner relabelling)::
     det = SuccessDetector("pick_place", tolerance=0.05, n_consecutive=5, spec=spec)
 """
 from .core import ObsView, RewardFn, spec_for_obs_dim
-from .finishing import FinishTaskReward, PickPlaceTask, ReachTask
+from .finishing import FinishTaskReward, PickPlaceTask, ReachCost, ReachTask
 from .registry import DEFAULT_REWARD, REWARDS, default_reward_name, make_reward
 from .shaping import POTENTIALS, PotentialShaping
 from .success import SuccessDetector
@@ -18,5 +18,5 @@ from .tasks import PickAndPlace, Reach, SparseSuccess, canonical_task
 __all__ = [
     "ObsView", "RewardFn", "spec_for_obs_dim", "REWARDS", "make_reward", "POTENTIALS", "PotentialShaping",
     "SuccessDetector", "PickAndPlace", "Reach", "SparseSuccess", "canonical_task", "FinishTaskReward",
-    "PickPlaceTask", "ReachTask", "DEFAULT_REWARD", "default_reward_name",
+    "PickPlaceTask", "ReachTask", "ReachCost", "DEFAULT_REWARD", "default_reward_name",
 ]

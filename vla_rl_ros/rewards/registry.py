@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from ..spec import Spec
 from .core import RewardFn
-from .finishing import PickPlaceTask, ReachTask
+from .finishing import PickPlaceTask, ReachCost, ReachTask
 from .shaping import PotentialShaping
 from .tasks import PickAndPlace, Reach, SparseSuccess, canonical_task
 
@@ -20,13 +20,15 @@ REWARDS: dict[str, type[RewardFn]] = {
     Reach.name: Reach,
     PickPlaceTask.name: PickPlaceTask,
     ReachTask.name: ReachTask,
+    ReachCost.name: ReachCost,
 }
 #: Also accept the spec's task names.
 ALIASES = {"pick_place": PickAndPlace.name}
 
 #: The reward each task learns from when none is chosen (recorder ``reward: ""``, the gym env, demos):
 #: the ones whose optimum is finishing (see :mod:`.finishing`), not the seed's, which reward hovering.
-DEFAULT_REWARD: dict[str, str] = {"reach": ReachTask.name, "pick_place": PickPlaceTask.name}
+#: Reach: ``reach_cost``, whose scale SAC learns from in 5,000 steps (``reach_task`` before; see ReachCost).
+DEFAULT_REWARD: dict[str, str] = {"reach": ReachCost.name, "pick_place": PickPlaceTask.name}
 
 
 def default_reward_name(task: str) -> str:

@@ -27,7 +27,7 @@ from ..spec import Spec
 from .core import TwinCore
 
 DEFAULT_MAX_STEPS = {"reach": 50, "pick_place": 120}
-#: ``reach_task`` / ``pick_place_task`` (optimum: finish; see vla_rl_ros/rewards/finishing.py)
+#: ``reach_cost`` / ``pick_place_task`` (optimum: finish; see vla_rl_ros/rewards/finishing.py)
 DEFAULT_REWARD = {task: {"name": name} for task, name in _DEFAULT_REWARD_NAME.items()}
 
 
