@@ -86,7 +86,24 @@ def test_timeout_hold_and_gap(setup):
             break
     assert rec.counters.hold_ticks == 1 and rec.counters.gaps == 1
     assert len(ended) == 1 and ended[0]["end_reason"] == "timeout" and not ended[0]["success"]
-    assert ended[0]["length"] == 50  # 2.5 s at 20 Hz
+    assert ended[0]["length"] == 49  # 2.5 s at 20 Hz: 50 ticks, one of them held (no transition)
+
+
+def test_an_endless_hold_still_ends_the_episode(setup):
+    """A safety hold the arm cannot leave (its every command refused) is still the episode's time: it ends as a
+    timeout when the time limit is reached, so the twin resets and the loop goes on."""
+    spec, w, fn, rec, ended, tmp = setup
+    steps = _rollout(spec, 10, expert=False)
+    for k, (o, a) in enumerate(steps[:10]):
+        rec.on_step(_rec(o, a, k))
+    o, a = steps[9]
+    for k in range(10, 200):
+        rec.on_step(_rec(o, a, k, hold=True))
+        if ended:
+            break
+    assert len(ended) == 1 and ended[0]["end_reason"] == "timeout" and not ended[0]["success"]
+    assert k == 50  # 2.5 s of ticks at 20 Hz: 10 acted (9 transitions) + 41 held
+    assert ended[0]["length"] == 9 and rec.counters.hold_ticks == 41
 
 
 def test_estop_ends_episode_and_waits(setup):

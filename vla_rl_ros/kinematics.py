@@ -367,11 +367,13 @@ def _ik_jit(q, tp, tr, use_rot, qr, use_rest, iters, damping, rot_weight, rest_g
 
 @njit(cache=True)
 def filter_targets_jit(q_target, q_meas, ref, lower, upper, max_step, max_track, ws_low, ws_high,
-                       seg_R, seg_t, seg_axis, prismatic, tail_R, tail_t):
+                       seg_R, seg_t, seg_axis, prismatic, tail_R, tail_t, p_meas):
     """The safety filter's arithmetic in one compiled pass (see runtime.control.SafetyFilter).
 
     Returns (filtered targets, flags): bit 0 = clipped to joint limits, bit 1 = cut by the per-tick
-    step or tracking bound, bit 2 = the hand (FK of the result) leaves the workspace box.
+    step or tracking bound, bit 2 = the hand (FK of the result) is outside the workspace box and no
+    nearer to it than the measured hand ``p_meas``. A hand already outside (pushed, or carried by its
+    own momentum) may always move back towards the box: refusing that would hold it outside for good.
     """
     n = q_target.shape[0]
     q = np.empty(n)
@@ -387,7 +389,13 @@ def filter_targets_jit(q_target, q_meas, ref, lower, upper, max_step, max_track,
             flags |= 2
         q[i] = w
     _, _, _, p = _chain_jit(q, seg_R, seg_t, seg_axis, prismatic, tail_R, tail_t)
+    out_t = 0.0  # squared distance of the target hand from the box, and of the measured hand
+    out_m = 0.0
     for k in range(3):
-        if p[k] < ws_low[k] or p[k] > ws_high[k]:
-            flags |= 4
+        e = max(ws_low[k] - p[k], 0.0) + max(p[k] - ws_high[k], 0.0)
+        out_t += e * e
+        e = max(ws_low[k] - p_meas[k], 0.0) + max(p_meas[k] - ws_high[k], 0.0)
+        out_m += e * e
+    if out_t > 0.0 and out_t >= out_m:
+        flags |= 4
     return q, flags

@@ -74,6 +74,7 @@ class EpisodeRecorder:
         self._start_after = -math.inf
         self._seed: int | None = None
         self._ep_steps = 0
+        self._held = 0  # held ticks of the open episode (they count towards its time limit)
         self._max_steps = 0
         self._estopped = False
 
@@ -122,6 +123,12 @@ class EpisodeRecorder:
         if rec.hold or self._estopped:
             c.hold_ticks += 1
             self._pending = None
+            if self.recording and not self._estopped:
+                # a held tick is time of the episode too: an arm that holds for good (a safety hold it cannot
+                # leave) still reaches the time limit, and the twin's next reset, instead of an endless episode
+                self._held += 1
+                if self._ep_steps + self._held >= self._max_steps:
+                    return self.end("timeout", False)
             return None
         if not self.recording:
             if not self._armed or rec.obs_stamp < self._start_after:
@@ -146,6 +153,7 @@ class EpisodeRecorder:
         self.detector = SuccessDetector(self.cfg.task, tolerance=self.cfg.success_tolerance,
                                         n_consecutive=hold_ticks, spec=self.spec)
         self._ep_steps = 0
+        self._held = 0
         self.w.begin_episode(self.cfg.task, seed=self._seed, reward_config=self.reward_fn.config,
                              info={"control_rate_hz": rate, "max_steps": self._max_steps,
                                    "success": self.detector.config})
@@ -155,7 +163,7 @@ class EpisodeRecorder:
         success = self.detector.update(rec.obs)
         r = float(self.reward_fn(prev.obs, prev.action, rec.obs, success))
         self._ep_steps += 1
-        timeout = self._ep_steps >= self._max_steps
+        timeout = self._ep_steps + self._held >= self._max_steps
         try:
             self.w.add_step(prev.obs, prev.action, r, rec.obs, terminated=success, truncated=timeout and not success,
                             intervention=prev.intervention, model_version=prev.model_version,

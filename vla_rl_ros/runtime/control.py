@@ -100,15 +100,22 @@ class SafetyFilter:
         self.last_grip = float(grip_meas)
         return Command(arm=q, gripper=float(grip_meas), hold=True, reason=reason)
 
-    def filter(self, q_target: np.ndarray, grip_target: float, q_meas: np.ndarray, grip_meas: float) -> Command:
+    def filter(self, q_target: np.ndarray, grip_target: float, q_meas: np.ndarray, grip_meas: float,
+               ee_meas: np.ndarray | None = None) -> Command:
+        """``ee_meas``: the measured hand position (FK of ``q_meas`` if None). A target whose hand is outside the
+        workspace box (by more than the tolerance) holds the arm, unless it brings a hand that is already
+        outside nearer to the box."""
         L = self.limits
+        if ee_meas is None:
+            ee_meas = self.kin.fk_pos(np.asarray(q_meas, dtype=np.float64))
         if not (np.all(np.isfinite(q_target)) and math.isfinite(grip_target)):
             return self.hold(q_meas, grip_meas, "non-finite target")
         ref = q_meas if self.last_cmd is None else self.last_cmd
         q2, flags = filter_targets_jit(
             np.ascontiguousarray(q_target, dtype=np.float64), np.ascontiguousarray(q_meas, dtype=np.float64),
             np.ascontiguousarray(ref, dtype=np.float64), self.lower, self.upper, float(L.max_joint_step),
-            float(L.max_tracking_error), self.ws_low, self.ws_high, *self.kin.chain_arrays)
+            float(L.max_tracking_error), self.ws_low, self.ws_high, *self.kin.chain_arrays,
+            np.ascontiguousarray(ee_meas, dtype=np.float64))
         if flags & 4:
             return self.hold(q_meas, grip_meas, "workspace")
         reasons = ("joint limits" if flags & 1 else "", "max step" if flags & 2 else "")
@@ -144,7 +151,7 @@ class Controller:
         if not np.all(np.isfinite(a)):
             return self.safety.hold(q_meas, grip_meas, "non-finite action")
         q_t, g_t, ws_clipped = self.mapper.map(a, q_meas, ee_meas)
-        cmd = self.safety.filter(q_t, g_t, q_meas, grip_meas)
+        cmd = self.safety.filter(q_t, g_t, q_meas, grip_meas, ee_meas)
         if ws_clipped and not cmd.hold:
             cmd.reason = ", ".join(r for r in ("workspace clip", cmd.reason) if r)
             cmd.clipped = True
