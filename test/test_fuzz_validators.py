@@ -14,8 +14,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vla_rl_ros.runtime.inputs import (JointStateMatcher, validate_action, validate_command, validate_image,
-                                       validate_pose)
+from vla_rl_ros.runtime.inputs import (MAX_JOINT_ABS, MAX_POSITION_M, JointStateMatcher, validate_action,
+                                       validate_command, validate_image, validate_pose)
 from vla_rl_ros.spec import PANDA_ARM_JOINTS, PANDA_GRIPPER_JOINTS, Spec, SpecError
 from vla_rl_ros.stepmsg import META_FIELDS, StepDecodeError, decode, encode_layout
 
@@ -27,7 +27,8 @@ FAST = settings(max_examples=300, deadline=None, derandomize=True, database=None
 
 # floats as they arrive over DDS: anything a float64 can hold, NaN and infinities included
 any_float = st.floats(allow_nan=True, allow_infinity=True, width=64)
-nasty_float = st.one_of(any_float, st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 5e-324, 0.0]))
+nasty_float = st.one_of(any_float, st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 5e-324, 0.0, 1e39,
+                                                    -1e39, 100.5, 1000.5]))
 names = st.lists(st.one_of(st.sampled_from(ARM + GRIP),
                            st.sampled_from(["", "panda_joint8", "panda_joint1 ", "ü", "x" * 300]),
                            st.text(max_size=12)), max_size=14)
@@ -52,7 +53,7 @@ def test_joint_state_matcher_accepts_exactly_the_documented_messages_and_keeps_t
             lookup.setdefault(n, i)
         missing = [j for j in ARM + GRIP if j not in lookup]
         ok = (not dup and not missing and len(pos) == len(nm)
-              and _finite([pos[lookup[j]] for j in ARM]) and math.isfinite(sum(pos[lookup[j]] for j in GRIP)))
+              and all(math.isfinite(pos[lookup[j]]) and abs(pos[lookup[j]]) <= MAX_JOINT_ABS for j in ARM + GRIP))
         assert (err is None) == ok, (nm, pos, err)
         if ok:
             last = ([pos[lookup[j]] for j in ARM], sum(pos[lookup[j]] for j in GRIP))
@@ -64,13 +65,36 @@ def test_joint_state_matcher_accepts_exactly_the_documented_messages_and_keeps_t
         assert err is None or (isinstance(err, str) and err)
 
 
+_KIN = []
+
+
+@settings(FAST, max_examples=200)
+@given(q=st.lists(nasty_float, min_size=9, max_size=9), obj=st.lists(nasty_float, min_size=3, max_size=3),
+       goal=st.lists(nasty_float, min_size=3, max_size=3))
+def test_inputs_the_validators_accept_make_a_finite_observation(q, obj, goal):
+    """What the matcher and the pose check let through builds a finite float32 observation (policy_node acts
+    on it and publishes it in /rl/step): a finite float64 like 1e300 must not become Inf on the way."""
+    from vla_rl_ros.kinematics import Kinematics, default_panda_urdf
+
+    if not _KIN:
+        _KIN.append(Kinematics(default_panda_urdf(), SPEC.base_link, SPEC.ee_link, SPEC.arm_joints))
+    m = JointStateMatcher(ARM, GRIP, SPEC.gripper_width_of)
+    if m.update(ARM + GRIP, q) is not None:
+        return
+    if validate_pose("", obj, (0, 0, 0, 1), SPEC.base_link) or validate_pose("", goal, (0, 0, 0, 1), SPEC.base_link):
+        return
+    obs = SPEC.build_observation(m.q, m.gripper_width, _KIN[0].fk_pos(m.q), np.asarray(obj), np.asarray(goal))
+    assert obs.dtype == np.float32 and np.all(np.isfinite(obs)), obs
+
+
 # ------------------------------------------------------------------ poses, images, actions, commands
 @FAST
 @given(frame=st.one_of(st.sampled_from(["", "panda_link0", "world", "panda_link0/"]), st.text(max_size=20)),
        p=st.lists(nasty_float, min_size=3, max_size=3), o=st.lists(nasty_float, min_size=4, max_size=4))
 def test_validate_pose(frame, p, o):
     err = validate_pose(frame, p, o, "panda_link0")
-    assert (err is None) == (frame in ("", "panda_link0") and _finite(p) and _finite(o)), err
+    near = all(abs(x) <= MAX_POSITION_M for x in p)
+    assert (err is None) == (frame in ("", "panda_link0") and _finite(p) and _finite(o) and near), err
 
 
 ints = st.one_of(st.integers(-2**40, 2**40), st.sampled_from([0, 1, -1, 2**32 - 1, 2**31]))

@@ -19,6 +19,12 @@ from typing import Sequence
 import numpy as np
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8")
+MAX_POSITION_M = 100.0
+"""A task pose coordinate farther than this from the base (m) is a broken message, not an object. (A finite but
+absurd value, say 1e300, would overflow the float32 observation to Inf.)"""
+MAX_JOINT_ABS = 1000.0
+"""A joint position beyond this (rad or m) is a broken message: far outside any joint's range, multi-turn ones
+included."""
 
 
 def _as_f64(values) -> np.ndarray:
@@ -82,9 +88,13 @@ class JointStateMatcher:
         if not np.all(np.isfinite(self._tmp)):
             bad = [self.arm_joints[i] for i in np.flatnonzero(~np.isfinite(self._tmp))]
             return f"non-finite position for {bad}"
-        g = float(pos[self._gidx].sum()) if len(self._gidx) else 0.0
-        if not math.isfinite(g):
-            return f"non-finite position for gripper joints {list(self.gripper_joints)}"
+        if np.abs(self._tmp).max() > MAX_JOINT_ABS:
+            bad = [self.arm_joints[i] for i in np.flatnonzero(np.abs(self._tmp) > MAX_JOINT_ABS)]
+            return f"position beyond {MAX_JOINT_ABS:g} for {bad}"
+        gp = pos[self._gidx]
+        if len(gp) and not (np.all(np.isfinite(gp)) and np.abs(gp).max() <= MAX_JOINT_ABS):
+            return f"non-finite or out-of-range position for gripper joints {list(self.gripper_joints)}"
+        g = float(gp.sum()) if len(gp) else 0.0
         self.q[:] = self._tmp
         self.gripper_width = g if self.width_of is None or not len(self._gidx) else self.width_of(g)
         self.valid = True
@@ -92,12 +102,15 @@ class JointStateMatcher:
 
 
 def validate_pose(frame_id: str, position: Sequence[float], orientation: Sequence[float], base_frame: str) -> str | None:
-    """A task pose must be finite and expressed in the base frame (``''`` is taken as the base frame)."""
+    """A task pose must be finite, within :data:`MAX_POSITION_M` of the base, and expressed in the base frame
+    (``''`` is taken as the base frame)."""
     if frame_id not in ("", base_frame):
-        return f"frame_id {frame_id!r} is not the base frame {base_frame!r} (no tf lookup in the control loop)"
+        return f"frame_id {frame_id[:80]!r} is not the base frame {base_frame!r} (no tf lookup in the control loop)"
     for v in position:
         if not math.isfinite(v):
             return f"non-finite position {list(position)}"
+        if abs(v) > MAX_POSITION_M:
+            return f"position {list(position)} is more than {MAX_POSITION_M:g} m from the base"
     for v in orientation:
         if not math.isfinite(v):
             return f"non-finite orientation {list(orientation)}"
