@@ -125,11 +125,12 @@ def train_bc_policy(eps, seed: int, steps: int):
     return train_bc(obs, act, steps=steps, seed=seed)
 
 
-def train_recap_policy(eps, seed: int, steps: int, h_norm: int, use_flags: bool = True):
-    """One Recap round; ``use_flags``: demo episodes are positive, as in the continual learner."""
+def train_recap_policy(eps, seed: int, steps: int, h_norm: int, use_flags: bool = True, **overrides):
+    """One Recap round; ``use_flags``: demo episodes are positive, as in the continual learner (False: they are
+    ordinary episodes, labelled by their advantage like the rest). ``overrides`` go to :class:`RecapConfig`."""
     from vla_rl_ros.algos.recap import RecapConfig, RecapTrainer
 
-    cfg = RecapConfig(h_norm=h_norm, actor_steps=steps, value_steps=steps, seed=seed)
+    cfg = RecapConfig(**{"h_norm": h_norm, "actor_steps": steps, "value_steps": steps, "seed": seed, **overrides})
     trainer = RecapTrainer(eps[0].obs.shape[1], eps[0].actions.shape[1], cfg)
     data = [{"obs": e.obs, "actions": e.actions, "success": e.success,
              "intervention": e.intervention | (bool(e.is_demo) and use_flags)} for e in eps]
