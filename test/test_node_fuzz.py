@@ -22,7 +22,7 @@ from std_srvs.srv import Trigger
 import fuzz_messages as fz
 import onnx_models as om
 from conftest import load_config, params_file
-from ros_helpers import FakeArm, arm_commands, diag, results
+from ros_helpers import FakeArm, arm_commands, diag
 from vla_rl_ros.spec import PANDA_ARM_JOINTS, PANDA_GRIPPER_JOINTS, Spec
 from vla_rl_ros.stepmsg import encode_layout
 
@@ -155,11 +155,12 @@ def test_policy_node_survives_malformed_input_on_every_topic_holds_and_counts(la
     probe.wait_for(lambda: upd.get_subscription_count() > 0, 60, "policy_node on /rl/policy_update")
     n_replied = 0
     for case, msg in fz.json_strings(N, seed=6, valid_path=str(models / "missing.onnx")):
-        n = len(results(probe))
+        n = len(probe.get("/rl/policy_update_result"))
         upd.publish(msg)
         if case == "corrupt":  # may not survive deserialization: nothing to wait for
             continue
-        r = probe.wait_for(lambda: results(probe)[n:], 60, f"a reply to a {case} announcement")[0]
+        r = json.loads(probe.wait_for(lambda: probe.get("/rl/policy_update_result")[n:], 60,
+                                      f"a reply to a {case} announcement")[0][1].data)  # parse only the new one
         assert r["accepted"] is False and r["event"] == "rejected" and r["reason"], (case, r)
         n_replied += 1
 
