@@ -135,4 +135,6 @@ def test_sim_wiring_learner_signs_and_policy_node_takes_its_incumbent(launch, pr
     assert r["accepted"] is True and r["event"] == "swapped" and r["previous"] == "start", r
     probe.wait_for(lambda: any(not s.hold and s.model_version == "initial" for _, s in steps(probe)), 20,
                    "acting with the learner's signed incumbent")
+    with open(nodes["policy_node"]["replay_state_file"]) as f:  # the replay bound, kept for a restart
+        assert json.load(f) == {"seq": ann["signature"]["seq"], "sha256": ann["sha256"]}
     assert policy.alive and learner.alive

@@ -185,6 +185,32 @@ def test_guard_with_keys_refuses_unsigned_wrong_spec_and_replays_and_counts_each
     assert g.n_rejected == 4
 
 
+def test_guard_keeps_the_replay_bound_across_a_restart_in_its_state_file(tmp_path, keys):
+    priv, pub, _ = keys["a"]
+    s = Signer(priv)
+    state = str(tmp_path / "state" / "replay.json")
+    g = UpdateGuard([pub], "", SPEC, state_path=state)
+    assert g.config_errors == [] and g.running_seq == -1
+    assert g.check(s.announcement("/m/v5", SHA, "v5", SPEC, seq=5), "/m/v5") == 5
+    g.installed(5, SHA)
+    restarted = UpdateGuard([pub], "", SPEC, state_path=state)
+    assert (restarted.running_seq, restarted.running_sha) == (5, SHA)
+    rejected("replayed", restarted.check, s.announcement("/m/v4", "cd" * 32, "v4", SPEC, seq=4), "/m/v4")
+    assert restarted.check(s.announcement("/m/v5", SHA, "v5", SPEC, seq=5), "/m/v5") == 5  # the incumbent again
+    unsigned = UpdateGuard([], "", SPEC, state_path=str(tmp_path / "other.json"))
+    unsigned.installed(-1, SHA)
+    assert not os.path.exists(tmp_path / "other.json")  # nothing signed ran: nothing to keep
+
+
+def test_an_unreadable_replay_state_refuses_every_signed_announcement(tmp_path, keys):
+    priv, pub, _ = keys["a"]
+    state = tmp_path / "replay.json"
+    state.write_text("{torn")
+    g = UpdateGuard([pub], "", SPEC, state_path=str(state))
+    assert "unreadable replay state" in g.config_errors[0]
+    rejected("replayed", g.check, Signer(priv).announcement("/m", SHA, "v", SPEC), "/m")
+
+
 def test_guard_restricts_models_to_the_allowed_directory_symlinks_resolved(tmp_path):
     allowed = tmp_path / "run" / "models"
     allowed.mkdir(parents=True)
@@ -228,6 +254,7 @@ def test_sim_gives_the_learner_the_runs_private_key_and_the_policy_only_its_publ
     assert p["learner_node"]["signing_key"] == key
     assert p["policy_node"]["trusted_keys"] == [pub]
     assert p["policy_node"]["allowed_models_dir"] == os.path.join(run, "models")
+    assert p["policy_node"]["replay_state_file"] == os.path.join(run, "keys", "policy_node_replay.json")
     assert "signing_key" not in p["policy_node"] and key not in str(p["policy_node"])
     robot = node_parameters("robot", run_dir=run)
     assert "trusted_keys" not in robot["policy_node"] and "signing_key" not in robot["learner_node"]

@@ -86,7 +86,8 @@ def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None 
       runs only for ``pick_place`` and not with ``teacher == 0``.
     * ``learner``: ``False`` leaves ``learner_node`` out.
     * signing (sim): ``learner_node`` signs with the run's key (:func:`sim_keys`), and ``policy_node`` trusts only
-      that key and runs only models inside ``<run>/models``; on a robot the params file names the keys.
+      that key and runs only models inside ``<run>/models``, newer than any it ran (``<run>/keys/
+      policy_node_replay.json``); on a robot the params file names the keys.
     """
     from .runtime.paths import resolve_path
 
@@ -102,7 +103,8 @@ def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None 
     signing: dict[str, dict[str, Any]] = {"policy_node": {}, "learner_node": {}}
     if graph == "sim":
         key, pub = sim_keys(run_dir)
-        signing = {"policy_node": {"trusted_keys": [pub], "allowed_models_dir": os.path.join(run_dir, "models")},
+        signing = {"policy_node": {"trusted_keys": [pub], "allowed_models_dir": os.path.join(run_dir, "models"),
+                                   "replay_state_file": os.path.join(run_dir, "keys", "policy_node_replay.json")},
                    "learner_node": {"signing_key": key}}
     per_node: dict[str, dict[str, Any]] = {
         "policy_node": {**({"model_path": model} if model else {}), **signing["policy_node"]},

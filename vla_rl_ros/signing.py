@@ -305,11 +305,14 @@ class UpdateGuard:
       configured spec (``spec``), with a ``seq`` newer than the running model's (an older one is a replay; the
       same seq is accepted only for the very same digest: the incumbent announced again).
     * ``allowed_dir`` non-empty: the model file must lie inside it (symlinks resolved).
+    * ``state_path`` non-empty: the seq and digest of the newest signed model run are kept in this JSON file
+      (written atomically), so the replay bound survives a restart of the node; without it a restarted node
+      would take any validly signed promotion, an old one replayed included.
 
     :meth:`check` raises :class:`UpdateRejected` or returns the seq to record; call :meth:`installed` once the
     model is running. ``counts`` holds the refusals per kind (:data:`REJECTION_KINDS`)."""
 
-    def __init__(self, trusted_key_paths=(), allowed_dir: str = "", spec=None):
+    def __init__(self, trusted_key_paths=(), allowed_dir: str = "", spec=None, state_path: str = ""):
         paths = [p for p in trusted_key_paths if p]
         self.required = bool(paths)
         self.verifier = Verifier(paths) if paths else None
@@ -318,10 +321,25 @@ class UpdateGuard:
         self.running_seq = -1  # the start-up model (model_path: trusted by configuration) is older than any promotion
         self.running_sha = ""
         self.counts = {k: 0 for k in REJECTION_KINDS}
+        self.state_path = state_path
+        self.state_error = ""
+        if state_path and os.path.exists(state_path):
+            try:
+                with open(state_path) as f:
+                    st = json.load(f)
+                seq, sha = st["seq"], st["sha256"]
+                if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(sha, str):
+                    raise ValueError("seq must be an integer and sha256 a string")
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+                # refuse to forget the bound silently: keep the strictest one and say so
+                self.running_seq, self.state_error = _SEQ_MAX, f"unreadable replay state {state_path}: {e}; " \
+                    "refusing every signed announcement until it is fixed or removed"
+            else:
+                self.running_seq, self.running_sha = seq, sha
 
     @property
     def config_errors(self) -> list[str]:
-        return list(self.verifier.errors) if self.verifier else []
+        return (list(self.verifier.errors) if self.verifier else []) + ([self.state_error] if self.state_error else [])
 
     def check(self, req: dict, path: str) -> int:
         """Admit announcement ``req`` for the model at ``path`` (resolved); return its seq (-1 when unsigned and
@@ -352,6 +370,18 @@ class UpdateGuard:
         """Record the model now running (its seq bounds every later announcement)."""
         self.running_seq = max(self.running_seq, int(seq))
         self.running_sha = sha256.strip().lower()
+        if self.state_path and seq >= 0:
+            try:
+                d = os.path.dirname(os.path.abspath(self.state_path))
+                os.makedirs(d, exist_ok=True)
+                tmp = os.path.join(d, f".{os.path.basename(self.state_path)}.{os.getpid()}.tmp")
+                with open(tmp, "w") as f:
+                    json.dump({"seq": self.running_seq, "sha256": self.running_sha}, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.state_path)
+            except OSError as e:  # the model runs; only the bound's persistence failed (a full disk): say so
+                self.state_error = f"cannot write replay state {self.state_path}: {e}"
 
     @property
     def n_rejected(self) -> int:

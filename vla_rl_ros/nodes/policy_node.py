@@ -137,6 +137,8 @@ class PolicyNode(Node):
                           "vla-rl-ros keygen)")
         allowed_dir = declare(self, "allowed_models_dir", "", "announced models must lie inside this directory "
                               "(symlinks resolved; '' = anywhere)")
+        replay_state = declare(self, "replay_state_file", "", "JSON file keeping the seq of the newest signed model "
+                               "run, so that a restarted node still refuses older promotions ('' = in memory only)")
 
         self.kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
         self.controller = Controller(spec, self.kin, limits, ik_iters=ik_iters, home=arm.home)
@@ -163,10 +165,11 @@ class PolicyNode(Node):
         self._label_policy: OnnxPolicy | None = None
         self._acted_policy: OnnxPolicy | None = None
         self.model_error = "no model configured (model_path is empty)" if not self.model_path else "loading"
-        self.update_guard = UpdateGuard([resolve_path(k) for k in trusted if k], resolve_path(allowed_dir), spec)
+        self.update_guard = UpdateGuard([resolve_path(k) for k in trusted if k], resolve_path(allowed_dir), spec,
+                                        state_path=resolve_path(replay_state))
         self.rejected_updates = 0  # every refused announcement (signature, directory, invalid message, bad model)
         for err in self.update_guard.config_errors:
-            log.error(f"trusted_keys: {err}")
+            log.error(f"signed updates: {err}")
         self.last_error = ""
         self.tick = 0
         self.hold_ticks = 0
