@@ -68,6 +68,25 @@ def sim_command(run_dir: Path, duration: float, domain_id: int, teacher: float |
     return cmd
 
 
+def hold_domain(domain_id: int):
+    """Reserve ``domain_id`` the way the test harness does (``test/conftest.py``: an exclusive ``flock`` on
+    ``<tmp>/vla_rl_ros_domain_locks/<id>.lock``), so that no test started meanwhile on this machine puts its
+    nodes on the run's DDS domain. Returns the open lock file (the reservation lasts while it is open)."""
+    import fcntl
+    import tempfile
+
+    d = Path(tempfile.gettempdir()) / "vla_rl_ros_domain_locks"
+    d.mkdir(parents=True, exist_ok=True)
+    f = open(d / f"{domain_id}.lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise SystemExit(f"ROS_DOMAIN_ID {domain_id} is held by a test or another run on this machine; "
+                         "pass another --domain-id") from None
+    return f
+
+
 def run_sim(run_dir: Path, duration: float, domain_id: int, teacher: float | None = None, seed: int = 0,
             stop_at: float | None = None, sets: list[str] | None = None) -> float:
     """Run the sim stack; with ``stop_at``, stop it (SIGINT, as Ctrl-C) as soon as the learner's own monitor
@@ -76,6 +95,7 @@ def run_sim(run_dir: Path, duration: float, domain_id: int, teacher: float | Non
 
     from vla_rl_ros.learner.monitor import read_monitor
 
+    lock = hold_domain(domain_id)  # noqa: F841 - held until the run is over
     if run_dir.exists():
         shutil.rmtree(run_dir)
     cmd = sim_command(run_dir, duration, domain_id, teacher, seed, sets)
