@@ -152,38 +152,33 @@ def ensure_keypair(private_path: str, public_path: str | None = None) -> str:
     return kid
 
 
-def load_private_key(path: str):
-    """The Ed25519 private key in the PEM file ``path`` (:class:`SigningError` if it is anything else)."""
+def _load_pem(path: str, what: str, private: bool):
     serialization, ed25519 = _crypto()
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise SigningError(f"cannot read signing key {path}: {e.strerror or e}") from e
+        raise SigningError(f"cannot read {what} {path}: {e.strerror or e}") from e
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = (serialization.load_pem_private_key(data, password=None) if private
+               else serialization.load_pem_public_key(data))
     except (ValueError, TypeError) as e:
-        raise SigningError(f"{path} is not an unencrypted PEM private key: {e}") from e
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise SigningError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+        raise SigningError(f"{path} is not {'an unencrypted PEM private' if private else 'a PEM public'} key: {e}"
+                           ) from e
+    cls = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
+    if not isinstance(key, cls):
+        raise SigningError(f"{path} holds a {type(key).__name__}, not an Ed25519{'' if private else ' public'} key")
     return key
+
+
+def load_private_key(path: str):
+    """The Ed25519 private key in the PEM file ``path`` (:class:`SigningError` if it is anything else)."""
+    return _load_pem(path, "signing key", private=True)
 
 
 def load_public_key(path: str):
     """The Ed25519 public key in the PEM file ``path`` (:class:`SigningError` if it is anything else)."""
-    serialization, ed25519 = _crypto()
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise SigningError(f"cannot read trusted key {path}: {e.strerror or e}") from e
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as e:
-        raise SigningError(f"{path} is not a PEM public key: {e}") from e
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise SigningError(f"{path} holds a {type(key).__name__}, not an Ed25519 public key")
-    return key
+    return _load_pem(path, "trusted key", private=False)
 
 
 # ------------------------------------------------------------------ the signed document
