@@ -141,9 +141,16 @@ def test_bad_inputs_hold_are_counted_and_the_node_recovers(policy, probe):
     arm.set(positions=good, names=NAMES)
 
     img_pub = probe.publisher("/camera/image_raw", Image)
+    # one image is published per case: wait until policy_node's subscription has matched (on a loaded machine
+    # discovery can take longer than the first publish, and that image would be lost)
+    probe.wait_for(lambda: img_pub.get_subscription_count() > 0, 30, "policy_node subscribed to the camera")
 
     def image(encoding):
-        return lambda: img_pub.publish(Image(height=2, width=2, encoding=encoding, step=6, data=bytes(12)))
+        def send():  # a few copies: the camera's QoS is best-effort, and one message may be dropped under load
+            for _ in range(3):
+                img_pub.publish(Image(height=2, width=2, encoding=encoding, step=6, data=bytes(12)))
+                time.sleep(0.05)
+        return send
 
     bad_then_recover("an unsupported image encoding", "rejected_image", "unsupported image encoding 'mono16'",
                      image("mono16"), image("rgb8"))
