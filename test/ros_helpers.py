@@ -95,5 +95,38 @@ def results(probe, key="/rl/policy_update_result") -> list[dict]:
     return [json.loads(m.data) for _, m in probe.get(key)]
 
 
+def start_policy_node(launch, probe, tmp_path, model_path, **params):
+    """A policy_node on ``model_path`` at 50 Hz (``params``: more of its parameters), with the probe collecting
+    its commands, steps, diagnostics and update replies, and a :class:`FakeArm` feeding it. Returns (process, arm)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import DurabilityPolicy
+    from std_msgs.msg import Float64MultiArray, String
+
+    from conftest import params_file
+
+    reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+    replies = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    pf = params_file(tmp_path / "p.yaml", policy_node={
+        "model_path": model_path, "control_rate_hz": 50.0, "joint_state_timeout_s": 0.5, **params})
+    probe.collect("/arm_controller/commands", Float64MultiArray)
+    probe.collect("/rl/step", Float64MultiArray, reliable)
+    probe.collect("/diagnostics", DiagnosticArray, reliable)
+    probe.collect("/rl/policy_update_result", String, replies)
+    proc = launch("policy_node", pf)
+    return proc, FakeArm(probe)
+
+
+def announce(probe, pub, req: dict, timeout: float = 30.0) -> dict:
+    """Publish one /rl/policy_update announcement ``req`` (once policy_node's subscription has matched) and
+    return the node's reply to it (matched by version)."""
+    from std_msgs.msg import String
+
+    n = len(results(probe))
+    probe.wait_for(lambda: pub.get_subscription_count() > 0, 30, "policy_node subscribed to /rl/policy_update")
+    pub.publish(String(data=json.dumps(req)))
+    return probe.wait_for(lambda: next((r for r in results(probe)[n:] if r.get("version") == req["version"]), None),
+                          timeout, f"a reply for {req['version']}")
+
+
 def arm_commands(probe, key="/arm_controller/commands") -> list[np.ndarray]:
     return [np.array(m.data) for _, m in probe.get(key)]

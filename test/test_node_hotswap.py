@@ -10,42 +10,21 @@ import time
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from std_msgs.msg import Float64MultiArray, String
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
 
 import onnx_models as om
-from conftest import params_file
-from ros_helpers import FakeArm, arm_commands, last_diag, results, steps
+from ros_helpers import announce, arm_commands, last_diag, results, start_policy_node, steps
 from vla_rl_ros.runtime.onnx_policy import sha256_file
 from vla_rl_ros.spec import Spec
 
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-RESULTS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SPEC = Spec()
-
-
-def start(launch, probe, tmp_path, model_path):
-    params = params_file(tmp_path / "p.yaml", policy_node={
-        "model_path": model_path, "control_rate_hz": 50.0, "joint_state_timeout_s": 0.5})
-    probe.collect("/arm_controller/commands", Float64MultiArray)
-    probe.collect("/rl/step", Float64MultiArray, RELIABLE)
-    probe.collect("/diagnostics", DiagnosticArray, RELIABLE)
-    probe.collect("/rl/policy_update_result", String, RESULTS)
-    proc = launch("policy_node", params)
-    arm = FakeArm(probe)
-    return proc, arm
-
-
-def announce(probe, pub, version, path, sha256=None, timeout=30.0) -> dict:
-    n = len(results(probe))
-    pub.publish(String(data=json.dumps({"path": str(path), "sha256": sha256, "version": version})))
-    return probe.wait_for(lambda: next((r for r in results(probe)[n:] if r.get("version") == version), None),
-                          timeout, f"a reply for {version}")
 
 
 def test_bad_models_rejected_incumbent_keeps_running_then_good_swap(launch, probe, tmp_path):
     v1 = om.write(tmp_path / "v1.onnx", SPEC, "reach", version="v1")
-    proc, arm = start(launch, probe, tmp_path, v1)
+    proc, arm = start_policy_node(launch, probe, tmp_path, v1)
     probe.wait_for(lambda: any(not s.hold and s.model_version == "v1" for _, s in steps(probe)), 60, "acting with v1")
     pub = probe.publisher("/rl/policy_update", String)
 
@@ -63,7 +42,7 @@ def test_bad_models_rejected_incumbent_keeps_running_then_good_swap(launch, prob
     for version, path, sha, reason in cases:
         n_cmd = len(arm_commands(probe))
         t0 = time.monotonic()
-        r = announce(probe, pub, version, path, sha)
+        r = announce(probe, pub, {"path": str(path), "sha256": sha, "version": version})
         assert r["accepted"] is False and r["event"] == "rejected" and reason in r["reason"], r
         assert r["running"] == "v1"
         # the incumbent keeps acting: commands keep flowing, steps still carry v1, no hold
@@ -79,7 +58,7 @@ def test_bad_models_rejected_incumbent_keeps_running_then_good_swap(launch, prob
 
     # a good model: installed, then used from the very next tick
     v2 = om.write(tmp_path / "v2.onnx", SPEC, "mlp", version="v2")
-    r = announce(probe, pub, "v2", v2, sha256_file(v2))
+    r = announce(probe, pub, {"path": str(v2), "sha256": sha256_file(v2), "version": "v2"})
     assert r["accepted"] is True and r["event"] == "swapped" and r["previous"] == "v1" and r["sha256"] == sha256_file(v2)
     first = probe.wait_for(lambda: next((x for x in results(probe) if x.get("event") == "first_command"
                                          and x["version"] == "v2"), None), 10, "first_command for v2")
@@ -97,7 +76,7 @@ def test_bad_models_rejected_incumbent_keeps_running_then_good_swap(launch, prob
 
 
 def test_startup_without_a_usable_model_holds_then_accepts_one(launch, probe, tmp_path):
-    proc, arm = start(launch, probe, tmp_path, str(tmp_path / "missing.onnx"))
+    proc, arm = start_policy_node(launch, probe, tmp_path, str(tmp_path / "missing.onnx"))
     d = probe.wait_for(lambda: (lambda d: d if d and d["watchdog"].startswith("no model") else None)(last_diag(probe)),
                        60, "diagnostics reporting the missing model")
     assert "file not found" in d["model_error"] and d["_level"] == 2 and d["model_version"] == ""
@@ -108,7 +87,7 @@ def test_startup_without_a_usable_model_holds_then_accepts_one(launch, probe, tm
     assert holds and all(s.hold and s.model_version == "" for s in holds)
 
     good = om.write(tmp_path / "late.onnx", SPEC, "reach", version="late-1")
-    r = announce(probe, probe.publisher("/rl/policy_update", String), "late-1", good)
+    r = announce(probe, probe.publisher("/rl/policy_update", String), {"path": str(good), "sha256": None, "version": "late-1"})
     assert r["accepted"] and r["previous"] is None
     probe.wait_for(lambda: any(not s.hold and s.model_version == "late-1" for _, s in steps(probe)), 20,
                    "acting with the late model")

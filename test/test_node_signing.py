@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, String
 
 import onnx_models as om
 from conftest import params_file
-from ros_helpers import FakeArm, arm_commands, last_diag, results, steps
+from ros_helpers import FakeArm, announce, arm_commands, last_diag, results, start_policy_node, steps
 from vla_rl_ros.runtime.onnx_policy import sha256_file
 from vla_rl_ros.signing import REJECTION_KINDS, Signer, generate_keypair, public_key_path
 from vla_rl_ros.spec import Spec
@@ -19,15 +18,6 @@ from vla_rl_ros.spec import Spec
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 RESULTS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SPEC = Spec()
-
-
-def announce(probe, pub, req: dict, timeout=30.0) -> dict:
-    """Publish one announcement and return the node's reply to it (matched by version)."""
-    n = len(results(probe))
-    probe.wait_for(lambda: pub.get_subscription_count() > 0, 30, "policy_node subscribed to /rl/policy_update")
-    pub.publish(String(data=json.dumps(req)))
-    return probe.wait_for(lambda: next((r for r in results(probe)[n:] if r.get("version") == req["version"]), None),
-                          timeout, f"a reply for {req['version']}")
 
 
 def test_policy_node_runs_only_signed_newer_models_from_its_models_dir(launch, probe, tmp_path):
@@ -40,15 +30,8 @@ def test_policy_node_runs_only_signed_newer_models_from_its_models_dir(launch, p
     models.mkdir(parents=True)
 
     v1 = om.write(tmp_path / "v1.onnx", SPEC, "reach", version="v1")  # start-up model: trusted by configuration
-    params = params_file(tmp_path / "p.yaml", policy_node={
-        "model_path": v1, "control_rate_hz": 50.0, "joint_state_timeout_s": 0.5,
-        "trusted_keys": [public_key_path(trusted_key)], "allowed_models_dir": str(models)})
-    probe.collect("/arm_controller/commands", Float64MultiArray)
-    probe.collect("/rl/step", Float64MultiArray, RELIABLE)
-    probe.collect("/diagnostics", DiagnosticArray, RELIABLE)
-    probe.collect("/rl/policy_update_result", String, RESULTS)
-    proc = launch("policy_node", params)
-    arm = FakeArm(probe)
+    proc, arm = start_policy_node(launch, probe, tmp_path, v1, trusted_keys=[public_key_path(trusted_key)],
+                                  allowed_models_dir=str(models))
     probe.wait_for(lambda: any(not s.hold and s.model_version == "v1" for _, s in steps(probe)), 60, "acting with v1")
     pub = probe.publisher("/rl/policy_update", String)
 
