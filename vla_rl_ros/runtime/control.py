@@ -106,10 +106,10 @@ class SafetyFilter:
         workspace box (by more than the tolerance) holds the arm, unless it brings a hand that is already
         outside nearer to the box."""
         L = self.limits
-        if ee_meas is None:
-            ee_meas = self.kin.fk_pos(np.asarray(q_meas, dtype=np.float64))
         if not (np.all(np.isfinite(q_target)) and math.isfinite(grip_target)):
             return self.hold(q_meas, grip_meas, "non-finite target")
+        if ee_meas is None:
+            ee_meas = self.kin.fk_pos(np.asarray(q_meas, dtype=np.float64))
         ref = q_meas if self.last_cmd is None else self.last_cmd
         q2, flags = filter_targets_jit(
             np.ascontiguousarray(q_target, dtype=np.float64), np.ascontiguousarray(q_meas, dtype=np.float64),
