@@ -36,7 +36,7 @@ def test_teacher_takes_over_a_stalled_episode_and_lifts_the_cube(launch, probe, 
     assert not first.hold and first.model_version == "to-goal"
     z0 = float(steps(probe)[0][1].obs[OBJ][2])
     # ... and they do what the policy never did: grasp the cube and lift it
-    # (a generous wait: on a loaded machine the teacher's gentle take-over, gain 0.5, takes tens of seconds)
+    # (a generous wait: on a loaded machine the teacher's gentle take-over, gain 0.25, takes tens of seconds)
     probe.wait_for(lambda: any(s.obs[OBJ][2] > z0 + 0.04 for _, s in steps(probe) if s.intervention), 150,
                    "the cube lifted by the teacher's corrections")
     seq = [s for _, s in steps(probe)]

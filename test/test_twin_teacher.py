@@ -71,30 +71,30 @@ def test_other_tasks_are_never_taught():
     assert t.act(_obs(width=0.0), 99.0) == (None, None)
 
 
-def test_a_takeover_one_tick_late_still_finishes_the_task():
-    """On the live graph the teacher's action reaches the arm one control tick after the state it was computed
-    from. Its default gain keeps the take-over stable with that delay: the take-over episodes mostly succeed
-    (the expert's demo gain of 1.5 circles the cube until the time limit; bench/bench_teacher.py)."""
+def test_a_takeover_one_or_two_ticks_late_still_finishes_the_task():
+    """On the live graph the teacher's action reaches the arm a control tick or more after the state it was
+    computed from. Its default gain keeps the take-over stable with one and with two ticks of delay: the
+    take-over episodes mostly succeed (the expert's demo gain of 1.5 circles the cube until the time limit one
+    tick late, and 0.5 did two ticks late; bench/bench_teacher.py)."""
     from vla_rl_ros.learner.evaluate import onnx_actor
     from vla_rl_ros.runtime.paths import resolve_path
     from vla_rl_ros.twin.env import TwinEnv
 
     env = TwinEnv(task="pick_place")
     policy = onnx_actor(resolve_path("models/pick_place_bc.onnx"))
-    rng = np.random.default_rng(0)
 
-    def takeovers(gain):
-        t, out = Teacher(env.spec_, watch_fraction=1.0, gain=gain), []
+    def takeovers(gain, delay):
+        t, out, rng = Teacher(env.spec_, watch_fraction=1.0, gain=gain), [], np.random.default_rng(0)
         for ep in range(12):
             obs, _ = env.reset(seed=100_000 + ep)
             t.new_episode(0.0)
-            prev, k, helped, done = obs, 0, False, False
+            seen, k, helped, done = [obs] * (delay + 1), 0, False, False
             while not done:
-                a_t = t.act(prev, k / env.spec_.control_hz)[0]  # computed from the state a tick ago
+                a_t = t.act(seen[-1 - delay], k / env.spec_.control_hz)[0]  # computed from a state `delay` ticks old
                 helped |= a_t is not None
                 a = np.clip(policy(obs) + 0.3 * rng.standard_normal(4), -1, 1) if a_t is None else a_t
-                prev = obs
                 obs, _, term, trunc, info = env.step(np.asarray(a, np.float32))
+                seen.append(obs)
                 k += 1
                 done = term or trunc
             if helped:
@@ -102,10 +102,12 @@ def test_a_takeover_one_tick_late_still_finishes_the_task():
         return np.mean(out), len(out)
 
     try:
-        ok, n = takeovers(Teacher(SPEC).expert.gain)
-        bad, _ = takeovers(1.5)
+        gain = Teacher(SPEC).expert.gain
+        ok1, n1 = takeovers(gain, 1)
+        ok2, n2 = takeovers(gain, 2)
+        bad, _ = takeovers(1.5, 1)
     finally:
         env.close()
-    assert n >= 6 and ok >= 0.5 and bad <= 0.3, (ok, n, bad)
+    assert n1 >= 6 and n2 >= 6 and ok1 >= 0.5 and ok2 >= 0.5 and bad <= 0.3, (ok1, n1, ok2, n2, bad)
     with pytest.raises(ValueError):
         Teacher(SPEC, gain=0.0)

@@ -30,17 +30,19 @@ class Teacher:
         gain: the teacher's proportional gain on the hand error, in ``max_ee_step``
             units per tick (the scripted expert's is 1.5, for clean demos). A person
             steers gently; and on the live graph the teacher's action reaches the arm
-            one control tick after the state it was computed from (its own timer, not
-            the policy's tick). With that one-tick delay a gain of 1.5 is unstable
-            (``x' = x - K x_prev`` needs ``K < 1``): the hand circles the cube and the
-            take-over times out. Measured in the gym twin with the delay
-            (``bench/bench_teacher.py``): gain 1.5 finished 14% of its take-over
-            episodes (the live run's 17%), gain 0.5 69%, and without the delay 0.5
-            did as well as 1.5.
+            a control tick or more after the state it was computed from (its own timer,
+            not the policy's tick, and DDS on a loaded machine). A proportional step
+            ``x' = x - K x_late`` is stable only for ``K < 1`` with one tick of delay and
+            for smaller ``K`` with more; past that the hand circles the cube, pushes
+            it, and the take-over times out. Measured in the gym twin with the delay
+            (``bench/bench_teacher.py``, ``docs/bench/teacher.md``): gain 1.5 finished 14%
+            of its take-over episodes one tick late; 0.5 finished 69% one tick late but
+            46% two ticks late and none three ticks late; 0.25 finished 73%, 70% and 63%,
+            and as many as 0.5 with no delay. 0.25 is the default.
     """
 
     def __init__(self, spec: Spec, watch_fraction: float = 0.5, takeover_s: float = 1.0, stall_s: float = 2.5,
-                 seed: int = 0, until_held_s: float = 3.0, gain: float = 0.5) -> None:
+                 seed: int = 0, until_held_s: float = 3.0, gain: float = 0.25) -> None:
         if not 0.0 <= watch_fraction <= 1.0:
             raise ValueError("watch_fraction must be in [0, 1]")
         self.supported = spec.task == "pick_place" and spec.action_mode == "ee_delta"
