@@ -186,7 +186,9 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
         f"{len(promoted)} promoted. "
         + (f"The scripted teacher watched half of the episodes and corrected the arm in "
            f"{sum(1 for e in eps if e.intervention.any())} of them ({100 * iv_steps / max(n_steps, 1):.0f}% of the "
-           "ticks)" if iv_steps else "No one corrected the arm (no intervention in any episode)")
+           f"ticks); {pct(float(np.mean([e.success for e in eps if e.intervention.any()])))} of the episodes it "
+           "corrected ended in success (the gym replay of the teacher with a late action: `docs/bench/teacher.md`)"
+           if iv_steps else "No one corrected the arm (no intervention in any episode)")
         + "; the policy acted with exploration noise (std 0.3) throughout.",
         "",
         f"Offline evaluation: the same {episodes_eval} seeded twin episodes (seeds {EVAL_SEED}..{EVAL_SEED + episodes_eval - 1}), "
