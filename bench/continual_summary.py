@@ -1,0 +1,110 @@
+"""Issue 8's two live targets across every reported run of ``bench/bench_continual.py``.
+
+Usage::
+
+    .venv/bin/python bench/continual_summary.py
+
+Reads the sections that ``bench_continual.py`` wrote (``docs/bench/continual_<mode>_<version>_<run>.md``: each
+model the arm ran, when it was promoted, and its success on the same 200 seeded offline episodes) and writes
+``docs/bench/continual_summary.md``: per run, the first minute at which the arm's model reached the target, its
+success at the end, the promotions, and each promotion more than 5 points below its parent. Nothing is
+measured here; every figure comes from the named section, which names the command that made it.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from collect import write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# (file stem, mode, target %, minutes allowed, how the run differs from today's defaults)
+RUNS = [
+    ("continual_noteacher_v2_1", "teacher off", 80, 45, ""),
+    ("continual_noteacher_v2_2", "teacher off", 80, 45, ""),
+    ("continual_noteacher_v2_3", "teacher off", 80, 45, ""),
+    ("continual_teacher_v3_1", "teacher on", 90, 30, "teacher gain 0.5"),
+    ("continual_teacher_v3_2", "teacher on", 90, 30, "teacher gain 0.5"),
+    ("continual_teacher_v3_3", "teacher on", 90, 30, "teacher gain 0.5"),
+    ("continual_teacher_v4_1", "teacher on", 90, 30, ""),
+]
+CELL_PCT = re.compile(r"\*\*(\d+)%\*\*")
+
+
+def read_run(path: Path) -> dict | None:
+    """Minutes, offline success and change from the parent (points, from the unrounded rates) of each model in
+    one bench_continual section (None: no such file)."""
+    if not path.exists():
+        return None
+    text = path.read_text()
+    models = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 8 or not re.match(r"^(start|v\d+) ", cells[0]):
+            continue
+        when = re.match(r"([\d.]+) min", cells[1])
+        rate = CELL_PCT.search(cells[-2])
+        delta = re.match(r"([+-]\d+) pts", cells[-1])
+        models.append((float(when.group(1)) if when else 0.0, int(rate.group(1)), int(delta.group(1)) if delta else 0))
+    cmd = re.search(r"^Command: `([^`]*)`", text, re.M)
+    seed = re.search(r"--seed (\d+)", cmd.group(1)) if cmd else None
+    return {"models": models, "command": cmd.group(1) if cmd else "?", "seed": int(seed.group(1)) if seed else 0}
+
+
+def summarise(run: dict, target: int, minutes: float) -> dict:
+    models = run["models"]
+    reached = next(((t, s) for t, s, _ in models if s >= target), None)
+    drops = [(t, models[i - 1][1], s, d) for i, (t, s, d) in enumerate(models) if i and d < -5]
+    return {"reached": reached, "met": reached is not None and reached[0] <= minutes, "end": models[-1],
+            "promotions": len(models) - 1, "drops": drops, "start": models[0][1]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "continual_summary.md"))
+    args = ap.parse_args()
+    lines = [
+        "## Issue 8's live targets, every reported run (`bench/continual_summary.py`)",
+        "",
+        "Command: `.venv/bin/python bench/continual_summary.py` (reads the `bench/bench_continual.py` sections below; "
+        "each names its command and machine). Success is the arm's model on the same 200 seeded offline twin "
+        "episodes; minutes are wall clock of `./vla-rl-ros sim` at the promotion.",
+        "",
+        "| mode (target) | section | seed | differs from today's defaults | start | reached the target | met | end of run "
+        "| promotions | more than 5 points below its parent |",
+        "| --- | --- | ---: | --- | ---: | --- | --- | --- | ---: | --- |",
+    ]
+    tally: dict[str, list[bool]] = {}
+    all_drops = 0
+    n_prom = 0
+    for stem, mode, target, minutes, differs in RUNS:
+        run = read_run(ROOT / "docs" / "bench" / f"{stem}.md")
+        if run is None or not run["models"]:
+            continue
+        s = summarise(run, target, minutes)
+        tally.setdefault(f"{mode} (≥ {target}% within {minutes} min)", []).append(s["met"])
+        all_drops += len(s["drops"])
+        n_prom += s["promotions"]
+        reached = f"{s['reached'][1]}% at {s['reached'][0]:.1f} min" if s["reached"] else "never"
+        drops = ", ".join(f"{a}% → {b}% ({d:+d} pts) at {t:.1f} min" for t, a, b, d in s["drops"]) or "none"
+        lines.append(f"| {mode} (≥ {target}% in {minutes} min) | `{stem}` | {run['seed']} | {differs or '—'} | "
+                     f"{s['start']}% | {reached} | {'**yes**' if s['met'] else '**no**'} | {s['end'][1]}% at "
+                     f"{s['end'][0]:.1f} min | {s['promotions']} | {drops} |")
+    lines.append("")
+    for k, v in tally.items():
+        lines.append(f"* {k}: met in **{sum(v)} of {len(v)}** runs.")
+    lines.append(f"* Promotions more than 5 points below their parent on the 200 episodes: **{all_drops}** of "
+                 f"{n_prom} (issue 8's target is 0).")
+    lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    write_section(text, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
