@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collect import write_section  # noqa: E402
 
@@ -32,7 +33,26 @@ RUNS = [
     ("continual_teacher_v3_3", "teacher on", 90, 30, "teacher gain 0.5"),
     ("continual_teacher_v4_1", "teacher on", 90, 30, ""),
 ]
-CELL_PCT = re.compile(r"\*\*(\d+)%\*\*")
+CELL = re.compile(r"\*\*([\d.]+)%\*\* \((\d+)–(\d+)%\)")
+
+
+def exact_rate(shown: str, lo: int, hi: int, n: int) -> float:
+    """The success rate (%) behind a cell that shows it rounded (``**80%** (73–85%)``): the one count of n
+    episodes whose rounded rate and rounded Wilson interval read the same. 159/200 (79.5%) shows as 80%, and
+    only its interval, 73–85% against 160/200's 74–85%, tells the two apart."""
+    if "." in shown:
+        return float(shown)
+    from vla_rl_ros.learner.evaluate import EvalResult
+
+    fits = []
+    for k in range(n + 1):
+        w_lo, w_hi = EvalResult(task="pick_place", episodes=n, seed=0,
+                                successes=[True] * k + [False] * (n - k)).wilson_interval()
+        if f"{100 * k / n:.0f}" == shown and (f"{100 * w_lo:.0f}", f"{100 * w_hi:.0f}") == (str(lo), str(hi)):
+            fits.append(100 * k / n)
+    if not fits:
+        raise ValueError(f"{shown}% ({lo}–{hi}%) of {n} episodes: no count fits")
+    return min(fits)  # where two fit (33.5% and 34% both read 34% (28–41%)), the lower: a target is not over-read
 
 
 def read_run(path: Path) -> dict | None:
@@ -41,15 +61,16 @@ def read_run(path: Path) -> dict | None:
     if not path.exists():
         return None
     text = path.read_text()
+    n = int(re.search(r"the same (\d+) seeded twin episodes", text).group(1))
     models = []
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 8 or not re.match(r"^(start|v\d+) ", cells[0]):
             continue
         when = re.match(r"([\d.]+) min", cells[1])
-        rate = CELL_PCT.search(cells[-2])
-        delta = re.match(r"([+-]\d+) pts", cells[-1])
-        models.append((float(when.group(1)) if when else 0.0, int(rate.group(1)), int(delta.group(1)) if delta else 0))
+        rate = exact_rate(*CELL.search(cells[-2]).groups()[:1], *map(int, CELL.search(cells[-2]).groups()[1:]), n)
+        delta = re.match(r"([+-]\d+) pts", cells[-1])  # the bench's own, from the unrounded rates
+        models.append((float(when.group(1)) if when else 0.0, rate, int(delta.group(1)) if delta else 0))
     cmd = re.search(r"^Command: `([^`]*)`", text, re.M)
     seed = re.search(r"--seed (\d+)", cmd.group(1)) if cmd else None
     return {"models": models, "command": cmd.group(1) if cmd else "?", "seed": int(seed.group(1)) if seed else 0}
@@ -72,7 +93,7 @@ def main() -> int:
         "",
         "Command: `.venv/bin/python bench/continual_summary.py` (reads the `bench/bench_continual.py` sections below; "
         "each names its command and machine). Success is the arm's model on the same 200 seeded offline twin "
-        "episodes; minutes are wall clock of `./vla-rl-ros sim` at the promotion.",
+        "episodes (exact: a rate the section shows rounded is recovered from its Wilson interval, so 79.5% is not read as 80%); minutes are wall clock of `./vla-rl-ros sim` at the promotion.",
         "",
         "| mode (target) | section | seed | differs from today's defaults | start | reached the target | met | end of run "
         "| promotions | more than 5 points below its parent |",
@@ -89,10 +110,11 @@ def main() -> int:
         tally.setdefault(f"{mode} (≥ {target}% within {minutes} min)", []).append(s["met"])
         all_drops += len(s["drops"])
         n_prom += s["promotions"]
-        reached = f"{s['reached'][1]}% at {s['reached'][0]:.1f} min" if s["reached"] else "never"
-        drops = ", ".join(f"{a}% → {b}% ({d:+d} pts) at {t:.1f} min" for t, a, b, d in s["drops"]) or "none"
+        reached = (f"{s['reached'][1]:g}% at {s['reached'][0]:.1f} min" if s["reached"] else
+                   f"never (best {max(m[1] for m in run['models']):g}%)")
+        drops = ", ".join(f"{a:g}% → {b:g}% ({d:+d} pts) at {t:.1f} min" for t, a, b, d in s["drops"]) or "none"
         lines.append(f"| {mode} (≥ {target}% in {minutes} min) | `{stem}` | {run['seed']} | {differs or '—'} | "
-                     f"{s['start']}% | {reached} | {'**yes**' if s['met'] else '**no**'} | {s['end'][1]}% at "
+                     f"{s['start']:g}% | {reached} | {'**yes**' if s['met'] else '**no**'} | {s['end'][1]:g}% at "
                      f"{s['end'][0]:.1f} min | {s['promotions']} | {drops} |")
     lines.append("")
     for k, v in tally.items():
