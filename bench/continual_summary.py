@@ -28,10 +28,10 @@ RUNS = [
     ("continual_noteacher_v2_1", "teacher off", 80, 45, ""),
     ("continual_noteacher_v2_2", "teacher off", 80, 45, ""),
     ("continual_noteacher_v2_3", "teacher off", 80, 45, ""),
-    ("continual_teacher_v3_1", "teacher on", 90, 30, "teacher gain 0.5"),
-    ("continual_teacher_v3_2", "teacher on", 90, 30, "teacher gain 0.5"),
-    ("continual_teacher_v3_3", "teacher on", 90, 30, "teacher gain 0.5"),
-    ("continual_teacher_v4_1", "teacher on", 90, 30, ""),
+    ("continual_teacher_v3_1", "teacher on", 90, 30, ""),
+    ("continual_teacher_v3_2", "teacher on", 90, 30, ""),
+    ("continual_teacher_v3_3", "teacher on", 90, 30, ""),
+    ("continual_teacher_v4_1", "teacher on, gain 0.25", 90, 30, "teacher gain 0.25 (default 0.5)"),
 ]
 CELL = re.compile(r"\*\*([\d.]+)%\*\* \((\d+)–(\d+)%\)")
 
