@@ -160,3 +160,11 @@ def test_launch_respawn_arguments():
     assert kw.get("respawn_max_retries", 4) == 4  # only where `launch` has it (Iron and later)
     assert launch_respawn(p, enabled=False) == {"respawn": False}
     assert launch_respawn(p, delay_s=0.5)["respawn_delay"] == 0.5
+
+
+def test_the_summary_line_names_the_restarted_nodes():
+    from vla_rl_ros.commands.sim import summary_line
+
+    assert "restarts" not in summary_line(60.0, [], None, None, None, 0, restarts="")
+    line = summary_line(60.0, [], None, None, None, 0, restarts="recorder_node 1/5, twin_node 2/5")
+    assert line.endswith("promotions 0  restarts recorder_node 1/5, twin_node 2/5")
