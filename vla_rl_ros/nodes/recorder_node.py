@@ -104,6 +104,7 @@ class RecorderNode(Node):
         self._reset_pending = False
         self._reset_sent = 0.0  # monotonic time of the /twin/reset call in flight
         self._reset_gen = 0  # the call in flight; answers to older (abandoned) calls are ignored
+        self._reset_future = None
         self._retry = None
 
         self.pub_episode = self.create_publisher(String, "/rl/episode", 10)
@@ -164,6 +165,9 @@ class RecorderNode(Node):
                 and time.monotonic() - self._reset_sent >= self.reset_timeout):
             self.get_logger().warning(f"/twin/reset unanswered after {self.reset_timeout} s (the twin died or is "
                                       "restarting): asking again")
+            forget = getattr(self.reset_client, "remove_pending_request", None)  # (not in every rclpy)
+            if forget is not None and self._reset_future is not None:
+                forget(self._reset_future)  # its answer will never come
             self._reset_pending = False
             self._request_twin_reset()
 
@@ -199,7 +203,7 @@ class RecorderNode(Node):
         self._reset_sent = time.monotonic()
         self._reset_gen += 1
         gen = self._reset_gen
-        fut = self.reset_client.call_async(Trigger.Request())
+        fut = self._reset_future = self.reset_client.call_async(Trigger.Request())
         fut.add_done_callback(lambda f: self._reset_done(f, gen))
 
     def _retry_reset(self) -> None:
