@@ -111,3 +111,31 @@ def test_an_estop_hold_is_no_crash(rec):
     for k in range(6, 60):
         rec.on_step(_step(rec.rng, k, obs_tick=5, hold=True))
     assert rec.counters.crashes == 0 and rec.lost == []
+
+
+def test_a_success_on_a_state_that_stopped_changing_waits_for_a_new_observation(rec):
+    def at_goal(step):
+        step.obs[SPEC.obs_slice("goal_pos")] = step.obs[SPEC.obs_slice("ee_pos")]
+        return step
+
+    for k in range(1, 6):
+        rec.on_step(_step(rec.rng, k))
+    # the hand reaches the goal as the twin dies: the policy acts on that last state for a few ticks
+    assert rec.on_step(at_goal(_step(rec.rng, 6))) is None
+    for k in range(7, 12):
+        assert rec.on_step(at_goal(_step(rec.rng, k, obs_tick=6))) is None, k  # no success on a frozen state
+    assert rec.on_step(at_goal(_step(rec.rng, 26, obs_tick=6)))["end_reason"] == "crash"
+    assert _episodes(rec) == [("crash", 10, 0)]
+
+
+def test_on_a_live_arm_the_success_comes_with_the_next_new_observation(rec):
+    def at_goal(step):
+        step.obs[SPEC.obs_slice("goal_pos")] = step.obs[SPEC.obs_slice("ee_pos")]
+        return step
+
+    rec.cfg.success_hold_s = 0.0
+    for k in range(1, 6):
+        rec.on_step(_step(rec.rng, k))
+    assert rec.on_step(at_goal(_step(rec.rng, 6, obs_tick=5))) is None  # a tick faster than the joint states
+    summary = rec.on_step(at_goal(_step(rec.rng, 7)))
+    assert summary["end_reason"] == "success" and summary["success"]

@@ -12,8 +12,8 @@ explicit reset (operator or episode manager), or ``crash``: what feeds the
 episode went away. The policy node died (no step for ``input_lost_s``, see
 :meth:`EpisodeRecorder.check`, or a tick count that starts over: a restarted
 node), or the arm (the twin) did (the observation stamp of the steps stops
-advancing for ``input_lost_s``: the policy holds on the last state it saw, and
-such held ticks do not end the episode by its time limit). A recorder that
+advancing for ``input_lost_s``: the policy acts on, then holds, the last state
+it saw, and no tick on such a state ends the episode as a success or timeout). A recorder that
 died leaves its episode open; the store closes it as ``crash`` when the next
 writer opens it (:mod:`vla_rl_ros.buffer.writer`). Transitions are never invented:
 a hold tick or a gap in tick numbers breaks the chain (the pending step is
@@ -193,7 +193,7 @@ class EpisodeRecorder:
         if rec.tick != prev.tick + 1:
             c.gaps += 1
             return None
-        return self._transition(prev, rec)
+        return self._transition(prev, rec, fresh)
 
     def _begin(self, rec: StepRecord) -> None:
         rate = rec.control_rate_hz if rec.control_rate_hz > 0 else self.spec.control_hz
@@ -207,12 +207,15 @@ class EpisodeRecorder:
                              info={"control_rate_hz": rate, "max_steps": self._max_steps,
                                    "success": self.detector.config})
 
-    def _transition(self, prev: StepRecord, rec: StepRecord) -> dict | None:
+    def _transition(self, prev: StepRecord, rec: StepRecord, fresh: bool = True) -> dict | None:
         c = self.counters
-        success = self.detector.update(rec.obs)
+        # The episode ends (success, time limit) only on a new observation: on a state that stopped changing (an
+        # arm, a twin, that went away while the policy still acts on its last state) it ends as crash instead,
+        # after input_lost_s. On a live arm the end comes at the next new observation.
+        success = self.detector.update(rec.obs) and fresh
         r = float(self.reward_fn(prev.obs, prev.action, rec.obs, success))
         self._ep_steps += 1
-        timeout = self._ep_steps + self._held >= self._max_steps
+        timeout = self._ep_steps + self._held >= self._max_steps and fresh
         try:
             self.w.add_step(prev.obs, prev.action, r, rec.obs, terminated=success, truncated=timeout and not success,
                             intervention=prev.intervention, model_version=prev.model_version,
