@@ -2,13 +2,16 @@
 
     ros2 launch vla_rl_ros sim.launch.py [task:=pick_place|reach] [model:=M.onnx] [run_dir:=DIR]
                                          [teacher:=FRACTION] [learner:=true|false] [params_file:=...]
-                                         [arm:=ARM.yaml]
+                                         [arm:=ARM.yaml] [respawn:=true|false] [respawn_delay:=S]
+                                         [max_restarts:=N]
 
 The same graph as ``vla-rl-ros sim`` on machines without ``ros2 launch``: both ask
 :func:`vla_rl_ros.graph.node_parameters` which nodes to start and what each gets on top of the params file
 (the task, the task's shipped model unless ``model:=``, the run folder; test/test_graph.py checks they agree).
 Unlike ``vla-rl-ros sim`` it does not create the run, its signing key pair (``<run>/keys/``: the learner
 signs promotions with it and policy_node trusts only it) or import demos; run ``vla-rl-ros sim`` once for that.
+A node that dies is started again (``respawn``) after ``respawn_delay``, up to ``max_restarts`` times where
+``launch`` counts them (Iron and later); ``vla-rl-ros sim`` also doubles the delay after each death.
 """
 import os
 
@@ -19,6 +22,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from vla_rl_ros.graph import node_parameters
+from vla_rl_ros.supervision import RestartPolicy, launch_respawn
 
 
 def _nodes(context):
@@ -30,10 +34,18 @@ def _nodes(context):
                             teacher=float(teacher) if teacher else None,
                             learner=arg("learner").lower() in ("true", "1", "yes"))
     files = [arg("params_file")] + ([arg("arm")] if arg("arm") else [])  # an arm's file after: its /** wins
+    respawn = _respawn(arg)
     # teacher_node: the twin's stand-in for a human who corrects the arm over /rl/intervention
     return [Node(package="vla_rl_ros", executable=name, name=name, output="screen",
-                 parameters=[*files, overrides])
+                 parameters=[*files, overrides], **respawn)
             for name, overrides in nodes.items()]
+
+
+def _respawn(arg) -> dict:
+    """A node that dies is started again after respawn_delay, at most max_restarts times where ``launch`` can
+    count them (Iron and later); ``vla-rl-ros`` also doubles the delay (vla_rl_ros/supervision.py)."""
+    return launch_respawn(RestartPolicy(), enabled=arg("respawn").lower() in ("true", "1", "yes"),
+                          delay_s=float(arg("respawn_delay")), max_restarts=int(arg("max_restarts")))
 
 
 def generate_launch_description():
@@ -51,5 +63,11 @@ def generate_launch_description():
                               description="a params file declaring another arm (its /** section: spec, urdf_path, "
                                           "scene, home), given to every node after params_file, e.g. "
                                           "config/xarm6.yaml ('' = params_file's arm)"),
+        DeclareLaunchArgument("respawn", default_value="true", description="restart a node that dies"),
+        DeclareLaunchArgument("respawn_delay", default_value=str(RestartPolicy().backoff_s),
+                              description="seconds before a dead node is started again"),
+        DeclareLaunchArgument("max_restarts", default_value=str(RestartPolicy().max_restarts),
+                              description="restarts of a node before it is left down (Iron and later; Humble's "
+                                          "launch restarts without a limit)"),
         OpaqueFunction(function=_nodes),
     ])

@@ -56,8 +56,9 @@ class _Node:
         self.kw = kw
 
 
-def _evaluate_launch(monkeypatch, launch_file, **launch_args):
-    """{node: ([params files], overrides, remappings)} as the launch file starts them with ``launch_args``."""
+def _evaluate_launch(monkeypatch, launch_file, respawn_out: dict | None = None, **launch_args):
+    """{node: ([params files], overrides, remappings)} as the launch file starts them with ``launch_args``;
+    ``respawn_out``: filled with each node's ``respawn*`` arguments."""
     import types
 
     import ament_index_python.packages as aip
@@ -98,6 +99,8 @@ def _evaluate_launch(monkeypatch, launch_file, **launch_args):
                 merged.update({k: value(v) for k, v in r.items()})
         remaps = [(value(a), value(b)) for a, b in kw.get("remappings") or []]
         out[kw["executable"]] = (files, merged, remaps)
+        if respawn_out is not None:
+            respawn_out[kw["executable"]] = {k: v for k, v in kw.items() if k.startswith("respawn")}
     return out
 
 
@@ -186,6 +189,33 @@ def test_launch_file_and_cli_name_the_same_graph(monkeypatch, graph, launch):
     assert os.path.isfile(os.path.join(ROOT, "config", g.params_file))
     args = {"task": "pick_place"} if graph == "sim" else {}
     assert list(_evaluate_launch(monkeypatch, launch, **args)) == list(g.nodes)  # everything on, every node
+
+
+@pytest.mark.parametrize("graph,launch", [("sim", "sim.launch.py"), ("robot", "robot.launch.py")])
+def test_launch_files_and_cli_restart_every_node_with_the_same_defaults(monkeypatch, graph, launch):
+    from vla_rl_ros.cli import build_parser
+    from vla_rl_ros.commands.sim import restart_policy
+    from vla_rl_ros.supervision import RestartPolicy
+
+    d = RestartPolicy()
+    args = {"task": "pick_place"} if graph == "sim" else {}
+    respawn: dict = {}
+    _evaluate_launch(monkeypatch, launch, respawn_out=respawn, **args)
+    assert list(respawn) == list(GRAPHS[graph].nodes)
+    for name, kw in respawn.items():  # (respawn_max_retries only where `launch` has it: not here)
+        assert kw["respawn"] is True and kw["respawn_delay"] == d.backoff_s, name
+    respawn.clear()
+    _evaluate_launch(monkeypatch, launch, respawn_out=respawn, respawn="false", **args)
+    assert all(kw == {"respawn": False} for kw in respawn.values())
+    respawn.clear()
+    _evaluate_launch(monkeypatch, launch, respawn_out=respawn, respawn_delay="2.5", **args)
+    assert {kw["respawn_delay"] for kw in respawn.values()} == {2.5}
+
+    argv = [graph] + (["--run", "x"] if graph == "robot" else [])
+    assert restart_policy(build_parser().parse_args(argv)) == d  # the CLI's defaults are the same
+    p = restart_policy(build_parser().parse_args(argv + ["--max-restarts", "2", "--restart-backoff", "0.5",
+                                                         "--restart-backoff-max", "4"]))
+    assert (p.max_restarts, p.backoff_s, p.backoff_max_s) == (2, 0.5, 4.0)
 
 
 def test_params_files_read_like_rcl():

@@ -8,6 +8,11 @@ once a minute (:func:`summary_line`), until Ctrl-C (or ``--duration``), and
 stops every node cleanly. Logs of each node go to ``<run>/logs/``; the progress
 plot (:func:`vla_rl_ros.learner.plot.plot_progress`) to ``<run>/success.png``;
 TensorBoard to ``<run>/tb``.
+
+A node that dies is restarted (:mod:`vla_rl_ros.supervision`: ``--max-restarts``,
+``--restart-backoff``, ``--restart-backoff-max``), and says so: a line when it dies,
+one when it is back, and the summary line's ``restarts``. A node that dies once more
+than ``--max-restarts`` allows stops the stack.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..graph import DEFAULT_MODEL, default_run_dir, node_parameters  # noqa: F401  (DEFAULT_MODEL: re-exported)
+from ..supervision import RestartPolicy, Supervisor
 
 SUMMARY_EVERY_S = 60.0
 ARM_HELP = ("a params file declaring another arm (its /** section: spec, urdf_path, scene, home), passed to every "
@@ -29,13 +35,14 @@ ARM_HELP = ("a params file declaring another arm (its /** section: spec, urdf_pa
 
 def summary_line(elapsed_s: float, history: list[dict], last_monitor: dict | None = None,
                  model_version: str | None = None, updates_per_s: float | str | None = None,
-                 promotions: int = 0, window: int = 20) -> str:
+                 promotions: int = 0, window: int = 20, restarts: str = "") -> str:
     """The once-a-minute line of ``vla-rl-ros sim`` (pure).
 
     ``history``: the episodes so far (dicts with ``success``, ``assisted``, ``n_intervention_steps``,
     ``length``); ``last_monitor``: the latest monitor record (``version``, ``success_rate``, ``success_ci95``,
     ``episodes``, or ``error``); ``model_version``: what the arm runs; ``updates_per_s``: the learner's
-    gradient updates per second (``None``: no learner heard from)."""
+    gradient updates per second (``None``: no learner heard from); ``restarts``: the nodes restarted so far
+    (:meth:`vla_rl_ros.supervision.Supervisor.status`), shown when there are any."""
     una = [bool(e.get("success")) for e in history if not e.get("assisted")][-window:]
     live = f"{100 * sum(una) / len(una):.0f}% (last {len(una)} unassisted)" if una else "- (no unassisted episode yet)"
     if not last_monitor:
@@ -60,7 +67,8 @@ def summary_line(elapsed_s: float, history: list[dict], last_monitor: dict | Non
     except (TypeError, ValueError):
         ups = "-"
     return (f"[sim {elapsed_s / 60.0:5.1f} min] episodes {len(history)}  live success {live}  monitor {mon}  "
-            f"arm model {model_version or '-'}  interventions {inter}  learner {ups}  promotions {promotions}")
+            f"arm model {model_version or '-'}  interventions {inter}  learner {ups}  promotions {promotions}"
+            + (f"  restarts {restarts}" if restarts else ""))
 
 
 def register(sub) -> None:
@@ -82,6 +90,7 @@ def register(sub) -> None:
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: keep the environment's)")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE",
                    help="override one parameter, e.g. --set policy_node.control_rate_hz:=100")
+    _supervision_args(p)
     p.set_defaults(func=run, graph="sim")
 
     r = sub.add_parser("robot", help="run the robot graph (policy + recorder + learner) against a real arm, "
@@ -94,7 +103,25 @@ def register(sub) -> None:
     r.add_argument("--duration", type=float, default=0.0)
     r.add_argument("--domain-id", type=int, default=None)
     r.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE")
+    _supervision_args(r)
     r.set_defaults(func=run, graph="robot", task=None, demos=0)
+
+
+def _supervision_args(p) -> None:
+    d = RestartPolicy()
+    p.add_argument("--max-restarts", type=int, default=d.max_restarts, metavar="N",
+                   help=f"restarts of a node that dies before the stack stops (default {d.max_restarts}; a node up "
+                        f"{d.stable_s:.0f} s since its last restart starts over; 0 = stop at the first death)")
+    p.add_argument("--restart-backoff", type=float, default=d.backoff_s, metavar="S",
+                   help=f"seconds before a dead node's first restart, doubling for each next one (default {d.backoff_s})")
+    p.add_argument("--restart-backoff-max", type=float, default=d.backoff_max_s, metavar="S",
+                   help=f"most seconds between restarts (default {d.backoff_max_s})")
+
+
+def restart_policy(args) -> RestartPolicy:
+    """The :class:`~vla_rl_ros.supervision.RestartPolicy` of the command line (``ValueError`` if invalid)."""
+    return RestartPolicy(max_restarts=args.max_restarts, backoff_s=args.restart_backoff,
+                         backoff_max_s=max(args.restart_backoff_max, args.restart_backoff))
 
 
 def _overrides(args) -> dict[str, list[str]]:
@@ -146,6 +173,11 @@ def run(args) -> int:
     if teacher is not None and not 0.0 <= teacher <= 1.0:
         print(f"error: --teacher is the fraction of episodes watched, in [0, 1]; got {teacher}", file=sys.stderr)
         return 2
+    try:
+        policy = restart_policy(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     pl = plan(args)
     params, run_dir, model = pl.params, pl.run_dir, pl.model
     for f in (params, pl.arm):
@@ -170,20 +202,24 @@ def run(args) -> int:
     env["PYTHONUNBUFFERED"] = "1"
     logs = os.path.join(run_dir, "logs")
     os.makedirs(logs, exist_ok=True)
-    procs: dict[str, subprocess.Popen] = {}
     t_start = time.time()  # the run's time zero (plot, monitor records of this session)
     print(f"[{args.graph}] run {run_dir}  task {args.task or '(params file)'}  "
           f"start model {os.path.basename(model) if model else '(params file)'}  params {params}"
           + (f"  arm {pl.arm}" if pl.arm else ""))
-    for name, cmd in pl.commands.items():
-        log = open(os.path.join(logs, f"{name}.log"), "ab")
-        procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        print(f"[sim] started {name} (pid {procs[name].pid}), log {os.path.join(logs, name + '.log')}")
+
+    def spawn(name: str) -> subprocess.Popen:
+        with open(os.path.join(logs, f"{name}.log"), "ab") as log:  # appended to: a restart's log follows
+            return subprocess.Popen(pl.commands[name], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+
+    sup = Supervisor(spawn, pl.commands, policy)
+    for name, p in sup.start().items():
+        print(f"[sim] started {name} (pid {p.pid}), log {os.path.join(logs, name + '.log')}")
     rc = 0
     try:
-        rc = _monitor(args, run_dir, procs, env, t_start)
+        rc = _monitor(args, run_dir, sup, env, t_start)
     finally:
-        _stop(procs)
+        _stop(sup.procs)
     return rc
 
 
@@ -269,7 +305,7 @@ def _model_demos(model: str) -> tuple[int, int]:
         return 10, 0
 
 
-def _monitor(args, run_dir: str, procs, env, t_start: float | None = None) -> int:
+def _monitor(args, run_dir: str, sup: Supervisor, env, t_start: float | None = None) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
@@ -380,9 +416,10 @@ def _monitor(args, run_dir: str, procs, env, t_start: float | None = None) -> in
         while not stop["flag"]:
             rclpy.spin_once(node, timeout_sec=0.2)
             now = time.monotonic()
-            for name, p in procs.items():
-                if p.poll() is not None:
-                    print(f"[sim] {name} exited with code {p.returncode}; see {run_dir}/logs/{name}.log", flush=True)
+            for ev in sup.poll():
+                log = "" if ev.kind == "restarted" else f"; see {run_dir}/logs/{ev.node}.log"
+                print(f"[sim] {ev.line()}{log}", flush=True)
+                if ev.kind == "gave_up":
                     rc = 1
                     stop["flag"] = True
             if now - last_status >= SUMMARY_EVERY_S:
@@ -390,15 +427,18 @@ def _monitor(args, run_dir: str, procs, env, t_start: float | None = None) -> in
                 model = policy_diag.get("model_version") or (
                     ",".join(history[-1].get("model_versions") or []) if history else None)
                 print(summary_line(time.time() - t_start, history, last_monitor or None, model,
-                                   learner_diag.get("updates_per_s"), len(promotions)), flush=True)
+                                   learner_diag.get("updates_per_s"), len(promotions), restarts=sup.status()),
+                      flush=True)
             if args.duration and now - t0 >= args.duration:
                 break
     finally:
         _plot()
         node.destroy_node()
         rclpy.shutdown()
+    restarts = sup.status()
     print(f"[sim] stopping; {len(history)} episodes, {sum(bool(e.get('success')) for e in history)} successes, "
-          f"{len(promotions)} promotions. Plot: {run_dir}/success.png", flush=True)
+          f"{len(promotions)} promotions{', restarts ' + restarts if restarts else ''}. "
+          f"Plot: {run_dir}/success.png", flush=True)
     return rc
 
 

@@ -12,6 +12,15 @@ the operator's reset. With ``twin_reset: true`` (the sim stack) the recorder is
 also the episode manager: at each episode end it calls ``/twin/reset`` and the
 next episode begins once the twin has re-drawn the scene. On a robot the next
 episode starts at the operator's reset, or at once with ``auto_next_episode``.
+
+Supervised restarts (:mod:`vla_rl_ros.supervision`): the episode in flight when a
+node dies is closed as ``crash``. This node's own death leaves it open, and the
+store closes it when the restarted node opens it; a dead policy node (no step
+for ``input_lost_s``, or a tick count that starts over) or twin (observations
+that stop advancing for ``input_lost_s``) is seen in the steps
+(:class:`vla_rl_ros.recorder.EpisodeRecorder`). A ``/twin/reset`` that gets no
+answer in ``twin_reset_timeout_s`` (a twin that died, or is being restarted) is
+asked again.
 """
 from __future__ import annotations
 
@@ -55,6 +64,9 @@ class RecorderNode(Node):
             success_tolerance=d("success_tolerance", 0.05, "Object (reach: hand) to goal distance counted as success (m)"),
             success_hold_s=d("success_hold_s", 0.15, "Time within tolerance required for success (s)"),
             settle_s=d("settle_s", 0.2, "After a reset, ignore steps observed earlier than this (s)"),
+            input_lost_s=declare(self, "input_lost_s", 1.0, "No step from the policy, or no new observation in its "
+                                 "steps, for this long (s): the policy node or the arm (twin) went away, and the "
+                                 "episode in flight is closed as crash (0 = never)", lo=0.0, hi=3600.0),
         )
         if self.cfg.max_episode_s <= 0:
             from ..twin.env import DEFAULT_MAX_STEPS
@@ -62,6 +74,9 @@ class RecorderNode(Node):
             self.cfg.max_episode_s = DEFAULT_MAX_STEPS[task] / spec.control_hz
         commit_window = d("commit_window_s", 0.1, "Durability window: a crash loses at most this much (s)")
         self.twin_reset = d("twin_reset", False, "Sim only: call /twin/reset at each episode end (episode manager)")
+        self.reset_timeout = declare(self, "twin_reset_timeout_s", 5.0, "Sim only: ask /twin/reset again when it has "
+                                     "not answered in this long (s): the twin died or is being restarted",
+                                     lo=0.1, hi=3600.0)
         self.auto_rearm = d("auto_next_episode", False,
                             "Robot without twin_reset: start the next episode right after one ends (after settle_s) "
                             "instead of waiting for the operator's /rl/episode/reset")
@@ -84,9 +99,13 @@ class RecorderNode(Node):
         self.run = create_run(root, name, self.spec, robot_id=robot_id, exist_ok=True)
         self.writer = self.run.writer(commit_window_s=commit_window)
         self.rec = EpisodeRecorder(self.writer, self.spec, self.reward_fn, self.cfg, on_episode_end=self._episode_ended,
-                                   armed=not self.twin_reset)
+                                   armed=not self.twin_reset, on_input_lost=self._input_lost)
         self._last_reject_log = 0.0
         self._reset_pending = False
+        self._reset_sent = 0.0  # monotonic time of the /twin/reset call in flight
+        self._reset_gen = 0  # the call in flight; answers to older (abandoned) calls are ignored
+        self._reset_future = None
+        self._retry = None
 
         self.pub_episode = self.create_publisher(String, "/rl/episode", 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -97,6 +116,7 @@ class RecorderNode(Node):
         self.create_service(Trigger, "/rl/episode/reset", self._on_reset_request)
         self.reset_client = self.create_client(Trigger, "/twin/reset") if self.twin_reset else None
         self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(0.25, self._check)
         if self.writer.recovered_episodes:
             self.get_logger().warning(f"closed {len(self.writer.recovered_episodes)} episode(s) left open by a crash")
         self.get_logger().info(
@@ -138,7 +158,31 @@ class RecorderNode(Node):
         response.message = "episode reset"
         return response
 
+    def _check(self) -> None:
+        if self.rec.check() is not None:
+            self.get_logger().warning(f"no step from the policy for {self.cfg.input_lost_s} s: episode closed as crash")
+        if (self._reset_pending and self._retry is None
+                and time.monotonic() - self._reset_sent >= self.reset_timeout):
+            self.get_logger().warning(f"/twin/reset unanswered after {self.reset_timeout} s (the twin died or is "
+                                      "restarting): asking again")
+            forget = getattr(self.reset_client, "remove_pending_request", None)  # (not in every rclpy)
+            if forget is not None and self._reset_future is not None:
+                forget(self._reset_future)  # its answer will never come
+            self._reset_pending = False
+            self._request_twin_reset()
+
+    def _input_lost(self) -> None:
+        """The arm (twin) stopped while an episode was about to begin: the scene it was reset to may be gone."""
+        self.get_logger().warning(f"no new observation for {self.cfg.input_lost_s} s before the episode began")
+        if self.twin_reset:
+            self._request_twin_reset()
+        else:  # a real arm's scene is still there: wait again for the settle time
+            self.rec.arm(None)
+
     def _episode_ended(self, summary: dict) -> None:
+        if summary.get("end_reason") == "crash":
+            self.get_logger().warning(f"episode {summary.get('idx')} closed as crash (the policy or the arm went "
+                                      "away)")
         msg = String()
         msg.data = json.dumps(summary, default=str)
         self.pub_episode.publish(msg)
@@ -156,16 +200,22 @@ class RecorderNode(Node):
             self._retry = self.create_timer(0.2, self._retry_reset)
             return
         self._reset_pending = True
-        fut = self.reset_client.call_async(Trigger.Request())
-        fut.add_done_callback(self._reset_done)
+        self._reset_sent = time.monotonic()
+        self._reset_gen += 1
+        gen = self._reset_gen
+        fut = self._reset_future = self.reset_client.call_async(Trigger.Request())
+        fut.add_done_callback(lambda f: self._reset_done(f, gen))
 
     def _retry_reset(self) -> None:
         self._retry.cancel()
         self.destroy_timer(self._retry)
+        self._retry = None
         self._reset_pending = False
         self._request_twin_reset()
 
-    def _reset_done(self, fut) -> None:
+    def _reset_done(self, fut, gen: int) -> None:
+        if gen != self._reset_gen:  # a call given up on (unanswered in time); a newer one is in flight
+            return
         self._reset_pending = False
         try:
             res = fut.result()
@@ -178,7 +228,8 @@ class RecorderNode(Node):
 
     def _publish_diagnostics(self) -> None:
         c = self.rec.counters
-        vals = dict(episodes=c.episodes, successes=c.successes, transitions=c.transitions, committed=self.writer.committed_steps,
+        vals = dict(episodes=c.episodes, successes=c.successes, crashes=c.crashes, transitions=c.transitions,
+                    committed=self.writer.committed_steps,
                     rejected_steps=c.rejected, gaps=c.gaps, hold_ticks=c.hold_ticks, pending=self.writer.pending_steps,
                     store=str(self.run.buffer_path))
         publish_status(self, self.pub_diag, "vla_rl_ros: recorder", DiagnosticStatus.WARN if c.rejected else DiagnosticStatus.OK,
