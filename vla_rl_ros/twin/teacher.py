@@ -39,8 +39,8 @@ class Teacher:
             of its take-over episodes one tick late; 0.5 finished 69% one tick late but
             46% two ticks late and none three ticks late; 0.25 finished 73%, 70% and 63%.
             The default stays 0.5: in the live loop it taught faster (three 30-minute
-            runs reached 90-98% within 11-18 minutes; one run at 0.25 was at 66% on the
-            learner's monitor after 24 minutes, ``docs/bench/continual_summary.md``).
+            runs reached 90-98% within 11-18 minutes; one run at 0.25 reached 69% in 30
+            minutes, ``docs/bench/continual_summary.md``).
             Lower it where the teacher's action arrives later (a loaded machine).
     """
 
