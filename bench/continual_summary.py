@@ -68,7 +68,8 @@ def read_run(path: Path) -> dict | None:
         if len(cells) < 8 or not re.match(r"^(start|v\d+) ", cells[0]):
             continue
         when = re.match(r"([\d.]+) min", cells[1])
-        rate = exact_rate(*CELL.search(cells[-2]).groups()[:1], *map(int, CELL.search(cells[-2]).groups()[1:]), n)
+        shown, lo, hi = CELL.search(cells[-2]).groups()
+        rate = exact_rate(shown, int(lo), int(hi), n)
         delta = re.match(r"([+-]\d+) pts", cells[-1])  # the bench's own, from the unrounded rates
         models.append((float(when.group(1)) if when else 0.0, rate, int(delta.group(1)) if delta else 0))
     cmd = re.search(r"^Command: `([^`]*)`", text, re.M)

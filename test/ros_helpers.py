@@ -130,3 +130,24 @@ def announce(probe, pub, req: dict, timeout: float = 30.0) -> dict:
 
 def arm_commands(probe, key="/arm_controller/commands") -> list[np.ndarray]:
     return [np.array(m.data) for _, m in probe.get(key)]
+
+
+def stop_sim(proc, log_text: str) -> None:
+    """Stop a ``vla-rl-ros sim`` subprocess (started with ``start_new_session=True``) as Ctrl-C would, then kill
+    the process group of every node pid its log names (restarted ones too), so that nothing is left behind."""
+    import os
+    import re
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # the CLI stops its nodes
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    for pid in re.findall(r"pid (\d+)", log_text):
+        try:
+            os.killpg(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

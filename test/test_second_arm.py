@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from vla_rl_ros.cli import main
 from vla_rl_ros.graph import repo_root
 from vla_rl_ros.kinematics import default_panda_urdf
 from vla_rl_ros.spec import PANDA_ARM_JOINTS, Spec
+
+from ros_helpers import stop_sim
 from vla_rl_ros.twin.expert import ScriptedExpert, collect_demos
 from vla_rl_ros.twin.urdf import pybullet_urdf
 
@@ -261,17 +262,7 @@ def test_the_sim_graph_runs_with_the_learner_on_the_second_arm(ros_env, tmp_path
         assert len(re.findall(r"\] SUCCESS", t)) >= 3, t[-3000:]
         assert "[monitor]" in t, t[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # the CLI stops its nodes
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for pid in re.findall(r"started \w+ \(pid (\d+)\)", text()):  # nothing left behind
-            try:
-                os.killpg(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_sim(proc, text())
         log.close()
     t = text()
     assert "exited with code" not in t, t[-3000:]

@@ -19,6 +19,8 @@ import pytest
 from vla_rl_ros.buffer import connect
 from vla_rl_ros.learner.registry import Registry
 
+from ros_helpers import stop_sim
+
 KILLED = ("recorder_node", "learner_node", "policy_node", "twin_node")  # every node of the reach sim
 MAX_RESTARTS = 2
 
@@ -145,17 +147,7 @@ def test_the_sim_carries_on_after_kill_9_of_each_node(ros_env, tmp_path):
         con_ok = store.query("PRAGMA integrity_check")
         assert con_ok == [("ok",)]
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # the CLI stops its nodes
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for p in re.findall(r"pid (\d+)\)?", text()):  # nothing left behind
-            try:
-                os.killpg(int(p), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        stop_sim(proc, text())
         log.close()
     t = text()
     assert proc.returncode == 0, t[-3000:]
