@@ -35,10 +35,12 @@ def test_teacher_takes_over_a_stalled_episode_and_lifts_the_cube(launch, probe, 
                            "an intervention step")
     assert not first.hold and first.model_version == "to-goal"
     z0 = float(steps(probe)[0][1].obs[OBJ][2])
-    # ... and they do what the policy never did: grasp the cube and lift it
-    # (gain 0.25: on a loaded machine the teacher's action can arrive 2-3 ticks late, where the default 0.5 may
-    # circle the cube and push it out of reach; a generous wait: the gentle take-over takes tens of seconds)
-    probe.wait_for(lambda: any(s.obs[OBJ][2] > z0 + 0.04 for _, s in steps(probe) if s.intervention), 150,
+    # ... and they do what the policy never did: grasp the cube and lift it off the table. (Seed 7's goal is
+    # 3.75 cm above the cube's resting height: a take-over that carries the cube to the goal and holds it there
+    # lifts it by about that much, no more, so the bar is 2 cm, twice the policy's 1 cm below. Gain 0.25: on a
+    # loaded machine the teacher's action can arrive 2-3 ticks late, where the default 0.5 may circle the cube
+    # and push it out of reach; a generous wait: the gentle take-over takes tens of seconds.)
+    probe.wait_for(lambda: any(s.obs[OBJ][2] > z0 + 0.02 for _, s in steps(probe) if s.intervention), 150,
                    "the cube lifted by the teacher's corrections")
     seq = [s for _, s in steps(probe)]
     before = [s for s in seq[:n_before]]
