@@ -28,6 +28,7 @@ RUNS = [
     ("continual_noteacher_v2_1", "teacher off", 80, 45, ""),
     ("continual_noteacher_v2_2", "teacher off", 80, 45, ""),
     ("continual_noteacher_v2_3", "teacher off", 80, 45, ""),
+    ("continual_noteacher_v2_4", "teacher off", 80, 45, "— (ran 2 hours: the soak, `bench/bench_soak.py`)"),
     ("continual_teacher_v3_1", "teacher on", 90, 30, ""),
     ("continual_teacher_v3_2", "teacher on", 90, 30, ""),
     ("continual_teacher_v3_3", "teacher on", 90, 30, ""),
