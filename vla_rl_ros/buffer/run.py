@@ -5,6 +5,8 @@ Layout (``root`` is usually ``runs/``)::
     <root>/<run_name>/
         run.json          spec (JSON), created time, robot id, schema version
         buffer.sqlite     the transition store (+ -wal, -shm while open)
+        buffer.seg000001.sqlite ...   its later segments, if the recorder rolls over (see .segments)
+        archive/, archive.json        segments moved by ``vla-rl-ros data archive``, and the record of it
         models/           exported ONNX candidates and the registry (learner)
         tb/               TensorBoard logs (learner)
         checkpoints/      training checkpoints (learner)
@@ -23,6 +25,7 @@ from typing import Any, Iterable
 
 from ..spec import Spec
 from .schema import SCHEMA_VERSION, check_spec, connect, create_store, store_spec
+from .segments import ARCHIVE_DIR, list_segments, series_of
 
 RUN_FILE = "run.json"
 STORE_FILE = "buffer.sqlite"
@@ -105,9 +108,11 @@ def open_run(path: str | Path) -> Run:
         raise FileNotFoundError(f"{path} is not a run folder (no {RUN_FILE})")
     d = json.loads(rf.read_text())
     spec = Spec.from_dict(d["spec"])
-    con = connect(path / STORE_FILE, readonly=True)
+    segments = list_segments(path / STORE_FILE)
+    newest = segments[-1] if segments else path / STORE_FILE  # (the first may be archived)
+    con = connect(newest, readonly=True)
     try:
-        check_spec(spec, store_spec(con), path / STORE_FILE)
+        check_spec(spec, store_spec(con), newest)
     finally:
         con.close()
     return Run(path=path, name=d.get("name", path.name), spec=spec, robot_id=d.get("robot_id", ""),
@@ -117,20 +122,23 @@ def open_run(path: str | Path) -> Run:
 def list_stores(paths: Iterable[str | Path]) -> list[Path]:
     """Resolve run folders, store files or folders of runs into store paths (deduplicated, in order).
 
-    * a file is taken as a store;
-    * a folder with ``buffer.sqlite`` gives that store;
-    * any other folder gives every ``buffer.sqlite`` below it (sorted).
+    * a store file stands for its series: every segment of it, oldest first
+      (just the file for a store without segments; see :mod:`.segments`);
+    * a run folder gives its ``buffer.sqlite`` series;
+    * any other folder gives every series below it (sorted), archive folders left out.
     """
     out: list[Path] = []
     seen: set[Path] = set()
     for p in paths:
         p = Path(p)
         if p.is_file():
-            found = [p]
-        elif (p / STORE_FILE).is_file():
-            found = [p / STORE_FILE]
+            found = list_segments(p) if series_of(p)[1] == 0 else [p]
+        elif list_segments(p / STORE_FILE):
+            found = list_segments(p / STORE_FILE)
         elif p.is_dir():
-            found = sorted(p.rglob(STORE_FILE))
+            bases = {series_of(f)[0] for pattern in (STORE_FILE, f"{Path(STORE_FILE).stem}.seg*.sqlite")
+                     for f in p.rglob(pattern) if ARCHIVE_DIR not in f.relative_to(p).parts[:-1]}
+            found = [seg for b in sorted(bases) for seg in list_segments(b)]
         else:
             raise FileNotFoundError(f"{p}: no such store or run folder")
         for f in found:
