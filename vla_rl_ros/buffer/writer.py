@@ -594,13 +594,24 @@ class Writer:
                 self._con.execute("ROLLBACK")
             except Exception:
                 pass
-            if not is_disk_full(e):
+            if not (is_disk_full(e) or self._io_error_on_a_full_disk(e)):
                 raise
             self._full(e)
             return batch[pos:]
         if self.disk_full and batch:
             self._resumed()
         return []
+
+    def _io_error_on_a_full_disk(self, e: BaseException) -> bool:
+        """SQLite reports some ENOSPC failures (growing the -shm, an fsync) as a plain "disk I/O error": take
+        one as a full disk when the store's filesystem has less than 1 MiB left."""
+        if not (isinstance(e, sqlite3.OperationalError) and "disk I/O error" in str(e)):
+            return False
+        try:
+            st = os.statvfs(self.segment_path.parent)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < 1 << 20
 
     def _committed(self, part: Sequence[tuple], n_steps: int) -> None:
         done = time.perf_counter()
