@@ -462,7 +462,8 @@ class Writer:
                 self._con.close()
                 os.close(self._lock_fd)
         if self._error is not None:
-            raise BufferError(f"writer for {self.path} failed, the last batch was not stored: {self._error}") from self._error
+            raise BufferError(f"writer for {self.path} failed, the last batch was not stored: "
+                              f"{self._error}") from self._error
 
     def __enter__(self) -> "Writer":
         return self
