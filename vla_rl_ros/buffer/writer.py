@@ -455,15 +455,24 @@ class Writer:
             self._closed = True
             try:
                 if self._error is None:
-                    self._con.execute("UPDATE writer_sessions SET closed_at = ? WHERE id = ?",
-                                      (time.time(), self.session_id))
-                    self._con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    self._close_session()
             finally:
                 self._con.close()
                 os.close(self._lock_fd)
         if self._error is not None:
             raise BufferError(f"writer for {self.path} failed, the last batch was not stored: "
                               f"{self._error}") from self._error
+
+    def _close_session(self) -> None:
+        """Stamp the session closed and checkpoint; on a full disk only a warning (every step is committed)."""
+        try:
+            self._con.execute("UPDATE writer_sessions SET closed_at = ? WHERE id = ?", (time.time(), self.session_id))
+            self._con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as e:
+            if not is_disk_full(e):
+                raise
+            _log.warning("%s: disk full at close: every step is committed, the session's close time is not",
+                         self.segment_path)
 
     def __enter__(self) -> "Writer":
         return self
