@@ -1,6 +1,6 @@
 """A full disk under the live graph (twin + policy + recorder, the run folder on a small tmpfs): the recorder's
 diagnostic goes ERROR saying so, the policy keeps commanding the arm, and recording resumes when space returns,
-with an intact store."""
+with an intact store. And the live recorder's segments (segment_max_s), read back together by Replay."""
 from __future__ import annotations
 
 import os
@@ -70,3 +70,30 @@ def test_a_full_disk_pauses_recording_with_an_error_and_the_policy_keeps_going(l
             assert con.execute("SELECT COUNT(*) FROM episodes WHERE ended_at IS NULL").fetchone()[0] == 0
         finally:
             con.close()
+
+
+def test_the_recorder_rolls_over_to_new_segments_that_replay_reads_together(launch, probe, tmp_path):
+    from std_msgs.msg import String
+
+    from vla_rl_ros.buffer import Replay, list_segments
+
+    probe.collect("/diagnostics", DiagnosticArray, RELIABLE)
+    probe.collect("/rl/episode", String, RELIABLE)
+    run_dir = tmp_path / "run"
+    params = params_file(tmp_path / "sim.yaml", twin_node={"seed": 11, "task": "reach"},
+                         policy_node={"model_path": REACH_MODEL, "task": "reach"},
+                         recorder_node={"run_dir": str(run_dir), "task": "reach", "twin_reset": True,
+                                        "segment_max_s": 1.0})
+    launch("twin_node", params)
+    launch("policy_node", params)
+    recorder = launch("recorder_node", params)
+    probe.wait_for(lambda: _recorder(probe, lambda d: int(d["segment"]) >= 2), 120, "a third segment")
+    assert recorder.stop() == 0
+    segments = list_segments(run_dir / "buffer.sqlite")
+    assert len(segments) >= 3
+    with Replay([run_dir]) as replay:
+        replay.refresh()
+        episodes = replay.episodes()
+        assert [e.id for e in episodes] == list(range(1, len(episodes) + 1))  # whole, in order, across segments
+        assert len({e.store for e in episodes}) >= 2
+        assert sum(len(e) for e in episodes) == len(replay)
