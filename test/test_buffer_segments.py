@@ -202,8 +202,11 @@ def test_archive_moves_closed_segments_only_and_replay_reads_the_rest(tmp_path, 
         assert [e.id for e in r.episodes()] == remaining
         assert len(r.archived) == len(segs) - 1
         assert f"archived: {len(segs) - 1} segment(s)" in r.summary()
+    with Replay(list_stores([run.path])) as r:  # as `train --data RUN` does: the first file there is a later segment
+        assert r.refresh() == len(remaining) * EP_LEN and len(r.archived) == len(segs) - 1
     st = stats(run.path)
     assert st["totals"]["episodes"] == len(remaining) and len(st["archived"]) == len(segs) - 1
+    assert stats(run.path / "archive")["totals"]["episodes"] == 12 - len(remaining)  # the archive reads as a store
     assert data_cmd.main(["data", "stats", str(run.path)]) == 0
     assert "archived: " in capsys.readouterr().out
     with run.writer() as w2:  # a new writer resumes the newest segment, ids going on

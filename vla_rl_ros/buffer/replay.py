@@ -161,19 +161,15 @@ class Replay:
     def add_store(self, path: str | Path) -> None:
         """Start tailing another store (a store file or run folder, e.g. a recorder that appeared later).
 
-        A run folder or a store's first file stands for its series: all its
-        segments now, and those it rolls over to later. A later segment's file
-        given by name is read alone.
+        A run folder or any store file stands for its series: all its segments
+        now, and those it rolls over to later.
         """
         path = Path(path)
         if path.is_dir():
             from .run import STORE_FILE
 
             path = path / STORE_FILE
-        base, index = series_of(path)
-        if index > 0:
-            self._add_file(path)
-            return
+        base, _ = series_of(path)
         segments = list_segments(base) or [path]  # none: connect() says the store is missing
         for seg in segments:
             self._add_file(seg)

@@ -122,8 +122,8 @@ def open_run(path: str | Path) -> Run:
 def list_stores(paths: Iterable[str | Path]) -> list[Path]:
     """Resolve run folders, store files or folders of runs into store paths (deduplicated, in order).
 
-    * a store file stands for its series: every segment of it, oldest first
-      (just the file for a store without segments; see :mod:`.segments`);
+    * a store file stands for its series: every segment of it in its folder,
+      oldest first (just the file for a store without segments; see :mod:`.segments`);
     * a run folder gives its ``buffer.sqlite`` series;
     * any other folder gives every series below it (sorted), archive folders left out.
     """
@@ -132,7 +132,7 @@ def list_stores(paths: Iterable[str | Path]) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_file():
-            found = list_segments(p) if series_of(p)[1] == 0 else [p]
+            found = list_segments(p)
         elif list_segments(p / STORE_FILE):
             found = list_segments(p / STORE_FILE)
         elif p.is_dir():
