@@ -184,7 +184,8 @@ def test_archive_moves_closed_segments_only_and_replay_reads_the_rest(tmp_path, 
         manifest = json.loads((run.path / "archive.json").read_text())["archived"]
         assert [m["segment"] for m in manifest] == [s.name for s in segs[:-2]]
         for m in manifest:  # moved whole: same digest, same episodes, nothing deleted
-            moved = run.path / "archive" / m["segment"]
+            moved = run.path / m["moved_to"]
+            assert moved == run.path / "archive" / m["segment"]
             assert rows(moved, "PRAGMA integrity_check") == [("ok",)]
             assert rows(moved, "SELECT id FROM episodes ORDER BY id") == before[m["segment"]]
             assert m["episodes"] == len(before[m["segment"]]) and m["steps"] == m["episodes"] * EP_LEN

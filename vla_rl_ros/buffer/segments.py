@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -134,7 +135,8 @@ def archive_segments(base: str | Path, *, keep: int = 0, dest: str | Path | None
         if wal.exists() and wal.stat().st_size > 0:
             continue  # still being closed by its writer: next time
         rec = {"series": base.name, "segment": seg.name, "index": series_of(seg)[1], "bytes": seg.stat().st_size,
-               **_describe(seg), "sha256": _sha256(seg), "archived_at": time.time(), "moved_to": str(dest / seg.name)}
+               **_describe(seg), "sha256": _sha256(seg), "archived_at": time.time(),
+               "moved_to": os.path.relpath(dest / seg.name, run_dir)}  # relative: the run folder may move
         if not dry_run:
             dest.mkdir(parents=True, exist_ok=True)
             target = dest / seg.name
@@ -161,4 +163,4 @@ def describe_archived(records: list[dict[str, Any]]) -> str:
     steps = sum(r.get("steps", 0) for r in records)
     where = sorted({str(Path(r["moved_to"]).parent) for r in records})
     return (f"archived: {len(records)} segment(s) ({', '.join(r['segment'] for r in records)}; {eps} episodes, "
-            f"{steps} steps) in {', '.join(where)}")
+            f"{steps} steps) in {', '.join(where)} (relative to the run folder)")
