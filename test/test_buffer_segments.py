@@ -322,3 +322,22 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert rows(seg1, "SELECT id, length, end_reason FROM episodes ORDER BY id") == [(2, 5, "crash"), (3, 0, "reset")]
     assert rows(seg1, "SELECT MAX(t), SUM(truncated) FROM steps WHERE episode_id = 2") == [(4, 1)]
     assert rows(base, "SELECT id, end_reason FROM episodes") == [(1, "timeout")]
+
+
+def test_archive_to_another_filesystem_copies_checks_and_then_removes(tmp_path):
+    from disk import small_tmpfs
+
+    run = _write_run(tmp_path, "arm", 48 * 1024)
+    segs = list_segments(run.buffer_path)
+    digests = {s.name: rows(s, "SELECT COUNT(*) FROM steps")[0][0] for s in segs}
+    with small_tmpfs(tmp_path / "other", "8m") as other:
+        moved = archive_segments(run.buffer_path, dest=other / "arm")
+        assert [m["segment"] for m in moved] == [s.name for s in segs[:-1]]
+        assert list_segments(run.buffer_path) == segs[-1:]
+        for m in moved:
+            p = other / "arm" / m["segment"]
+            assert (run.path / m["moved_to"]).resolve() == p.resolve()
+            assert rows(p, "PRAGMA integrity_check") == [("ok",)]
+            assert rows(p, "SELECT COUNT(*) FROM steps")[0][0] == digests[m["segment"]] == m["steps"]
+        with Replay([run.path]) as r:
+            assert r.refresh() == digests[segs[-1].name] and len(r.archived) == len(segs) - 1

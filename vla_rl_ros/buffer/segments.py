@@ -25,6 +25,7 @@ stores, readable by any SQLite tool or by pointing a reader at them.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -109,6 +110,22 @@ def _describe(path: Path) -> dict[str, Any]:
             "store_id": store_id}
 
 
+def _move(src: Path, dst: Path, sha256: str | None) -> None:
+    """Rename ``src`` to ``dst``; across filesystems copy, fsync, check the digest, and only then unlink ``src``."""
+    try:
+        os.rename(src, dst)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    shutil.copy2(src, dst)
+    with open(dst, "rb") as f:
+        os.fsync(f.fileno())
+    if sha256 is not None and _sha256(dst) != sha256:
+        raise OSError(f"{dst}: the copy's digest differs from {src}'s; {src} is left in place")
+    src.unlink()
+
+
 def archive_segments(base: str | Path, *, keep: int = 0, dest: str | Path | None = None,
                      dry_run: bool = False) -> list[dict[str, Any]]:
     """Move the closed segments of the series ``base`` into ``dest`` (default ``<run>/archive``).
@@ -116,8 +133,8 @@ def archive_segments(base: str | Path, *, keep: int = 0, dest: str | Path | None
     The newest segment is never moved (the writer appends to it, or will when
     it reopens), nor the ``keep`` newest closed ones, nor a segment whose WAL
     still holds frames (a writer that is closing it). Each segment is moved
-    (a rename within one filesystem, else copied, verified and then removed at
-    its old place), then recorded in ``<run>/archive.json``: a crash in between
+    (a rename within one filesystem, else copied, verified, and only then
+    removed at its old place), then recorded in ``<run>/archive.json``: a crash in between
     leaves the segment in the archive folder, never lost. Returns the records
     of the segments moved (or that would be, with ``dry_run``).
     """
@@ -142,13 +159,11 @@ def archive_segments(base: str | Path, *, keep: int = 0, dest: str | Path | None
             target = dest / seg.name
             if target.exists():
                 raise FileExistsError(f"{target} already exists: not overwriting it")
-            shutil.move(str(seg), str(target))
-            if _sha256(target) != rec["sha256"]:
-                raise OSError(f"{target}: digest differs after the move")
+            _move(seg, target, rec["sha256"])
             for side in ("-wal", "-shm"):  # empty (the segment is closed); they go along rather than stay behind
                 p = Path(str(seg) + side)
                 if p.exists():
-                    shutil.move(str(p), str(dest / p.name))
+                    _move(p, dest / p.name, None)
             manifest = {"archived": read_manifest(run_dir) + [rec]}
             _write_json_atomic(run_dir / MANIFEST, manifest)
         done.append(rec)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.data_cmd == "archive":
             return _archive(args)
-    except (FileNotFoundError, BufferError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, BufferError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     raise AssertionError(f"unknown data command {args.data_cmd!r}")
