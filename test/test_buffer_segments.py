@@ -208,6 +208,11 @@ def test_archive_moves_closed_segments_only_and_replay_reads_the_rest(tmp_path, 
     st = stats(run.path)
     assert st["totals"]["episodes"] == len(remaining) and len(st["archived"]) == len(segs) - 1
     assert stats(run.path / "archive")["totals"]["episodes"] == 12 - len(remaining)  # the archive reads as a store
+    assert stats(tmp_path)["totals"]["episodes"] == len(remaining)  # a folder of runs leaves archives out
+    other = create_run(tmp_path, "archive", SPEC)  # (a run may be called archive all the same)
+    with other.writer() as w3:
+        episode(w3, 1)
+    assert stats(tmp_path)["totals"]["episodes"] == len(remaining) + 1
     assert data_cmd.main(["data", "stats", str(run.path)]) == 0
     assert "archived: " in capsys.readouterr().out
     with run.writer() as w2:  # a new writer resumes the newest segment, ids going on

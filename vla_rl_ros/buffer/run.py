@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from ..spec import Spec
 from .schema import SCHEMA_VERSION, check_spec, connect, create_store, store_spec
-from .segments import ARCHIVE_DIR, list_segments, series_of
+from .segments import ARCHIVE_DIR, MANIFEST, list_segments, series_of
 
 RUN_FILE = "run.json"
 STORE_FILE = "buffer.sqlite"
@@ -119,13 +119,19 @@ def open_run(path: str | Path) -> Run:
                created=float(d.get("created", 0.0)))
 
 
+def _archived_here(store: Path) -> bool:
+    """Is ``store`` in a run's archive folder (it was archived, and is read by naming that folder)?"""
+    return store.parent.name == ARCHIVE_DIR and (store.parent.parent / MANIFEST).is_file()
+
+
 def list_stores(paths: Iterable[str | Path]) -> list[Path]:
     """Resolve run folders, store files or folders of runs into store paths (deduplicated, in order).
 
     * a store file stands for its series: every segment of it in its folder,
       oldest first (just the file for a store without segments; see :mod:`.segments`);
     * a run folder gives its ``buffer.sqlite`` series;
-    * any other folder gives every series below it (sorted), archive folders left out.
+    * any other folder gives every series below it (sorted), leaving out the
+      segments a run archived (``<run>/archive/`` beside its ``archive.json``).
     """
     out: list[Path] = []
     seen: set[Path] = set()
@@ -137,7 +143,7 @@ def list_stores(paths: Iterable[str | Path]) -> list[Path]:
             found = list_segments(p / STORE_FILE)
         elif p.is_dir():
             bases = {series_of(f)[0] for pattern in (STORE_FILE, f"{Path(STORE_FILE).stem}.seg*.sqlite")
-                     for f in p.rglob(pattern) if ARCHIVE_DIR not in f.relative_to(p).parts[:-1]}
+                     for f in p.rglob(pattern) if not _archived_here(f)}
             found = [seg for b in sorted(bases) for seg in list_segments(b)]
         else:
             raise FileNotFoundError(f"{p}: no such store or run folder")
