@@ -38,7 +38,7 @@ from typing import Any
 
 MANIFEST = "archive.json"
 ARCHIVE_DIR = "archive"
-_SEG = re.compile(r"^(?P<stem>.+)\.seg(?P<k>\d{6})(?P<suffix>\.[^.]+)$")
+_SEG = re.compile(r"^(?P<stem>.+)\.seg(?P<k>\d{6})(?P<suffix>\.[^.]+)?$")
 
 
 def segment_path(base: str | Path, index: int) -> Path:
@@ -55,7 +55,7 @@ def series_of(path: str | Path) -> tuple[Path, int]:
     m = _SEG.match(path.name)
     if m is None:
         return path, 0
-    return path.with_name(m["stem"] + m["suffix"]), int(m["k"])
+    return path.with_name(m["stem"] + (m["suffix"] or "")), int(m["k"])
 
 
 def list_segments(base: str | Path) -> list[Path]:
@@ -63,14 +63,15 @@ def list_segments(base: str | Path) -> list[Path]:
     base, _ = series_of(base)
     found = [(0, base)] if base.is_file() else []
     if base.parent.is_dir():
-        for p in base.parent.glob(f"{glob_escape(base.stem)}.seg*{glob_escape(base.suffix)}"):
+        for p in base.parent.glob(f"{_glob_escape(base.stem)}.seg*{_glob_escape(base.suffix)}"):
             b, k = series_of(p)
             if k and b == base and p.is_file():
                 found.append((k, p))
     return [p for _, p in sorted(found)]
 
 
-def glob_escape(s: str) -> str:
+def _glob_escape(s: str) -> str:
+    """``s`` matched literally by ``Path.glob`` (a store named ``run[1].sqlite``)."""
     return re.sub(r"([*?\[])", r"[\1]", s)
 
 
