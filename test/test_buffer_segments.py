@@ -174,7 +174,7 @@ def test_archive_moves_closed_segments_only_and_replay_reads_the_rest(tmp_path, 
         for k in range(1, 11):
             episode(w, k)
         segs = list_segments(run.buffer_path)
-        assert len(segs) >= 3 and w.segment_path == segs[-1]
+        assert len(segs) >= 3 and w.segment_path == segs[-1] and run.segments == segs
         before = {s.name: rows(s, "SELECT id FROM episodes ORDER BY id") for s in segs}
         assert data_cmd.main(["data", "archive", str(run.path), "--keep", "1", "--dry-run"]) == 0
         assert "would move" in capsys.readouterr().out and list_segments(run.buffer_path) == segs

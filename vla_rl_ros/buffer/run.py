@@ -45,6 +45,11 @@ class Run:
         return self.path / STORE_FILE
 
     @property
+    def segments(self) -> list[Path]:
+        """The store's segments, oldest first (one, ``buffer_path``, unless the recorder rolls over)."""
+        return list_segments(self.buffer_path)
+
+    @property
     def models_dir(self) -> Path:
         return self.path / "models"
 
