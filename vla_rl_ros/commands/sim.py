@@ -257,7 +257,7 @@ def _model_fits_arm(model: str, arm) -> str:
 def _prepare_run(run_dir: str, args, model: str, pl: "Plan | None" = None) -> None:
     """Create the run with the arm's spec (the recorder's, from the params files) and, for a new pick_place run,
     import the scripted expert's demos (flagged demo), in the arm's twin."""
-    from ..buffer import connect, create_run
+    from ..buffer import connect, create_run, list_segments
 
     root, name = os.path.split(run_dir)
     arm = _arm(pl, args.task)
@@ -268,11 +268,13 @@ def _prepare_run(run_dir: str, args, model: str, pl: "Plan | None" = None) -> No
         n_demos, demo_seed = _model_demos(model) if args.task == "pick_place" else (0, 0)
     if n_demos <= 0:
         return
-    con = connect(run.buffer_path, readonly=True)
-    try:
-        have = con.execute("SELECT COUNT(*) FROM episodes WHERE is_demo = 1").fetchone()[0]
-    finally:
-        con.close()
+    have = 0
+    for segment in list_segments(run.buffer_path):  # (a long run's store may be in segments)
+        con = connect(segment, readonly=True)
+        try:
+            have += con.execute("SELECT COUNT(*) FROM episodes WHERE is_demo = 1").fetchone()[0]
+        finally:
+            con.close()
     if have > 0:
         return
     from .demos import collect_and_import

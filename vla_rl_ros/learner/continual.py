@@ -126,6 +126,8 @@ class ContinualLearner:
         self.log = log
         self.registry = Registry(self.run.models_dir)
         self.replay = Replay([self.run.buffer_path, *(extra_stores or [])])
+        if self.replay.archived:  # archived segments are not learned from: say so
+            self.log(f"replay: {self.replay.summary()}")
         self.ckpt_path = self.run.checkpoints_dir / f"learner_{cfg.algo}.pt"
         self.run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         if evaluate is None:
