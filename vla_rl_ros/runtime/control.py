@@ -64,12 +64,13 @@ class ActionMapper:
     def map(self, action: np.ndarray, q_meas: np.ndarray, ee_meas: np.ndarray) -> tuple[np.ndarray, float, bool]:
         """Return (arm targets, gripper width, hand target clipped to workspace?)."""
         s = self.spec
-        a = np.clip(action, -1.0, 1.0)
+        # ufuncs rather than np.clip: the same values, a few µs less of Python dispatch per call (the control tick)
+        a = np.minimum(np.maximum(action, -1.0), 1.0)
         clipped = False
         if s.action_mode == "ee_delta":
             target = ee_meas + a[:3] * s.max_ee_step
-            boxed = np.clip(target, self.ws_low, self.ws_high)
-            clipped = not np.array_equal(boxed, target)
+            boxed = np.minimum(np.maximum(target, self.ws_low), self.ws_high)
+            clipped = bool((boxed != target).any())
             q = self.kin.ik(boxed, q_meas, target_rot=self.target_rot, iters=self.ik_iters, q_rest=self.rest)
         else:
             q = q_meas + a[: s.n_arm] * s.max_joint_step
@@ -106,7 +107,7 @@ class SafetyFilter:
         workspace box (by more than the tolerance) holds the arm, unless it brings a hand that is already
         outside nearer to the box."""
         L = self.limits
-        if not (np.all(np.isfinite(q_target)) and math.isfinite(grip_target)):
+        if not (np.isfinite(q_target).all() and math.isfinite(grip_target)):
             return self.hold(q_meas, grip_meas, "non-finite target")
         if ee_meas is None:
             ee_meas = self.kin.fk_pos(np.asarray(q_meas, dtype=np.float64))
@@ -124,7 +125,7 @@ class SafetyFilter:
         g = min(max(g, g_ref - L.max_gripper_step), g_ref + L.max_gripper_step)
         self.last_cmd = q2
         self.last_grip = g
-        reason = ", ".join(r for r in reasons if r)
+        reason = ", ".join(r for r in reasons if r) if flags & 3 else ""
         return Command(arm=q2, gripper=g, hold=False, reason=reason, clipped=bool(flags & 3))
 
 
@@ -148,7 +149,7 @@ class Controller:
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (self.spec.action_dim,):
             return self.safety.hold(q_meas, grip_meas, f"action has shape {a.shape}, expected ({self.spec.action_dim},)")
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             return self.safety.hold(q_meas, grip_meas, "non-finite action")
         q_t, g_t, ws_clipped = self.mapper.map(a, q_meas, ee_meas)
         cmd = self.safety.filter(q_t, g_t, q_meas, grip_meas, ee_meas)
