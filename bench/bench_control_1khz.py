@@ -125,11 +125,14 @@ def hog(cpu: int) -> None:
                               torch.nn.Linear(256, 4))
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     x, y = torch.randn(256, 30), torch.randn(256, 4)
-    while True:
-        loss = ((net(x) - y) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    try:
+        while True:
+            loss = ((net(x) - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    except KeyboardInterrupt:
+        pass
 
 
 # ----------------------------------------------------------------------------- one cell

@@ -230,7 +230,11 @@ class PolicyNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, topics["diagnostics"], RELIABLE_10)
         self.pub_result = self.create_publisher(String, topics["policy_update_result"], LATCHED_10)
         sensor, sub, g = qos_profile_sensor_data, self.create_subscription, self._guard
-        sub(JointState, topics["joint_states"], g(self._on_joint_state), sensor)
+        # event mode computes on the newest state, as a ros2_control read does: a queue of one, so a late tick
+        # never works through older states (those it skipped count as missed ticks, from their stamps)
+        js_qos = sensor if not self.event_mode else QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=sensor.reliability, durability=sensor.durability)
+        sub(JointState, topics["joint_states"], g(self._on_joint_state), js_qos)
         sub(PoseStamped, topics["object_pose"], g(self._on_object_pose), sensor)
         sub(PoseStamped, topics["goal_pose"], g(self._on_goal_pose), sensor)
         if topics["image"]:
@@ -410,11 +414,11 @@ class PolicyNode(Node):
     #   ros2_control cycle), so the command is computed from that very state; _watchdog_tick holds the arm when
     #   joint states stop. control_rate_hz is the rate the joint states are expected at, and
     #   missed ticks = joint states the node computed no command for: consecutive states whose header stamps are
-    #   k > 1 periods apart count k - 1 (lost in transport or in the subscription queue, or never published in
-    #   time), from arrival times when unstamped; a gap longer than joint_state_timeout_s is an input outage (the
-    #   arm holds, diagnostics `input_outages`), not missed ticks. A callback runs to its end before the next
-    #   starts (one executor thread), so no state is dropped half-processed; the tick lateness is the arrival
-    #   (tick start) minus the state's stamp.
+    #   k > 1 periods apart count k - 1 (a state replaced in the subscription's queue of one by a newer one
+    #   while a tick was still running, lost in transport, or never published in time), from arrival times when
+    #   unstamped; a gap longer than joint_state_timeout_s is an input outage (the arm holds, diagnostics
+    #   `input_outages`), not missed ticks. A tick runs to its end before the next starts (one executor
+    #   thread), and always on the newest state; the tick lateness is its start minus the state's stamp.
     def _safe_tick(self, info: TimerInfo = None) -> None:
         if info is None:
             self.rate.tick(time.monotonic())
