@@ -13,13 +13,29 @@ the watchdog objects (estop, stale or invalid joint states, missing/invalid
 poses, an invalid camera frame, no model) the tick publishes a *hold*: the last
 measured positions. Before the first valid joint state it publishes nothing.
 
-When it ticks (``tick_mode``): ``timer`` (the default), every ``1/control_rate_hz``
-from the latest inputs; ``event``, on each joint state as it arrives, so the
-command is computed from that state (read-update-write, as a ros2_control
-cycle), with a timer that holds the arm when joint states stop. How each mode
-counts missed ticks: the comment above :meth:`PolicyNode._safe_tick`.
-Real time: ``realtime_priority`` (SCHED_FIFO) and ``cpu_affinity`` for the
-control thread.
+Tick modes (``tick_mode``):
+
+* ``timer`` (the default): a timer calls the tick every ``1/control_rate_hz``;
+  it computes from the latest inputs. **Missed ticks** are the periods the
+  timer skipped (from its scheduled call times, rclpy's ``TimerInfo``).
+* ``event``: the tick runs in the joint-state callback, on each joint state as
+  it arrives, so the command is computed from that very state
+  (read-update-write, as a ros2_control cycle). The subscription keeps one
+  state, so a tick is always on the newest. ``control_rate_hz`` is the rate the
+  joint states are expected at. **Missed ticks** are the joint states no
+  command was computed for: consecutive states whose header stamps are k > 1
+  periods apart count k - 1 (a state replaced by a newer one while a tick was
+  still running, lost in transport, or never published in time), from arrival
+  times when unstamped. A gap longer than ``joint_state_timeout_s`` is an input
+  outage (``input_outages`` in ``/diagnostics``), not missed ticks: a timer
+  (every ``min(max(joint_state_timeout_s / 4, period), 10 ms)``) then holds
+  the arm. A rejected joint state runs a tick too: a hold. One executor thread
+  runs every callback, so a tick always ends before the next starts. The tick
+  lateness is the tick's start minus the state's stamp.
+
+Both modes report obs->command latency (command publish time minus the joint
+state's stamp) and the tick's compute time in ``/diagnostics``. Real time:
+``realtime_priority`` (SCHED_FIFO) and ``cpu_affinity`` for the control thread.
 
 Hot swap: ``/rl/policy_update`` (``std_msgs/String``, JSON ``{"path", "sha256",
 "version"}``) queues a load; a background thread loads and validates the model
@@ -408,17 +424,7 @@ class PolicyNode(Node):
         self._tasks.put(("load", req))
 
     # ============================================================ control tick
-    # Timer mode (the default): _safe_tick every 1/control_rate_hz computes a command from the latest inputs.
-    #   missed ticks = periods the timer skipped (from its scheduled call times, TimerInfo).
-    # Event mode: _on_joint_state runs the tick on each joint state as it arrives (read-update-write, as a
-    #   ros2_control cycle), so the command is computed from that very state; _watchdog_tick holds the arm when
-    #   joint states stop. control_rate_hz is the rate the joint states are expected at, and
-    #   missed ticks = joint states the node computed no command for: consecutive states whose header stamps are
-    #   k > 1 periods apart count k - 1 (a state replaced in the subscription's queue of one by a newer one
-    #   while a tick was still running, lost in transport, or never published in time), from arrival times when
-    #   unstamped; a gap longer than joint_state_timeout_s is an input outage (the arm holds, diagnostics
-    #   `input_outages`), not missed ticks. A tick runs to its end before the next starts (one executor
-    #   thread), and always on the newest state; the tick lateness is its start minus the state's stamp.
+    # tick modes and how each counts missed ticks: the module docstring
     def _safe_tick(self, info: TimerInfo = None) -> None:
         if info is None:
             self.rate.tick(time.monotonic())
