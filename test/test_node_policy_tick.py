@@ -114,7 +114,7 @@ def test_event_mode_one_command_per_joint_state_from_that_state_and_a_hold_when_
     d = probe.wait_for(lambda: (lambda d: d if d and int(d["input_outages"]) >= 1 else None)(last_diag(probe)), 10,
                        "the outage counted")
     assert int(d["missed_ticks"]) - missed0 < 25  # the 0.5+ s gap (25+ periods) is not missed ticks
-    assert "tick_mode event" in proc.log() and "control thread pinned to CPUs [0]" in proc.log()
+    assert "tick_mode event" in proc.log() and "pinned to CPUs [0]" in proc.log()
     assert proc.alive
 
 

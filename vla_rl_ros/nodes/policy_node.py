@@ -155,6 +155,10 @@ class PolicyNode(Node):
             "cpu_affinity", Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
                 description="CPUs the control thread may run on, e.g. [1] (unset = any; refused -> warning)",
                 read_only=True)).value or [])
+        self.rt_middleware = declare(
+            self, "realtime_middleware_threads", True, "realtime_priority and cpu_affinity also for the middleware's "
+            "threads (DDS reception), which deliver the joint states to the control thread; false = the control "
+            "thread alone")
         self.tick_mode = declare(
             self, "tick_mode", "timer", "timer: a tick every 1/control_rate_hz | event: a tick on each joint state "
             "(read-update-write, as ros2_control; control_rate_hz is then the joint states' expected rate)",
@@ -292,24 +296,47 @@ class PolicyNode(Node):
         self._step_meta = step[o + A:]
         self._step_meta[5] = self.rate_hz
 
-    def _set_affinity(self, cpus: list[int]) -> None:
-        """Pin the calling (executor) thread, and the threads it creates later, to ``cpus``."""
+    def _other_threads(self) -> list[int]:
+        """With ``realtime_middleware_threads``: the process's threads other than the calling one and the
+        loader. In the node's own process (``main``) those are the middleware's (DDS reception, events), started
+        by ``rclpy.init``, which deliver the joint states. Threads the executor thread creates later inherit its
+        settings; the loader's (model loading, ONNX Runtime sessions) keep normal scheduling."""
+        if not self.rt_middleware:
+            return []
         try:
-            os.sched_setaffinity(0, cpus)
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            return []
+        return [t for t in tids if t not in (threading.get_native_id(), self._worker.native_id)]
+
+    def _apply(self, setting: str, what: str, fn) -> None:
+        """``fn(tid)`` for this (executor) thread, then for the middleware's threads; a refusal warns, never
+        raises."""
+        try:
+            fn(0)
         except (OSError, AttributeError, ValueError) as e:
-            self.get_logger().warning(f"cpu_affinity {cpus} refused ({e}); the control thread runs on any CPU")
-        else:
-            self.get_logger().info(f"control thread pinned to CPUs {sorted(os.sched_getaffinity(0))}")
+            self.get_logger().warning(f"{setting} refused ({e}); the control thread runs without it (not permitted? "
+                                      "CAP_SYS_NICE, or an rtprio limit for SCHED_FIFO)")
+            return
+        done = 0
+        for tid in self._other_threads():
+            try:
+                fn(tid)
+                done += 1
+            except (OSError, ValueError):  # a thread that ended meanwhile, or not permitted
+                pass
+        extra = f" (and {done} middleware threads)" if done else ""
+        self.get_logger().info(f"control thread{extra}: {what}")
+
+    def _set_affinity(self, cpus: list[int]) -> None:
+        """Pin the executor thread (and the threads it creates later), and the middleware's, to ``cpus``."""
+        self._apply(f"cpu_affinity {cpus}", f"pinned to CPUs {sorted(set(cpus))}",
+                    lambda tid: os.sched_setaffinity(tid, cpus))
 
     def _set_realtime(self, prio: int) -> None:
-        """SCHED_FIFO for the calling (executor) thread and the threads it creates later (the executor's
-        timer thread); the loader thread and DDS threads, created before, keep normal scheduling."""
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
-        except (OSError, AttributeError) as e:
-            self.get_logger().warning(f"realtime_priority {prio} refused ({e}); running with normal scheduling")
-        else:
-            self.get_logger().info(f"control thread scheduled SCHED_FIFO priority {prio}")
+        """SCHED_FIFO for the executor thread (and the threads it creates later), and the middleware's."""
+        self._apply(f"realtime_priority {prio}", f"scheduled SCHED_FIFO priority {prio}",
+                    lambda tid: os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(prio)))
 
     # ================================================================= clock
     def _now_ns(self) -> int:
