@@ -165,3 +165,9 @@ def test_fused_ee_delta_step_gives_exactly_the_commands_of_map_then_filter(kin, 
             q = c1.arm + rng.normal(0, 0.002, 7)  # the arm follows, roughly
     assert len(kinds) >= 3, kinds  # acted, clipped and held along the way
     assert fused.step(np.array([np.nan, 0, 0, 0]), q, 0.04).reason == "non-finite action"
+
+
+def test_warm_up_leaves_no_state(kin):
+    c = Controller(Spec(), kin)
+    c.warm_up()
+    assert c.safety.last_cmd is None and c.safety.last_grip is None

@@ -183,6 +183,7 @@ class PolicyNode(Node):
 
         self.kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
         self.controller = Controller(spec, self.kin, limits, ik_iters=ik_iters, home=arm.home)
+        self.controller.warm_up()  # compiled kernels ready before the first tick
         self.limits = limits
         self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
 

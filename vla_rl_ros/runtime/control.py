@@ -160,6 +160,13 @@ class Controller:
     def reset(self) -> None:
         self.safety.reset()
 
+    def warm_up(self) -> None:
+        """One step at the rest posture, then forgotten: numba compiles (or loads from its cache) the kernels
+        now, not in the first control tick."""
+        q = self.mapper.rest.copy()
+        self.step(np.zeros(self.spec.action_dim), q, self.spec.gripper_open, self.kin.fk_pos(q))
+        self.reset()
+
     def step(self, action: np.ndarray, q_meas: np.ndarray, grip_meas: float, ee_meas: np.ndarray | None = None) -> Command:
         q_meas = np.asarray(q_meas, dtype=np.float64)
         if ee_meas is None:
