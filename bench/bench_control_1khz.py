@@ -24,7 +24,8 @@ joint states no command was computed for, from the gaps in their stamps: policy_
 comment), achieved rate, tick compute (tick start → all three messages published) and obs→command latency
 (command publish time − joint-state stamp: DDS transport, and in timer mode the wait for the next tick).
 Percentiles are per 1 s window: the table gives the median window and the worst. The floor is bare ONNX
-Runtime inference of the same model in this process, same run.
+Runtime inference of the same model in this process, same run, and ``tick_parts`` times the tick's parts
+(ROS-free, in the tick's order) in this process, to show where a tick's time goes.
 
     .venv/bin/python bench/bench_control_1khz.py                        # 4 cells x 30 s, writes docs/bench/control_1khz.md
     .venv/bin/python bench/bench_control_1khz.py --seconds 5 --no-fifo --no-write   # a quick check
