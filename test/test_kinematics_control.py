@@ -171,3 +171,24 @@ def test_warm_up_leaves_no_state(kin):
     c = Controller(Spec(), kin)
     c.warm_up()
     assert c.safety.last_cmd is None and c.safety.last_grip is None
+
+
+def test_fused_ee_delta_step_matches_map_then_filter_on_a_second_arm():
+    """The same bit-identity on the xArm6 (6 joints, other limits and links): nothing in the kernel assumes 7."""
+    from arms import XARM6_URDF, xarm6_spec
+
+    spec = xarm6_spec()
+    kin = Kinematics(XARM6_URDF, spec.base_link, spec.ee_link, spec.arm_joints)
+    home = np.clip(np.array([0.0, -0.26, -1.27, 0.0, 1.53, 0.0]), kin.lower, kin.upper)
+    fused, plain = Controller(spec, kin, home=home), Controller(spec, kin, home=home)
+    plain._fused = None
+    rng = np.random.default_rng(5)
+    q = home.copy()
+    for i in range(300):
+        a = rng.uniform(-1.2, 1.2, spec.action_dim)
+        ee = kin.fk_pos(q)
+        c1, c2 = fused.step(a, q, 0.02, ee), plain.step(a, q, 0.02, ee)
+        np.testing.assert_array_equal(c1.arm, c2.arm)
+        assert (c1.gripper, c1.hold, c1.reason, c1.clipped) == (c2.gripper, c2.hold, c2.reason, c2.clipped)
+        if not c1.hold:
+            q = c1.arm.copy()
