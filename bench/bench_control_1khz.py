@@ -139,12 +139,13 @@ def hog(cpu: int) -> None:
 # ----------------------------------------------------------------------------- the tick's parts
 def tick_parts(model: str, n: int = 5000) -> dict[str, float]:
     """Median µs of each part of policy_node's tick, ROS-free, in the tick's order (so each part meets the caches
-    the previous one left, as in the node), in this process: hand FK, observation build, watchdog check, ONNX
-    inference, action clip, action mapping + safety filter (``Controller.step``), the /rl/step record's fill.
+    the previous one left, as in the node), in this process: hand FK + observation (``runtime.observe``), watchdog
+    check, ONNX inference, action clip, action mapping + safety filter (``Controller.step``), the /rl/step record's fill.
     The node adds its three publishes and the Python between the parts; the bench's "tick compute" is all of it."""
     from vla_rl_ros.arm import Arm
     from vla_rl_ros.kinematics import Kinematics
     from vla_rl_ros.runtime.control import Controller, SafetyLimits
+    from vla_rl_ros.runtime.observe import Observer
     from vla_rl_ros.runtime.onnx_policy import load_validated
     from vla_rl_ros.runtime.watchdog import InputChannel, Watchdog
     from vla_rl_ros.spec import Spec
@@ -154,6 +155,7 @@ def tick_parts(model: str, n: int = 5000) -> dict[str, float]:
     kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
     ctl = Controller(spec, kin, SafetyLimits(), ik_iters=3, home=arm.home)
     ctl.warm_up()
+    observe = Observer(spec, kin)
     pol = load_validated(model, None, spec)
     chans = [InputChannel(c, 1e9) for c in ("joint_states", "object_pose", "goal_pose")]
     wd = Watchdog(chans)
@@ -164,21 +166,20 @@ def tick_parts(model: str, n: int = 5000) -> dict[str, float]:
     obs = np.zeros(spec.obs_dim, dtype=np.float32)
     action = np.zeros(spec.action_dim)
     step = np.zeros(spec.obs_dim + spec.action_dim + 6)
-    names = ["hand FK", "observation", "watchdog", "ONNX inference", "action clip", "map + safety filter",
+    names = ["FK + observation", "watchdog", "ONNX inference", "action clip", "map + safety filter",
              "step record fill"]
     t = np.empty((n, len(names)))
     pc = time.perf_counter
     for i in range(n + 500):
-        t0 = pc()
-        ee = kin.fk_pos(q)
         t1 = pc()
-        spec.build_observation(q, 0.08, ee, obj, goal, out=obs)
+        ee = observe(q, 0.08, obj, goal, obs)
         t2 = pc()
         wd.check(time.monotonic())
         t3 = pc()
         y = pol.act(obs)
         t4 = pc()
-        np.minimum(np.maximum(y, -1.0, out=action), 1.0, out=action)
+        action[:] = y
+        np.minimum(np.maximum(action, -1.0, out=action), 1.0, out=action)
         t5 = pc()
         cmd = ctl.step(action, q, 0.08, ee)
         t6 = pc()
@@ -187,7 +188,7 @@ def tick_parts(model: str, n: int = 5000) -> dict[str, float]:
         step[-6:-1] = (i, 1.0, 2.0, 0.0, 0.0)
         t7 = pc()
         if i >= 500:
-            t[i - 500] = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6)
+            t[i - 500] = (t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6)
         if cmd.hold:
             ctl.reset()
     med = np.median(t, axis=0) * 1e6

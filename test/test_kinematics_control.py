@@ -192,3 +192,21 @@ def test_fused_ee_delta_step_matches_map_then_filter_on_a_second_arm():
         assert (c1.gripper, c1.hold, c1.reason, c1.clipped) == (c2.gripper, c2.hold, c2.reason, c2.clipped)
         if not c1.hold:
             q = c1.arm.copy()
+
+
+def test_observer_gives_exactly_fk_then_build_observation(kin):
+    from arms import XARM6_URDF, xarm6_spec
+    from vla_rl_ros.runtime.observe import Observer
+
+    rng = np.random.default_rng(9)
+    xspec = xarm6_spec()
+    xkin = Kinematics(XARM6_URDF, xspec.base_link, xspec.ee_link, xspec.arm_joints)
+    for spec, k in ((Spec(), kin), (xspec, xkin)):
+        observe = Observer(spec, k)
+        out = np.zeros(spec.obs_dim, dtype=np.float32)
+        for _ in range(200):
+            q = rng.uniform(k.lower, k.upper)
+            grip, obj, goal = rng.uniform(0, 0.08), rng.normal(0.4, 0.3, 3), rng.normal(0.4, 0.3, 3)
+            ee = observe(q, grip, obj, goal, out)
+            np.testing.assert_array_equal(ee, k.fk_pos(q))
+            np.testing.assert_array_equal(out, spec.build_observation(q, grip, k.fk_pos(q), obj, goal))

@@ -79,6 +79,7 @@ from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
 from ..kinematics import Kinematics
 from ..runtime.control import Controller, SafetyLimits
 from ..runtime.inputs import JointStateMatcher, validate_action, validate_image, validate_pose
+from ..runtime.observe import Observer
 from ..runtime.onnx_policy import ModelRejected, OnnxPolicy, load_validated, realistic_observation
 from ..runtime.paths import resolve_path
 from ..runtime.stats import LatencyWindow, RateMonitor
@@ -184,6 +185,7 @@ class PolicyNode(Node):
         self.kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
         self.controller = Controller(spec, self.kin, limits, ik_iters=ik_iters, home=arm.home)
         self.controller.warm_up()  # compiled kernels ready before the first tick
+        self.observe = Observer(spec, self.kin)  # FK + observation in one compiled call
         self.limits = limits
         self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
 
@@ -499,10 +501,11 @@ class PolicyNode(Node):
             self._step_views()
         q = m.q
         grip = m.gripper_width
-        ee = self.kin.fk_pos(q)
         have_obs = self.ch_obj.last_ok is not None and self.ch_goal.last_ok is not None
-        if have_obs:
-            spec.build_observation(q, grip, ee, self._obj, self._goal, out=self._obs)
+        if have_obs:  # = spec.build_observation(q, grip, fk_pos(q), obj, goal), in one compiled call
+            ee = self.observe(q, grip, self._obj, self._goal, self._obs)
+        else:
+            ee = self.kin.fk_pos(q)
         reason = self.watchdog.check(now)
         intervention = False
         action = self._action
@@ -514,7 +517,8 @@ class PolicyNode(Node):
                 reason = "no model: " + self.model_error
             else:
                 try:
-                    np.minimum(np.maximum(policy.act(self._obs), -1.0, out=action), 1.0, out=action)
+                    action[:] = policy.act(self._obs)  # float32 -> float64, then clipped in float64 (cheaper)
+                    np.minimum(np.maximum(action, -1.0, out=action), 1.0, out=action)
                     if self.explore_std > 0.0:
                         action += self._explore_rng.normal(0.0, self.explore_std, action.shape)
                         np.minimum(np.maximum(action, -1.0, out=action), 1.0, out=action)
