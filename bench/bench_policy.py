@@ -257,9 +257,10 @@ def markdown(res: list[dict], floor: dict, mach: dict, cmd: str, seconds: int) -
                 parts.append(f"{label} {r['achieved_hz'] / rate:.3f}")
         lines.append(f"* {rate} Hz, achieved/target: " + ", ".join(parts) + ".")
     lines += [
-        "* Tick compute is well above the ONNX floor: the action mapping + safety filter (`runtime/control.py`: numba "
-        "IK and filter kernels, ~120 µs with their Python glue) and three rclpy publishes dominate; the tick grows "
-        "when the loop sleeps longer between ticks (cold caches on a shared machine), hence the higher figures at 100 Hz.",
+        "* Tick compute is above the ONNX floor: the action mapping + safety filter (`runtime/control.py`: one "
+        "compiled call, `kinematics.ee_delta_targets_jit`), the observation and three publishes (of preserialized "
+        "messages) come on top; `bench/bench_control_1khz.py` lists the parts. The tick grows when the loop sleeps "
+        "longer between ticks (cold caches on a shared machine), hence higher figures at 100 Hz.",
         "* The load average column is the machine's (other engineers' jobs included): \"idle\" means no busy loop of "
         "ours, not an idle machine. Under CPU contention normal scheduling loses ticks; `realtime_priority` "
         "(SCHED_FIFO for the control thread) keeps the rate, which is how the node should run on a robot.",

@@ -60,6 +60,8 @@ class JointStateMatcher:
         self._idx = np.zeros(len(self.arm_joints), dtype=np.intp)
         self._gidx = np.zeros(len(self.gripper_joints), dtype=np.intp)
         self._tmp = np.zeros(len(self.arm_joints))
+        self._abs = np.zeros(len(self.arm_joints))
+        self._gtmp = np.zeros(len(self.gripper_joints))
 
     def _index(self, names: Sequence[str]) -> str | None:
         lookup: dict[str, int] = {}
@@ -85,16 +87,20 @@ class JointStateMatcher:
         if pos.shape[0] != len(names):
             return f"position has {pos.shape[0]} values for {len(names)} names"
         np.take(pos, self._idx, out=self._tmp)
-        if not np.all(np.isfinite(self._tmp)):
-            bad = [self.arm_joints[i] for i in np.flatnonzero(~np.isfinite(self._tmp))]
-            return f"non-finite position for {bad}"
-        if np.abs(self._tmp).max() > MAX_JOINT_ABS:
+        # one comparison accepts a good message (NaN fails it as well as a value beyond the bound); the error
+        # is worked out only for a bad one (this runs for every joint state, up to kHz)
+        if not np.abs(self._tmp, out=self._abs).max() <= MAX_JOINT_ABS:
+            if not np.all(np.isfinite(self._tmp)):
+                bad = [self.arm_joints[i] for i in np.flatnonzero(~np.isfinite(self._tmp))]
+                return f"non-finite position for {bad}"
             bad = [self.arm_joints[i] for i in np.flatnonzero(np.abs(self._tmp) > MAX_JOINT_ABS)]
             return f"position beyond {MAX_JOINT_ABS:g} for {bad}"
-        gp = pos[self._gidx]
-        if len(gp) and not (np.all(np.isfinite(gp)) and np.abs(gp).max() <= MAX_JOINT_ABS):
-            return f"non-finite or out-of-range position for gripper joints {list(self.gripper_joints)}"
-        g = float(gp.sum()) if len(gp) else 0.0
+        g = 0.0
+        if len(self._gidx):
+            gp = np.take(pos, self._gidx, out=self._gtmp)
+            if not np.abs(gp).max() <= MAX_JOINT_ABS:
+                return f"non-finite or out-of-range position for gripper joints {list(self.gripper_joints)}"
+            g = float(gp.sum())
         self.q[:] = self._tmp
         self.gripper_width = g if self.width_of is None or not len(self._gidx) else self.width_of(g)
         self.valid = True
