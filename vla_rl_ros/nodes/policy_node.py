@@ -13,13 +13,24 @@ the watchdog objects (estop, stale or invalid joint states, missing/invalid
 poses, an invalid camera frame, no model) the tick publishes a *hold*: the last
 measured positions. Before the first valid joint state it publishes nothing.
 
+Inputs as a real cell publishes them: the joint states may be split, the arm's
+and the gripper's in separate messages, on ``topics.joint_states`` and the
+``topics.extra_joint_states``, at different rates; they are merged by name
+(:class:`~vla_rl_ros.runtime.inputs.JointStateMatcher`, a lone finger joint
+completed through the URDF's ``<mimic>``), and each group has its own timeout
+(``joint_state_timeout_s``, ``gripper_state_timeout_s``). A task pose in another
+frame is moved into the base frame through ``static_transforms`` (the params
+file) or ``/tf_static`` (where tf2_msgs is installed); one in a frame neither
+connects is refused (:mod:`~vla_rl_ros.runtime.frames`).
+
 Tick modes (``tick_mode``):
 
 * ``timer`` (the default): a timer calls the tick every ``1/control_rate_hz``;
   it computes from the latest inputs. **Missed ticks** are the periods the
   timer skipped (from its scheduled call times, rclpy's ``TimerInfo``).
-* ``event``: the tick runs in the joint-state callback, on each joint state as
-  it arrives, so the command is computed from that very state
+* ``event``: the tick runs in the joint-state callback, on each state of the
+  arm's joints as it arrives (a gripper's state alone drives none), so the
+  command is computed from that very state
   (read-update-write, as a ros2_control cycle). The subscription keeps one
   state, so a tick is always on the newest. ``control_rate_hz`` is the rate the
   joint states are expected at. **Missed ticks** are the joint states no
@@ -78,7 +89,7 @@ from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
 
 from ..kinematics import Kinematics
 from ..runtime.control import Controller, SafetyLimits
-from ..runtime.inputs import JointStateMatcher, validate_action, validate_image, validate_pose
+from ..runtime.inputs import ARM, GRIPPER, validate_action, validate_image, validate_pose
 from ..runtime.observe import Observer
 from ..runtime.onnx_policy import ModelRejected, OnnxPolicy, load_validated, realistic_observation
 from ..runtime.paths import resolve_path
@@ -86,7 +97,8 @@ from ..runtime.stats import LatencyWindow, RateMonitor
 from ..runtime.watchdog import InputChannel, Watchdog
 from ..signing import UpdateGuard, UpdateRejected, parse_announcement
 from ..stepmsg import META_FIELDS, encode_layout
-from ._common import RateLimitedLog, declare, declare_arm, publish_status, run_node
+from ._common import (TF_STATIC_DESCRIPTION, RateLimitedLog, declare, declare_arm, declare_frames,
+                      declare_joint_state_topics, make_matcher, publish_status, run_node)
 from ._fastpub import PreserializedArray
 
 RELIABLE_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -97,9 +109,12 @@ LATCHED_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=R
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 TOPICS = {
-    "joint_states": ("/joint_states", "sensor_msgs/JointState in (sensor-data QoS: best-effort and reliable publishers)"),
-    "object_pose": ("/task/object_pose", "geometry_msgs/PoseStamped in: the manipulated object, base frame"),
-    "goal_pose": ("/task/goal_pose", "geometry_msgs/PoseStamped in: the goal, base frame"),
+    "joint_states": ("/joint_states", "sensor_msgs/JointState in (sensor-data QoS: best-effort and reliable publishers; "
+                     "more topics: topics.extra_joint_states)"),
+    "object_pose": ("/task/object_pose", "geometry_msgs/PoseStamped in: the manipulated object, base frame or a "
+                    "frame static_transforms (or /tf_static) connects to it"),
+    "goal_pose": ("/task/goal_pose", "geometry_msgs/PoseStamped in: the goal, base frame or a connected frame"),
+    "tf_static": ("/tf_static", TF_STATIC_DESCRIPTION),
     "image": ("/camera/image_raw", "sensor_msgs/Image in, validated only (rgb8/bgr8); '' disables"),
     "intervention": ("/rl/intervention", "std_msgs/Float64MultiArray in: a human's action in the policy's action layout"),
     "estop": ("/rl/estop", "std_msgs/Bool in (reliable, transient-local): true holds the arm"),
@@ -125,8 +140,10 @@ class PolicyNode(Node):
         self.model_path = declare(self, "model_path", "", "ONNX model run at start-up ('' = none; wait for /rl/policy_update)")
         self.model_sha256 = declare(self, "model_sha256", "", "expected SHA-256 of model_path ('' = not checked)")
         self.rate_hz = declare(self, "control_rate_hz", 500.0, "control loop rate (Hz)", lo=1.0, hi=2000.0)
-        js_timeout = declare(self, "joint_state_timeout_s", 0.1, "hold when the last valid joint state is older (s)",
-                             lo=0.001, hi=10.0)
+        js_timeout = declare(self, "joint_state_timeout_s", 0.1, "hold when the last valid state of the arm's joints "
+                             "is older (s)", lo=0.001, hi=10.0)
+        grip_timeout = declare(self, "gripper_state_timeout_s", 0.5, "hold when the last valid state of the gripper's "
+                               "joints is older (s): a gripper driver of its own publishes at ~30 Hz", lo=0.001, hi=10.0)
         self.interv_timeout = declare(self, "intervention_timeout_s", 0.2,
                                       "a human action replaces the policy's while younger than this (s)", lo=0.001, hi=10.0)
         pose_timeout = declare(self, "pose_timeout_s", 1.0, "hold when a task pose is older (s); 0 = poses never go stale",
@@ -191,13 +208,14 @@ class PolicyNode(Node):
 
         # ------------------------------------------------------------- state
         n, A = spec.n_arm, spec.action_dim
-        self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints, spec.gripper_width_of)
-        self.ch_js = InputChannel("joint_states", js_timeout)
+        self.matcher = make_matcher(arm)  # arm and gripper merged by name, from one topic or several
+        self.ch_js = InputChannel("joint_states", js_timeout)  # the arm's joints
+        self.ch_grip = InputChannel("gripper_states", grip_timeout, required=bool(spec.gripper_joints))
         self.ch_obj = InputChannel("object_pose", pose_timeout)
         self.ch_goal = InputChannel("goal_pose", pose_timeout)
         self.ch_img = InputChannel("image", 0.0, required=False)
         self.ch_interv = InputChannel("intervention", 0.0, required=False, error_ttl_s=self.interv_timeout)
-        self.watchdog = Watchdog([self.ch_js, self.ch_obj, self.ch_goal, self.ch_img, self.ch_interv])
+        self.watchdog = Watchdog([self.ch_js, self.ch_grip, self.ch_obj, self.ch_goal, self.ch_img, self.ch_interv])
         self._js_stamp_ns = 0
         self._obj = np.zeros(3)
         self._goal = np.zeros(3)
@@ -257,7 +275,11 @@ class PolicyNode(Node):
         # never works through older states (those it skipped count as missed ticks, from their stamps)
         js_qos = sensor if not self.event_mode else QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=1, reliability=sensor.reliability, durability=sensor.durability)
-        sub(JointState, topics["joint_states"], g(self._on_joint_state), js_qos)
+        self.joint_state_topics = declare_joint_state_topics(self, topics["joint_states"])
+        for t in self.joint_state_topics:  # one callback: the matcher merges the groups by name
+            sub(JointState, t, g(self._on_joint_state), js_qos)
+        self.frames = declare_frames(self, spec.base_link, topics["tf_static"],
+                                     lambda e: self._log_reject(f"rejected transform: {e}"))
         sub(PoseStamped, topics["object_pose"], g(self._on_object_pose), sensor)
         sub(PoseStamped, topics["goal_pose"], g(self._on_goal_pose), sensor)
         if topics["image"]:
@@ -380,13 +402,22 @@ class PolicyNode(Node):
 
     def _on_joint_state(self, msg: JointState) -> None:
         now = time.monotonic()
-        err = self.matcher.update(msg.name, msg.position)
+        m = self.matcher
+        err = m.update(msg.name, msg.position)
+        carried = m.carried  # the groups the message carried: each has its own watchdog channel
         if err is not None:
+            if carried == GRIPPER:  # the gripper's error: the next arm state's tick holds
+                self._reject(self.ch_grip, now, err)
+                return
             self._reject(self.ch_js, now, err)
             if self.event_mode:  # a bad state holds the arm at once (the last valid measurement)
                 self._last_event_tick = now
                 self._guarded_tick()
             return
+        if carried & GRIPPER:
+            self.ch_grip.accept(now)
+            if not carried & ARM:  # a gripper state alone drives no tick (event mode ticks on the arm's states)
+                return
         self.ch_js.accept(now)
         st = _stamp_ns(msg.header.stamp)
         self._js_stamp_ns = st if st > 0 else self._now_ns()
@@ -401,11 +432,13 @@ class PolicyNode(Node):
     def _pose(self, msg: PoseStamped, ch: InputChannel, out: np.ndarray) -> None:
         now = time.monotonic()
         p, o = msg.pose.position, msg.pose.orientation
-        err = validate_pose(msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w), self.spec.base_link)
+        err, pos, ori = self.frames.to_base(msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
+        if err is None:
+            err = validate_pose("", pos, ori, self.spec.base_link)
         if err is not None:
             self._reject(ch, now, err)
             return
-        out[0], out[1], out[2] = p.x, p.y, p.z
+        out[0], out[1], out[2] = pos
         ch.accept(now)
 
     def _on_object_pose(self, msg: PoseStamped) -> None:
