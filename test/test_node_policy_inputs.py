@@ -74,8 +74,12 @@ class FingerPublisher:
         self.pub.publish(m)
 
 
-def test_split_joint_states_arm_and_one_finger_on_two_topics_drive_the_arm(launch, probe, tmp_path):
-    proc = start(launch, probe, tmp_path, gripper_state_timeout_s=0.3,
+@pytest.mark.parametrize("tick_mode", ["timer", "event"])
+def test_split_joint_states_arm_and_one_finger_on_two_topics_drive_the_arm(launch, probe, tmp_path, tick_mode):
+    """In event mode only the arm's states drive ticks: every acting tick is on a state of its own."""
+    probe.collect("/joint_states", JointState, RELIABLE)  # the arm's states, to tell what each tick was on
+    proc = start(launch, probe, tmp_path, gripper_state_timeout_s=0.3, tick_mode=tick_mode,
+                 **({"control_rate_hz": 100.0, "joint_state_timeout_s": 0.5} if tick_mode == "event" else {}),
                  topics={"extra_joint_states": [GRIPPER_TOPIC]})
     arm = FakeArm(probe, rate_hz=100.0)
     arm.set(positions=list(PANDA_HOME), names=list(PANDA_ARM_JOINTS))  # the arm's joints only
@@ -90,6 +94,12 @@ def test_split_joint_states_arm_and_one_finger_on_two_topics_drive_the_arm(launc
 
     fingers.finger = 0.01  # the gripper moves: its width follows, the arm keeps acting
     wait_step(probe, lambda s: not s.hold and abs(s.obs[g][0] - 0.02) < 1e-6, "the new width, acting")
+    if tick_mode == "event":  # each acting tick is on an arm state of its own, never on a gripper state
+        probe.wait_for(lambda: sum(not s.hold for _, s in steps(probe)) >= 100, 30, "100 acting ticks")
+        acted = [s.obs_stamp for _, s in steps(probe) if not s.hold]
+        arm_stamps = {(m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec) * 1e-9
+                      for _, m in probe.get("/joint_states")}
+        assert len(acted) == len(set(acted)) and set(acted) <= arm_stamps
 
     fingers.pause = True  # the gripper's driver goes quiet: its group is stale, the arm holds
     wait_step(probe, lambda s: s.hold, "a hold once the gripper's state is stale")

@@ -227,3 +227,26 @@ def test_static_transform_entries_are_checked_and_the_params_file_wins_over_tf_s
     assert "fixed by static_transforms" in table.add("odom", "world", make_transform((9, 9, 9), (0, 0, 0, 1)))
     assert table.add("panda_link0", "world", make_transform((9, 9, 9), (0, 0, 0, 1))) is None  # same edge: kept
     np.testing.assert_allclose(table.to_base("world", (0, 0, 0), (0, 0, 0, 1))[1], (0, 0, 0.5))
+
+
+def test_tf_static_messages_add_frames_and_bad_ones_are_reported():
+    """/tf_static as tf2_msgs/TFMessage carries it (tf2_msgs is not on PyPI: a message of the same shape)."""
+    from types import SimpleNamespace as NS
+
+    from vla_rl_ros.runtime.frames import add_tf_message, frame_table
+
+    def tr(parent, child, xyz, q):
+        return NS(header=NS(frame_id=parent), child_frame_id=child,
+                  transform=NS(translation=NS(x=xyz[0], y=xyz[1], z=xyz[2]),
+                               rotation=NS(x=q[0], y=q[1], z=q[2], w=q[3])))
+
+    table = frame_table("panda_link0", ["world 0 0 0.5 0 0 0 1"])
+    errors = add_tf_message(table, NS(transforms=[
+        tr("world", "camera", (0.0, 0.0, 1.0), (1.0, 0.0, 0.0, 0.0)),  # looking down: z flipped
+        tr("world", "bad", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0)),
+        tr("odom", "world", (5.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))]))
+    assert len(errors) == 2 and "zero quaternion" in errors[0] and "fixed by static_transforms" in errors[1]
+    err, p, _ = table.to_base("camera", (0.1, 0.2, 0.8), (0, 0, 0, 1))
+    assert err is None
+    np.testing.assert_allclose(p, (0.1, -0.2, 0.7), atol=1e-12)  # camera (0.1, 0.2, 0.8) -> world (0.1, -0.2, 0.2)
+    assert table.to_base("bad", (0, 0, 0), (0, 0, 0, 1))[0] is not None

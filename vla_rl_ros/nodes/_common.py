@@ -230,7 +230,7 @@ def declare_frames(node, base_frame: str, tf_static_topic: str, on_error):
     """Declare ``static_transforms`` and build the node's :class:`~vla_rl_ros.runtime.frames.FrameTable`; read
     ``tf_static_topic`` into it where tf2_msgs is installed. ``on_error(text)`` reports a refused ``/tf_static``
     transform. A malformed ``static_transforms`` entry raises ``ValueError`` (the node does not start)."""
-    from ..runtime.frames import frame_table, make_transform
+    from ..runtime.frames import add_tf_message, frame_table
 
     table = frame_table(base_frame, declare(node, "static_transforms", [""], STATIC_TRANSFORMS_DESCRIPTION))
     if not tf_static_topic:
@@ -243,15 +243,8 @@ def declare_frames(node, base_frame: str, tf_static_topic: str, on_error):
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     def on_tf_static(msg) -> None:
-        for tr in msg.transforms:
-            t, r = tr.transform.translation, tr.transform.rotation
-            try:
-                err = table.add(tr.header.frame_id, tr.child_frame_id,
-                                make_transform((t.x, t.y, t.z), (r.x, r.y, r.z, r.w)))
-            except ValueError as e:
-                err = str(e)
-            if err:
-                on_error(f"{tf_static_topic}: {err}")
+        for err in add_tf_message(table, msg):
+            on_error(f"{tf_static_topic}: {err}")
 
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)

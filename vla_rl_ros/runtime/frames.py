@@ -168,6 +168,21 @@ class FrameTable:
         return None, (r[0] + tx, r[1] + ty, r[2] + tz), quat_mul(q, orientation)
 
 
+def add_tf_message(table: FrameTable, msg) -> list[str]:
+    """Add the transforms of a ``tf2_msgs/TFMessage`` (``/tf_static``; any object of that shape) to ``table``;
+    returns why each refused one was."""
+    errors = []
+    for tr in msg.transforms:
+        t, r = tr.transform.translation, tr.transform.rotation
+        try:
+            err = table.add(tr.header.frame_id, tr.child_frame_id, make_transform((t.x, t.y, t.z), (r.x, r.y, r.z, r.w)))
+        except ValueError as e:
+            err = str(e)
+        if err:
+            errors.append(err)
+    return errors
+
+
 def frame_table(base_frame: str, entries: Sequence[str]) -> FrameTable:
     """A table from ``static_transforms`` entries (``''`` ones skipped); ``ValueError`` on a malformed one."""
     table = FrameTable(base_frame)
