@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import numpy as np
@@ -61,7 +60,6 @@ class FingerPublisher:
         self.finger = finger
         self.pause = False
         self.pub = probe.node.create_publisher(JointState, GRIPPER_TOPIC, qos_profile_sensor_data)
-        self.lock = threading.Lock()
         self._t = probe.node.create_timer(1.0 / 30.0, self._tick)
 
     def _tick(self):
