@@ -5,6 +5,7 @@
   arm acts on the merged state, and holds when the gripper's topic goes quiet.
 * Task poses in another frame: published in ``world``, used through the params file's static transform; in a
   frame nothing connects, refused, and the arm holds.
+* teacher_node, which builds the same observation, on both.
 """
 from __future__ import annotations
 
@@ -137,3 +138,25 @@ def test_a_malformed_static_transform_stops_the_node_with_the_reason(launch, pro
     proc = launch("policy_node", pf)
     probe.wait_for(lambda: not proc.alive, 60, "policy_node to exit")
     assert "expected 'FRAME [PARENT] x y z qx qy qz qw'" in proc.log()
+
+
+def test_teacher_reads_split_joint_states_and_world_frame_poses(launch, probe, tmp_path):
+    """teacher_node builds the policy's observation from the same inputs: with the gripper's one finger on its
+    own topic and the cube in the world frame, it takes over a stalled episode and heads for the cube (+x in
+    the base frame; the untransformed world coordinates would send it to -x, -y)."""
+    spec = Spec(task="pick_place")
+    pf = params_file(tmp_path / "p.yaml", common={"task": "pick_place"}, teacher_node={
+        "watch_fraction": 1.0, "stall_s": 0.2, "takeover_s": 30.0, "quiet_after_episode_s": 0.0,
+        "static_transforms": [WORLD], "topics": {"extra_joint_states": [GRIPPER_TOPIC]}})
+    probe.collect("/rl/intervention", Float64MultiArray, qos_profile_sensor_data)
+    proc = launch("teacher_node", pf)
+    arm = FakeArm(probe, obj=(0.0, -0.6, 0.025), goal=(0.15, -0.6, 0.3))  # base (0.5, 0, 0.025), (0.5, 0.15, 0.3)
+    arm.frame = "world"
+    arm.set(positions=list(PANDA_HOME), names=list(PANDA_ARM_JOINTS))
+    FingerPublisher(probe, 0.04)
+    first = probe.wait_for(lambda: next((m for _, m in probe.get("/rl/intervention")), None), 60,
+                           "the teacher taking over")
+    a = np.array(first.data)
+    assert a.shape == (spec.action_dim,) and np.isfinite(a).all()
+    assert a[0] > 0.5 and abs(a[1]) < 0.2, a  # the hand (x ~0.31 m) heads for the cube at x 0.5, y 0
+    assert proc.alive
