@@ -1,4 +1,6 @@
 """The reality gap's core (no ROS): scaling, no gap is the identity, and what it does to a TwinCore."""
+import time
+
 import numpy as np
 import pybullet as pb
 import pytest
@@ -83,5 +85,34 @@ def test_the_gap_in_a_twin_core():
         twin.reset_scene(np.random.default_rng(5), "pick_place")
         twin.step(240)  # a second: the smaller cube rests on the table at its own half height
         assert twin.state().object_pos[2] == pytest.approx(twin.object_half, abs=2e-3)
+    finally:
+        twin.close()
+
+
+
+def test_the_camera_of_a_gap_twin_sees_from_elsewhere():
+    """twin_node's camera renderer (a child process) under a gap: the moved camera's frame differs; no gap:
+    the frame TwinCore.render gives."""
+    from vla_rl_ros.kinematics import default_panda_urdf
+    from vla_rl_ros.nodes._camera import Renderer
+
+    twin = TwinCore(Spec())
+    try:
+        st = twin.state()
+        frames = {}
+        for name, gap in (("exact", RealityGap.none()),
+                          ("gap", RealityGap(camera_shift_m=(0.05, 0.05, 0.0), camera_pan_rad=0.05))):
+            r = Renderer(Spec(), default_panda_urdf(), 32, 24, gap=gap)
+            try:
+                r.request(np.concatenate([st.q, st.finger_q]), st.object_pos, st.object_quat, st.goal_pos, None)
+                deadline = time.monotonic() + 60
+                while (done := r.poll()) is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert done is not None, f"{name}: no frame"
+                frames[name] = np.frombuffer(done[1], dtype=np.uint8).reshape(24, 32, 3)
+            finally:
+                r.close()
+        np.testing.assert_array_equal(frames["exact"], twin.render(32, 24))
+        assert (frames["exact"] != frames["gap"]).any()
     finally:
         twin.close()

@@ -85,6 +85,10 @@ def register(sub) -> None:
                    help="pick_place: fraction of episodes the scripted teacher watches and corrects over "
                         "/rl/intervention (default: the params file's, 0.5); 0 = no teacher, the policy learns from "
                         "its own episodes only")
+    p.add_argument("--gap", type=float, default=None, metavar="K",
+                   help="the reality gap between the arm's twin and the gate's, scaled: 0 = identical twins, 1 = the "
+                        "params file's small default gap (friction, mass, size, delay, noise), 2 = twice it "
+                        "(default: 1)")
     p.add_argument("--no-learner", action="store_true", help="twin + policy + recorder only")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: keep the environment's)")
@@ -162,7 +166,8 @@ def plan(args) -> Plan:
         model = os.path.abspath(args.model) if args.model else None
     extra = _overrides(args)
     nodes = node_parameters(args.graph, task=args.task, run_dir=run_dir, model=model,
-                            teacher=getattr(args, "teacher", None), learner=not args.no_learner)
+                            teacher=getattr(args, "teacher", None), learner=not args.no_learner,
+                            gap=getattr(args, "gap", None))
     files = [params] + ([arm] if arm else [])
     return Plan(params, arm, run_dir, model, {name: node_command(name, files, p, extra.get(name, []))
                                               for name, p in nodes.items()})
@@ -172,6 +177,10 @@ def run(args) -> int:
     teacher = getattr(args, "teacher", None)
     if teacher is not None and not 0.0 <= teacher <= 1.0:
         print(f"error: --teacher is the fraction of episodes watched, in [0, 1]; got {teacher}", file=sys.stderr)
+        return 2
+    gap = getattr(args, "gap", None)
+    if gap is not None and not 0.0 <= gap <= 10.0:
+        print(f"error: --gap is the reality gap's scale, in [0, 10]; got {gap}", file=sys.stderr)
         return 2
     try:
         policy = restart_policy(args)
