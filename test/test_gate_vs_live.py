@@ -90,3 +90,82 @@ def test_data_gap_prints_the_table(tmp_path, capsys):
     args = build_parser().parse_args(["data", "gap", str(run.path), "--json"])
     assert args.func(args) == 0
     assert [r["version"] for r in json.loads(capsys.readouterr().out)] == ["v0", "v1", "v2"]
+
+
+def test_the_continual_learner_reports_gate_vs_live_at_each_promotion(tmp_path):
+    """After a promotion the learner writes the table and says how the replaced model did live; otherwise only
+    when the table changed (or every gate_vs_live_every_s)."""
+    import torch
+
+    from vla_rl_ros.algos.export import export_onnx, read_model_metadata
+    from vla_rl_ros.learner.continual import ContinualLearner, LearnerConfig
+    from vla_rl_ros.learner.evaluate import EvalResult
+
+    class Policy(torch.nn.Module):
+        def forward(self, obs):
+            return torch.zeros(obs.shape[0], SPEC.action_dim)
+
+    run = create_run(tmp_path, "r", SPEC, robot_id="sim")
+    initial = tmp_path / "initial.onnx"
+    export_onnx(Policy(), SPEC, initial, {"algorithm": "test"})
+    v0 = read_model_metadata(initial)[2]
+    with run.writer() as w:
+        for s in (True, False, False, False):
+            _episode(w, [v0], s)
+
+    def evaluate(path, task, n, seed):  # the candidate always succeeds in the twin, the starting model never
+        return EvalResult(task=task, episodes=n, seed=seed, successes=[str(path) != str(initial_copy)] * n)
+
+    logs = []
+    cfg = LearnerConfig(algo="recap", gate_episodes=10, checkpoint_every_s=1e9, gate_vs_live_every_s=1e9)
+    L = ContinualLearner(str(run.path), cfg, initial_model=str(initial), evaluate=evaluate, log=logs.append, tb=False)
+    initial_copy = L.incumbent["path"]
+    try:
+        [ev] = L._candidate(Policy(), "test")
+        assert ev.promoted and ev.data["replaced"] == v0
+        L._recap_step = lambda: [ev]  # the step that promoted it
+        events = L.step()
+        assert [e.kind for e in events] == ["promoted", "gate_vs_live"]
+        rep = events[1]
+        assert rep.data["replaced"] == v0 and rep.reason == "promotion"
+        rows = rep.data["rows"]
+        assert [r["version"] for r in rows] == [v0, ev.version]
+        assert rows[0]["live_rate"] == 0.25 and rows[1]["gate_rate"] == 1.0 and rows[1]["live_episodes"] == 0
+        assert json.loads((run.models_dir / GATE_VS_LIVE_FILE).read_text()) == rows
+        assert any(m.startswith(f"gate vs live, {v0} replaced: {v0}: gate - (starting model), live 25%") for m in logs)
+        assert L.gate_vs_live() == []  # nothing new
+        with run.writer() as w:
+            _episode(w, [ev.version], True)
+        [again] = L.gate_vs_live()
+        assert again.reason == "periodic" and again.data["rows"][1]["live_rate"] == 1.0
+    finally:
+        L.close()
+
+
+def test_the_plot_and_the_summary_line_show_gate_beside_live(tmp_path):
+    from vla_rl_ros.commands.sim import summary_line
+    from vla_rl_ros.learner.plot import make_figure, plot_progress
+
+    episodes = [{"env_steps": 100 * (i + 1), "t": 1000.0 + 5 * i, "success": i % 2 == 0, "length": 100}
+                for i in range(40)]
+    promotions = [{"version": "v1", "env_steps": 2000, "t": 1095.0, "data": {"candidate_rate": 0.8}},
+                  {"version": "v2", "env_steps": 3500, "t": 1170.0, "data": {"candidate_rate": 0.9}}]
+    rows = [{"version": "v0", "gate_rate": None, "live_rate": 0.5, "live_episodes": 20},
+            {"version": "v1", "gate_rate": 0.8, "live_rate": 0.6, "live_episodes": 15},
+            {"version": "v2", "gate_rate": 0.9, "live_rate": None, "live_episodes": 0}]
+    fig = make_figure(episodes, promotions, None, t0=1000.0, gate_vs_live=rows)
+    try:
+        texts = {t.get_text() for t in fig.axes[0].texts}
+        assert "60% of 15" in texts and not any(t.startswith("50% of") for t in texts)  # promoted models only
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert any("live success on the arm" in lab for lab in labels)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    assert plot_progress(episodes, promotions, str(tmp_path / "s.png"), gate_vs_live=rows)
+
+    line = summary_line(60.0, [], None, "v1", None, 1, gate_vs_live=rows)
+    assert "arm model v1  gate/live 80%/60% (15 ep, v1)  interventions" in line and line.endswith("promotions 1")
+    assert "gate/live 90%/- (0 ep, v2)" in summary_line(60.0, [], None, None, None, 1, gate_vs_live=rows)
+    assert "gate/live" not in summary_line(60.0, [], None, "v1", None, 1)
