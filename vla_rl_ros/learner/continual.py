@@ -152,7 +152,7 @@ class ContinualLearner:
         self._reward_fns: dict[str, Any] = {}
         self.hindsight_transitions = 0
         self.last_ckpt = time.monotonic()
-        self.last_gate_vs_live = time.monotonic()
+        self.last_gate_vs_live = float("-inf")  # the first step reports (a resumed run's table at once)
         self._gate_vs_live_rows: list | None = None
         self.last_refresh = 0.0
         self.algo: Any = None

@@ -138,12 +138,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """The table for a terminal."""
     if not rows:
         return "no promoted model yet"
-    head = f"{'#':>2}  {'model':24s} {'gate':>6} {'(eps)':>6} {'monitor':>8} {'live':>6} {'(eps)':>6} {'95% CI':>10} {'live-gate':>10}"
+    head = (f"{'#':>2}  {'model':32s} {'gate':>6} {'(eps)':>6} {'monitor':>8} {'live':>6} {'(eps)':>6} "
+            f"{'95% CI':>10} {'live-gate':>10}")
     lines = [head]
     for r in rows:
         ci = f"{100 * r['live_ci95'][0]:.0f}-{100 * r['live_ci95'][1]:.0f}%" if r.get("live_ci95") else "-"
         diff = f"{100 * r['difference']:+.0f} pts" if r.get("difference") is not None else "-"
-        lines.append(f"{r['n']:>2}  {r['version'][:24]:24s} {_pct(r['gate_rate']):>6} {str(r.get('gate_episodes') or '-'):>6} "
+        lines.append(f"{r['n']:>2}  {r['version'][:32]:32s} {_pct(r['gate_rate']):>6} "
+                     f"{str(r.get('gate_episodes') or '-'):>6} "
                      f"{_pct(r.get('monitor_rate')):>8} {_pct(r['live_rate']):>6} {r['live_episodes']:>6} {ci:>10} "
                      f"{diff:>10}")
     lines.append("gate: the candidate's success on the gate's paired twin episodes; live: the arm's completed "

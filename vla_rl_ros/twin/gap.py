@@ -95,7 +95,8 @@ class RealityGap:
         if self.pose_noise_std:
             parts.append(f"pose noise {1e3 * self.pose_noise_std:.3g} mm")
         if any(self.camera_shift_m) or self.camera_pan_rad:
-            parts.append(f"camera shift {[round(v, 4) for v in self.camera_shift_m]} m, pan {self.camera_pan_rad:.3g} rad")
+            shift = [round(v, 4) for v in self.camera_shift_m]
+            parts.append(f"camera shift {shift} m, pan {self.camera_pan_rad:.3g} rad")
         return ", ".join(parts)
 
     # ------------------------------------------------------------------ applying it
