@@ -53,65 +53,7 @@ TARGET_LAT_P99_MS = 1.0
 
 
 # ----------------------------------------------------------------------------- helper processes
-def set_fifo(prio: int, who: str) -> bool:
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
-        return True
-    except (OSError, AttributeError) as e:
-        print(f"{who}: SCHED_FIFO {prio} refused ({e}); normal scheduling", flush=True)
-        return False
-
-
-def feeder(rate_hz: float, rt: int) -> None:
-    """/joint_states at ``rate_hz`` stamped at publish time, task poses at 10 Hz; on SIGINT prints
-    ``feeder: published N skipped K`` (K: periods its timer did not publish in)."""
-    import rclpy
-    from geometry_msgs.msg import PoseStamped
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import JointState
-
-    from vla_rl_ros.nodes._common import spin
-    from vla_rl_ros.runtime.control import PANDA_HOME
-    from vla_rl_ros.spec import PANDA_ARM_JOINTS, PANDA_GRIPPER_JOINTS
-
-    if rt > 0:
-        set_fifo(rt, "feeder")
-    rclpy.init()
-    node = rclpy.create_node("bench_feeder")
-    pub = node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
-    pobj = node.create_publisher(PoseStamped, "/task/object_pose", 10)
-    pgoal = node.create_publisher(PoseStamped, "/task/goal_pose", 10)
-    js = JointState()
-    js.name = list(PANDA_ARM_JOINTS) + list(PANDA_GRIPPER_JOINTS)
-    js.position = list(PANDA_HOME) + [0.04, 0.04]
-    count = [0, 0.0]  # published, first publish (monotonic)
-
-    def tick():
-        t = time.time_ns()
-        js.header.stamp.sec, js.header.stamp.nanosec = divmod(t, 1_000_000_000)
-        pub.publish(js)
-        if count[0] == 0:
-            count[1] = time.monotonic()
-        count[0] += 1
-
-    def poses():
-        for p, xyz in ((pobj, (0.5, 0.0, 0.025)), (pgoal, (0.5, 0.15, 0.3))):
-            m = PoseStamped()
-            m.header.frame_id = "panda_link0"
-            m.header.stamp = node.get_clock().now().to_msg()
-            m.pose.position.x, m.pose.position.y, m.pose.position.z = xyz
-            m.pose.orientation.w = 1.0
-            p.publish(m)
-
-    node.create_timer(1.0 / rate_hz, tick)
-    node.create_timer(0.1, poses)
-    try:
-        spin(node, "events")
-    finally:
-        expected = int(round((time.monotonic() - count[1]) * rate_hz)) + 1 if count[0] else 0
-        print(f"feeder: published {count[0]} skipped {max(0, expected - count[0])}", flush=True)
-        node.destroy_node()
-        rclpy.try_shutdown()
+from bench_policy import feeder  # noqa: E402 - the one joint-state feeder of the policy benches
 
 
 def hog(cpu: int) -> None:
@@ -200,12 +142,9 @@ def tick_parts(model: str, n: int = 5000) -> dict[str, float]:
 # ----------------------------------------------------------------------------- one cell
 def run_cell(mode: str, rt: int, rate: float, model: str, seconds: int, warmup: int, node_cpu: int, hog_cpu: int,
              work: str) -> dict:
-    import rclpy
     import yaml
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
 
-    from bench_policy import start, teardown
+    from bench_policy import diagnostics_probe, start, teardown
     from conftest import reserve_domain_id
 
     name = f"{mode}_{'fifo' if rt else 'normal'}"
@@ -219,19 +158,7 @@ def run_cell(mode: str, rt: int, rate: float, model: str, seconds: int, warmup: 
     with open(params, "w") as f:
         yaml.safe_dump({"policy_node": {"ros__parameters": node_params}}, f)
     logs = {k: open(os.path.join(work, f"{k}_{name}.txt"), "wb") for k in ("node", "feeder", "hog")}
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain)
-    node = rclpy.create_node("bench_probe", context=ctx)
-    diags: list[dict] = []
-
-    def on_diag(msg):
-        for st in msg.status:
-            if st.name.startswith("policy_node"):
-                diags.append({kv.key: kv.value for kv in st.values})
-
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
+    ctx, node, ex, diags = diagnostics_probe(domain)
     procs = []
     me = os.path.abspath(__file__)
     try:
