@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from std_msgs.msg import Float64MultiArray
 
 import onnx_models as om
 from conftest import params_file
-from ros_helpers import FakeArm, last_diag, steps
+from ros_helpers import FakeArm, last_diag, steps, wait_diag, wait_step
 from vla_rl_ros.runtime.control import PANDA_HOME
 from vla_rl_ros.spec import PANDA_ARM_JOINTS, Spec
 
@@ -42,15 +41,6 @@ def start(launch, probe, tmp_path, **params):
     proc = launch("policy_node", pf)
     probe.wait_for(lambda: last_diag(probe) is not None, 60, "policy_node diagnostics")
     return proc
-
-
-def wait_step(probe, pred, what, timeout=20.0):
-    t0 = time.monotonic()
-    return probe.wait_for(lambda: next((s for t, s in steps(probe) if t > t0 and pred(s)), None), timeout, what)
-
-
-def wait_diag(probe, pred, what, timeout=20.0):
-    return probe.wait_for(lambda: (lambda d: d if d and pred(d) else None)(last_diag(probe)), timeout, what)
 
 
 class FingerPublisher:
