@@ -42,7 +42,18 @@ sys.path.insert(0, os.path.join(REPO, "test"))
 
 
 # ----------------------------------------------------------------------------- feeder
-def feeder(rate_hz: float) -> None:
+def set_fifo(prio: int, who: str) -> bool:
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+        return True
+    except (OSError, AttributeError) as e:
+        print(f"{who}: SCHED_FIFO {prio} refused ({e}); normal scheduling", flush=True)
+        return False
+
+
+def feeder(rate_hz: float, rt: int = 0) -> None:
+    """/joint_states at ``rate_hz`` stamped at publish time, task poses at 10 Hz; on SIGINT prints
+    ``feeder: published N skipped K`` (K: periods its timer did not publish in)."""
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.qos import qos_profile_sensor_data
@@ -52,20 +63,25 @@ def feeder(rate_hz: float) -> None:
     from vla_rl_ros.runtime.control import PANDA_HOME
     from vla_rl_ros.spec import PANDA_ARM_JOINTS, PANDA_GRIPPER_JOINTS
 
+    if rt > 0:
+        set_fifo(rt, "feeder")
     rclpy.init()
     node = rclpy.create_node("bench_feeder")
-    node.executor_kind = "events"
     pub = node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
     pobj = node.create_publisher(PoseStamped, "/task/object_pose", 10)
     pgoal = node.create_publisher(PoseStamped, "/task/goal_pose", 10)
     js = JointState()
     js.name = list(PANDA_ARM_JOINTS) + list(PANDA_GRIPPER_JOINTS)
     js.position = list(PANDA_HOME) + [0.04, 0.04]
+    count = [0, 0.0]  # published, first publish (monotonic)
 
     def tick():
         t = time.time_ns()
         js.header.stamp.sec, js.header.stamp.nanosec = divmod(t, 1_000_000_000)
         pub.publish(js)
+        if count[0] == 0:
+            count[1] = time.monotonic()
+        count[0] += 1
 
     def poses():
         for p, xyz in ((pobj, (0.5, 0.0, 0.025)), (pgoal, (0.5, 0.15, 0.3))):
@@ -81,6 +97,8 @@ def feeder(rate_hz: float) -> None:
     try:
         spin(node, "events")
     finally:
+        expected = int(round((time.monotonic() - count[1]) * rate_hz)) + 1 if count[0] else 0
+        print(f"feeder: published {count[0]} skipped {max(0, expected - count[0])}", flush=True)
         node.destroy_node()
         rclpy.try_shutdown()
 
@@ -136,24 +154,13 @@ def teardown(procs, ex, node, ctx, log, lock) -> None:
     lock.close()
 
 
-def run_config(rate: int, loaded: bool, executor: str, rt: int, model: str, seconds: float, warmup: int,
-               workdir: str) -> dict:
+def diagnostics_probe(domain: int):
+    """A probe node on ``domain`` that keeps policy_node's /diagnostics values, one dict per window; returns
+    (context, node, executor, the list it appends to)."""
     import rclpy
-    import yaml
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
 
-    from conftest import reserve_domain_id
-
-    domain, lock = reserve_domain_id()
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-    params = os.path.join(workdir, f"p_{rate}_{int(loaded)}_{executor}_{rt}.yaml")
-    with open(params, "w") as f:
-        yaml.safe_dump({"policy_node": {"ros__parameters": {
-            "model_path": model, "control_rate_hz": float(rate), "joint_state_timeout_s": 0.1, "executor": executor,
-            "realtime_priority": rt}}}, f)
-    log = open(os.path.join(workdir, f"log_{rate}_{int(loaded)}_{executor}_{rt}.txt"), "wb")
-    procs = []
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
     node = rclpy.create_node("bench_probe", context=ctx)
@@ -167,6 +174,25 @@ def run_config(rate: int, loaded: bool, executor: str, rt: int, model: str, seco
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
+    return ctx, node, ex, diags
+
+
+def run_config(rate: int, loaded: bool, executor: str, rt: int, model: str, seconds: float, warmup: int,
+               workdir: str) -> dict:
+    import yaml
+
+    from conftest import reserve_domain_id
+
+    domain, lock = reserve_domain_id()
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    params = os.path.join(workdir, f"p_{rate}_{int(loaded)}_{executor}_{rt}.yaml")
+    with open(params, "w") as f:
+        yaml.safe_dump({"policy_node": {"ros__parameters": {
+            "model_path": model, "control_rate_hz": float(rate), "joint_state_timeout_s": 0.1, "executor": executor,
+            "realtime_priority": rt}}}, f)
+    log = open(os.path.join(workdir, f"log_{rate}_{int(loaded)}_{executor}_{rt}.txt"), "wb")
+    procs = []
+    ctx, node, ex, diags = diagnostics_probe(domain)
     try:
         if loaded:
             procs.append(start([os.path.abspath(__file__), "--hog"], env, log))
@@ -257,9 +283,10 @@ def markdown(res: list[dict], floor: dict, mach: dict, cmd: str, seconds: int) -
                 parts.append(f"{label} {r['achieved_hz'] / rate:.3f}")
         lines.append(f"* {rate} Hz, achieved/target: " + ", ".join(parts) + ".")
     lines += [
-        "* Tick compute is well above the ONNX floor: the action mapping + safety filter (`runtime/control.py`: numba "
-        "IK and filter kernels, ~120 µs with their Python glue) and three rclpy publishes dominate; the tick grows "
-        "when the loop sleeps longer between ticks (cold caches on a shared machine), hence the higher figures at 100 Hz.",
+        "* Tick compute is above the ONNX floor: the action mapping + safety filter (`runtime/control.py`: one "
+        "compiled call, `kinematics.ee_delta_targets_jit`), the observation and three publishes (of preserialized "
+        "messages) come on top; `bench/bench_control_1khz.py` lists the parts. The tick grows when the loop sleeps "
+        "longer between ticks (cold caches on a shared machine), hence higher figures at 100 Hz.",
         "* The load average column is the machine's (other engineers' jobs included): \"idle\" means no busy loop of "
         "ours, not an idle machine. Under CPU contention normal scheduling loses ticks; `realtime_priority` "
         "(SCHED_FIFO for the control thread) keeps the rate, which is how the node should run on a robot.",

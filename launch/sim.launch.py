@@ -3,7 +3,7 @@
     ros2 launch vla_rl_ros sim.launch.py [task:=pick_place|reach] [model:=M.onnx] [run_dir:=DIR]
                                          [teacher:=FRACTION] [learner:=true|false] [params_file:=...]
                                          [arm:=ARM.yaml] [respawn:=true|false] [respawn_delay:=S]
-                                         [max_restarts:=N]
+                                         [max_restarts:=N] [gap:=K]
 
 The same graph as ``vla-rl-ros sim`` on machines without ``ros2 launch``: both ask
 :func:`vla_rl_ros.graph.node_parameters` which nodes to start and what each gets on top of the params file
@@ -29,10 +29,11 @@ def _nodes(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    teacher = arg("teacher")
+    teacher, gap = arg("teacher"), arg("gap")
     nodes = node_parameters("sim", task=arg("task"), run_dir=arg("run_dir") or None, model=arg("model") or None,
                             teacher=float(teacher) if teacher else None,
-                            learner=arg("learner").lower() in ("true", "1", "yes"))
+                            learner=arg("learner").lower() in ("true", "1", "yes"),
+                            gap=float(gap) if gap else None)
     files = [arg("params_file")] + ([arg("arm")] if arg("arm") else [])  # an arm's file after: its /** wins
     respawn = _respawn(arg)
     # teacher_node: the twin's stand-in for a human who corrects the arm over /rl/intervention
@@ -59,6 +60,9 @@ def generate_launch_description():
                               description="pick_place: fraction of episodes the scripted teacher watches "
                                           "('' = the params file's; 0 = no teacher)"),
         DeclareLaunchArgument("learner", default_value="true"),
+        DeclareLaunchArgument("gap", default_value="",
+                              description="the reality gap between the arm's twin and the gate's, scaled ('' = the "
+                                          "params file's as written; 0 = identical twins; 2 = twice)"),
         DeclareLaunchArgument("arm", default_value="",
                               description="a params file declaring another arm (its /** section: spec, urdf_path, "
                                           "scene, home), given to every node after params_file, e.g. "

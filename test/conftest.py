@@ -91,7 +91,8 @@ def _merge(a: dict, b: dict) -> dict:
 
 def params_file(path, base: str | None = "sim.yaml", common: dict | None = None, **sections: dict) -> str:
     """Write a params file: the ``base`` config's ``/**`` section (the arm, for every node) merged with ``common``,
-    then its sections for the named nodes, merged with ``sections``."""
+    then its sections for the named nodes, merged with ``sections``. A ``twin_node`` section gets ``gap_scale: 0.0``
+    unless the test sets it: a test's twin is the gate's twin exactly (no reality gap) unless it asks for one."""
     cfg = load_config(base) if base else {}
     doc = {}
     shared = _merge(cfg.get("/**", {}).get("ros__parameters", {}), common or {})
@@ -99,6 +100,8 @@ def params_file(path, base: str | None = "sim.yaml", common: dict | None = None,
         doc["/**"] = {"ros__parameters": shared}  # first: a node's own section overrides it
     for node, overrides in sections.items():
         params = cfg.get(node, {}).get("ros__parameters", {})
+        if node == "twin_node":
+            params = {**params, "gap_scale": 0.0}
         doc[node] = {"ros__parameters": _merge(params, overrides or {})}
     with open(path, "w") as f:
         yaml.safe_dump(doc, f, sort_keys=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -89,6 +90,17 @@ def diag(msg) -> dict:
 def last_diag(probe, key="/diagnostics") -> dict | None:
     msgs = probe.get(key)
     return diag(msgs[-1][1]) if msgs else None
+
+
+def wait_step(probe, pred, what, timeout=20.0):
+    """The first /rl/step record after now that satisfies ``pred``."""
+    t0 = time.monotonic()
+    return probe.wait_for(lambda: next((s for t, s in steps(probe) if t > t0 and pred(s)), None), timeout, what)
+
+
+def wait_diag(probe, pred, what, timeout=20.0):
+    """The latest /diagnostics values once they satisfy ``pred``."""
+    return probe.wait_for(lambda: (lambda d: d if d and pred(d) else None)(last_diag(probe)), timeout, what)
 
 
 def results(probe, key="/rl/policy_update_result") -> list[dict]:

@@ -220,7 +220,8 @@ def test_stats_per_model_version(tmp_path):
         assert by["v1"]["mean_return"] == pytest.approx(2.0) and by["v1"]["intervention_steps"] == 2
         assert by["v2"]["episodes"] == 1 and by["v2"]["mean_return"] == pytest.approx(8.0)
         assert by["v2"]["intervention_rate"] == pytest.approx(0.25)
-        assert st["totals"] == {"episodes": 4, "open_episodes": 1, "steps": 13, "frames": 0, "rejected_steps": 0}
+        assert st["totals"] == {"episodes": 4, "open_episodes": 1, "steps": 13, "frames": 0, "rejected_steps": 0,
+                                "dropped_steps": 0}
         assert st["end_reasons"] == {"success": 2, "timeout": 1}
 
 

@@ -39,30 +39,60 @@ def _finite(xs) -> bool:
 
 
 # ------------------------------------------------------------------ joint states
+# names biased towards the shapes real drivers send: the arm alone, the gripper alone, one finger joint
+group_names = st.one_of(names, st.sampled_from([ARM, GRIP, ARM + GRIP, GRIP[:1], GRIP[1:], ARM + GRIP[:1], ARM[:6]]),
+                        st.permutations(ARM + GRIP + ["other_joint"]))
+MIMICS = {GRIP[1]: (GRIP[0], 1.0, 0.0)}  # the Panda URDF: finger 2 <mimic>s finger 1
+
+
+def _expected(nm, pos, mimics):
+    """The documented rule: (ok, arm positions or None, gripper joint sum or None)."""
+    lookup, dup = {}, False
+    for i, n in enumerate(nm):
+        dup = dup or n in lookup
+        lookup.setdefault(n, i)
+    if dup:
+        return False, None, None
+    arm = [j for j in ARM if j in lookup]
+    grip = [j for j in GRIP if j in lookup]
+    if (not arm and not grip) or 0 < len(arm) < len(ARM):
+        return False, None, None
+    if grip and len(grip) < len(GRIP) and not mimics:
+        return False, None, None
+    if len(pos) != len(nm):
+        return False, None, None
+    if not all(math.isfinite(pos[lookup[j]]) and abs(pos[lookup[j]]) <= MAX_JOINT_ABS for j in arm + grip):
+        return False, None, None
+    q = [pos[lookup[j]] for j in ARM] if arm else None
+    # the only mimic here is finger 2 = finger 1: a lone finger counts twice
+    g = (sum(pos[lookup[j]] for j in grip) * (len(GRIP) // len(grip))) if grip else None
+    return True, q, g
+
+
 @FAST
-@given(msgs=st.lists(st.tuples(names, st.lists(nasty_float, max_size=14), st.booleans()), min_size=1, max_size=6))
-def test_joint_state_matcher_accepts_exactly_the_documented_messages_and_keeps_the_last_valid_state(msgs):
-    m = JointStateMatcher(ARM, GRIP, SPEC.gripper_width_of)
-    last = None  # (q, width) of the last accepted message
-    for nm, pos, as_array in msgs:
+@given(msgs=st.lists(st.tuples(group_names, st.lists(nasty_float, max_size=14), st.booleans(), st.booleans()),
+                     min_size=1, max_size=8),
+       mimic=st.booleans())
+def test_joint_state_matcher_accepts_exactly_the_documented_messages_and_keeps_the_last_valid_state(msgs, mimic):
+    """Each group (arm, gripper) is taken whole from any message that carries it, and kept until the next:
+    the merge of split joint states (arm and gripper on two topics) by the documented rule."""
+    m = JointStateMatcher(ARM, GRIP, SPEC.gripper_width_of, mimics=MIMICS if mimic else None)
+    q, g = None, None  # the arm positions and gripper sum of the last messages that carried each group
+    for nm, pos, as_array, fit in msgs:
+        if fit:  # as many positions as names, so that good messages occur
+            pos = (pos + [0.1 * i for i in range(len(nm))])[:len(nm)]
         position = array.array("d", pos) if as_array else pos  # rclpy hands over array('d'); tests use lists
         err = m.update(nm, position)
-        lookup, dup = {}, False
-        for i, n in enumerate(nm):
-            dup = dup or n in lookup
-            lookup.setdefault(n, i)
-        missing = [j for j in ARM + GRIP if j not in lookup]
-        ok = (not dup and not missing and len(pos) == len(nm)
-              and all(math.isfinite(pos[lookup[j]]) and abs(pos[lookup[j]]) <= MAX_JOINT_ABS for j in ARM + GRIP))
+        ok, q1, g1 = _expected(nm, pos, mimic)
         assert (err is None) == ok, (nm, pos, err)
-        if ok:
-            last = ([pos[lookup[j]] for j in ARM], sum(pos[lookup[j]] for j in GRIP))
-            assert m.valid and m.q.tolist() == last[0] and m.gripper_width == SPEC.gripper_width_of(last[1])
-        elif last is None:
-            assert not m.valid
-        else:  # a refused message changes nothing
-            assert m.valid and m.q.tolist() == last[0] and m.gripper_width == SPEC.gripper_width_of(last[1])
         assert err is None or (isinstance(err, str) and err)
+        if ok:
+            q, g = q1 if q1 is not None else q, g1 if g1 is not None else g
+        assert m.valid == (q is not None and g is not None)
+        if q is not None:  # a refused message changes nothing
+            assert m.q.tolist() == q
+        if g is not None:
+            assert m.gripper_width == SPEC.gripper_width_of(g)
 
 
 _KIN = []

@@ -134,6 +134,8 @@ SIM_CASES = [  # (launch arguments, the same on the CLI)
      ["--task", "reach", "--model", "models/pick_place_bc.onnx", "--run", "runs/x"]),
     ({"task": "reach", "arm": "config/xarm6.yaml", "model": "models/xarm6_reach_bc.onnx"},
      ["--task", "reach", "--arm", "config/xarm6.yaml", "--model", "models/xarm6_reach_bc.onnx"]),
+    ({"task": "pick_place", "gap": "0"}, ["--task", "pick_place", "--gap", "0"]),
+    ({"task": "reach", "gap": "2"}, ["--task", "reach", "--gap", "2"]),
 ]
 
 
@@ -278,6 +280,7 @@ def test_params_files_keep_the_arm_section_last_and_unrepeated(graph):
     ["sim", "--task", "pick_place", "--run", "runs/x", "--teacher", "0.25",
      "--set", "learner_node.seed:=3", "--set", "twin_node.seed:=120000"],
     ["sim", "--task", "reach", "--no-learner"],
+    ["sim", "--task", "reach", "--gap", "0"],
     ["robot", "--run", "runs/r", "--model", "models/reach_bc.onnx"],
 ])
 def test_each_node_gets_the_cli_parameters_through_rcl(ros_env, argv):

@@ -135,3 +135,78 @@ def test_controller_maps_ee_delta_and_guards_inputs(kin):
     assert bad.hold and np.array_equal(bad.arm, q)
     wrong = ctl.step(np.zeros(3), q, 0.08)
     assert wrong.hold and "shape" in wrong.reason
+
+
+@pytest.mark.parametrize("limits", [SafetyLimits(), SafetyLimits(max_joint_step=0.01, max_tracking_error=0.05,
+                                                                  workspace_tolerance=0.0, joint_margin=0.1)])
+def test_fused_ee_delta_step_gives_exactly_the_commands_of_map_then_filter(kin, limits):
+    """Controller.step's compiled ee_delta path (kinematics.ee_delta_targets_jit) against ActionMapper.map +
+    SafetyFilter.filter, the same arithmetic in Python: bit-identical commands, holds and reasons, over random
+    states and actions (saturated ones, the workspace edge, a filter that carries its last command)."""
+    spec = Spec()
+    fused = Controller(spec, kin, limits)
+    plain = Controller(spec, kin, limits)
+    plain._fused = None
+    rng = np.random.default_rng(3)
+    q = np.array(PANDA_HOME)
+    kinds = set()
+    for i in range(600):
+        if i % 50 == 0:
+            q = np.clip(PANDA_HOME + rng.normal(0, 0.4, 7), kin.lower, kin.upper)
+            fused.reset()
+            plain.reset()
+        a = rng.uniform(-1.5, 1.5, 4) if i % 3 else rng.choice([-1.0, 1.0], 4)
+        ee = kin.fk_pos(q)
+        c1, c2 = fused.step(a, q, 0.04, ee), plain.step(a, q, 0.04, ee)
+        np.testing.assert_array_equal(c1.arm, c2.arm)
+        assert (c1.gripper, c1.hold, c1.reason, c1.clipped) == (c2.gripper, c2.hold, c2.reason, c2.clipped)
+        kinds.add((c1.hold, c1.reason))
+        if not c1.hold:
+            q = c1.arm + rng.normal(0, 0.002, 7)  # the arm follows, roughly
+    assert len(kinds) >= 3, kinds  # acted, clipped and held along the way
+    assert fused.step(np.array([np.nan, 0, 0, 0]), q, 0.04).reason == "non-finite action"
+
+
+def test_warm_up_leaves_no_state(kin):
+    c = Controller(Spec(), kin)
+    c.warm_up()
+    assert c.safety.last_cmd is None and c.safety.last_grip is None
+
+
+def test_fused_ee_delta_step_matches_map_then_filter_on_a_second_arm():
+    """The same bit-identity on the xArm6 (6 joints, other limits and links): nothing in the kernel assumes 7."""
+    from arms import XARM6_URDF, xarm6_spec
+
+    spec = xarm6_spec()
+    kin = Kinematics(XARM6_URDF, spec.base_link, spec.ee_link, spec.arm_joints)
+    home = np.clip(np.array([0.0, -0.26, -1.27, 0.0, 1.53, 0.0]), kin.lower, kin.upper)
+    fused, plain = Controller(spec, kin, home=home), Controller(spec, kin, home=home)
+    plain._fused = None
+    rng = np.random.default_rng(5)
+    q = home.copy()
+    for i in range(300):
+        a = rng.uniform(-1.2, 1.2, spec.action_dim)
+        ee = kin.fk_pos(q)
+        c1, c2 = fused.step(a, q, 0.02, ee), plain.step(a, q, 0.02, ee)
+        np.testing.assert_array_equal(c1.arm, c2.arm)
+        assert (c1.gripper, c1.hold, c1.reason, c1.clipped) == (c2.gripper, c2.hold, c2.reason, c2.clipped)
+        if not c1.hold:
+            q = c1.arm.copy()
+
+
+def test_observer_gives_exactly_fk_then_build_observation(kin):
+    from arms import XARM6_URDF, xarm6_spec
+    from vla_rl_ros.runtime.observe import Observer
+
+    rng = np.random.default_rng(9)
+    xspec = xarm6_spec()
+    xkin = Kinematics(XARM6_URDF, xspec.base_link, xspec.ee_link, xspec.arm_joints)
+    for spec, k in ((Spec(), kin), (xspec, xkin)):
+        observe = Observer(spec, k)
+        out = np.zeros(spec.obs_dim, dtype=np.float32)
+        for _ in range(200):
+            q = rng.uniform(k.lower, k.upper)
+            grip, obj, goal = rng.uniform(0, 0.08), rng.normal(0.4, 0.3, 3), rng.normal(0.4, 0.3, 3)
+            ee = observe(q, grip, obj, goal, out)
+            np.testing.assert_array_equal(ee, k.fk_pos(q))
+            np.testing.assert_array_equal(out, spec.build_observation(q, grip, k.fk_pos(q), obj, goal))

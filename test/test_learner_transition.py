@@ -38,11 +38,11 @@ def test_iql_learns_offline_from_the_run_then_its_candidate_is_gated_and_resumed
     r, still = run
     L = _learner(r, still, "iql", lr=1e-3)
     try:
-        events = []
-        while not events:
-            events = L.step()
+        gated = []  # (a promotion's step also reports gate vs live: learner/gate_vs_live.py)
+        while not gated:
+            gated = [e for e in L.step() if e.kind in ("candidate", "promoted")]
         assert isinstance(L.algo, IQL) and L.updates == 1000
-        [ev] = events
+        [ev] = gated
         assert ev.promoted, ev.reason  # IQL on 12 expert reach episodes beats standing still
         _, lineage, version = read_model_metadata(ev.path)
         assert lineage["algorithm"] == "iql" and lineage["training_steps"] == 1000 and version.startswith("iql-")

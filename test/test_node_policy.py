@@ -18,7 +18,7 @@ from std_msgs.msg import Bool, Float64MultiArray
 
 import onnx_models as om
 from conftest import params_file
-from ros_helpers import NAMES, FakeArm, arm_commands, last_diag, steps
+from ros_helpers import NAMES, FakeArm, arm_commands, last_diag, steps, wait_diag, wait_step
 from vla_rl_ros.spec import Spec
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -38,15 +38,6 @@ def policy(launch, probe, tmp_path, request):
     proc = launch("policy_node", params)
     probe.wait_for(lambda: last_diag(probe) is not None, 60, "policy_node diagnostics")
     return proc
-
-
-def wait_step(probe, pred, what, timeout=20.0):
-    t0 = time.monotonic()
-    return probe.wait_for(lambda: next((s for t, s in steps(probe) if t > t0 and pred(s)), None), timeout, what)
-
-
-def wait_diag(probe, pred, what, timeout=20.0):
-    return probe.wait_for(lambda: (lambda d: d if d and pred(d) else None)(last_diag(probe)), timeout, what)
 
 
 def publish_for(pub, data, seconds: float, period: float = 0.05) -> None:

@@ -66,3 +66,15 @@ def test_rate_monitor_uses_the_timers_schedule_when_given():
         r.tick(e + d, expected=e, actual=e + d)
     assert r.missed == 2 and r.ticks == 6
     assert r.lateness.summary().max == pytest.approx(0.0029)
+
+
+def test_rate_monitor_counts_a_gap_longer_than_outage_s_as_an_outage_not_missed_ticks():
+    r = RateMonitor(1000.0, outage_s=0.1)
+    stamps = [0.0, 0.001, 0.003, 0.004, 0.5, 0.501]  # one state lost (2 ms), then the input stopped for 0.5 s
+    for e in stamps:
+        r.tick(e + 0.0002, expected=e, actual=e + 0.0002)
+    assert r.missed == 1 and r.outages == 1 and r.ticks == 6
+    r2 = RateMonitor(1000.0, outage_s=0.1)  # without a schedule: from the tick times
+    for t in (0.0, 0.001, 0.003, 0.3):
+        r2.tick(t)
+    assert r2.missed == 1 and r2.outages == 1

@@ -108,3 +108,17 @@ def read_arm(params_files: str | Sequence[str] | None, task: str | None = None, 
     if task:
         merged["task"] = task
     return arm_from_params(merged)
+
+
+def joint_mimics(urdf_path: str) -> dict[str, tuple[str, float, float]]:
+    """``{joint: (source joint, multiplier, offset)}`` of every URDF joint with a ``<mimic>``
+    (``joint = multiplier * source + offset``): how a driver that publishes one finger joint of a parallel
+    gripper gives the other (:class:`~vla_rl_ros.runtime.inputs.JointStateMatcher`)."""
+    import xml.etree.ElementTree as ET
+
+    out = {}
+    for j in ET.parse(urdf_path).getroot().iter("joint"):
+        m = j.find("mimic")
+        if m is not None and j.get("name") and m.get("joint"):
+            out[j.get("name")] = (m.get("joint"), float(m.get("multiplier", 1.0)), float(m.get("offset", 0.0)))
+    return out

@@ -72,7 +72,8 @@ def sim_keys(run_dir: str) -> tuple[str, str]:
 
 
 def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None = None, model: str | None = None,
-                    teacher: float | None = None, learner: bool = True) -> dict[str, dict[str, Any]]:
+                    teacher: float | None = None, learner: bool = True,
+                    gap: float | None = None) -> dict[str, dict[str, Any]]:
     """The nodes of ``graph`` to start, in order, each with the parameters it gets on top of the params file.
 
     The one place the launch files and the CLI compute them (plain Python, no ``launch`` needed).
@@ -85,6 +86,8 @@ def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None 
     * ``teacher`` (sim): ``teacher_node``'s ``watch_fraction`` (``None`` = the params file's); the teacher
       runs only for ``pick_place`` and not with ``teacher == 0``.
     * ``learner``: ``False`` leaves ``learner_node`` out.
+    * ``gap`` (sim): ``twin_node``'s ``gap_scale``, the reality gap's preset scale (``None`` = the params file's
+      gap as written; 0 = the arm's twin is the gate's exactly).
     * signing (sim): ``learner_node`` signs with the run's key (:func:`sim_keys`), and ``policy_node`` trusts only
       that key and runs only models inside ``<run>/models``, newer than any it ran (``<run>/keys/
       policy_node_replay.json``); on a robot the params file names the keys.
@@ -112,6 +115,7 @@ def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None 
         "learner_node": {**({"run_dir": run_dir} if run_dir else {}), **({"initial_model": model} if model else {}),
                          **signing["learner_node"]},
         "teacher_node": {"watch_fraction": float(teacher)} if teacher is not None else {},
+        "twin_node": {"gap_scale": float(gap)} if gap is not None else {},
     }
     out: dict[str, dict[str, Any]] = {}
     for name in g.nodes:

@@ -399,3 +399,36 @@ def filter_targets_jit(q_target, q_meas, ref, lower, upper, max_step, max_track,
     if out_t > 0.0 and out_t >= out_m:
         flags |= 4
     return q, flags
+
+
+@njit(cache=True)
+def ee_delta_targets_jit(action, q_meas, ee_meas, ref, ws, jl, consts, iters, target_rot, q_rest,
+                         seg_R, seg_t, seg_axis, prismatic, tail_R, tail_t):
+    """An ee_delta action to filtered joint targets in one compiled call (the control tick's hot path):
+    :meth:`runtime.control.ActionMapper.map` (the hand target, boxed to the workspace, then DLS IK) and
+    :func:`filter_targets_jit`, with the same arithmetic in the same order as those two, minus the Python
+    between them.
+
+    ``ws`` rows: the mapper's box (low, high), the filter's box (low, high, tolerance included). ``jl`` rows:
+    the URDF limits (lower, upper), the filter's (margin included). ``consts``: max_ee_step, max_joint_step,
+    max_tracking_error, IK damping, rotation weight, rest gain. Returns (targets, flags): bits 0-2 as
+    :func:`filter_targets_jit`; bit 3: the IK's targets are not finite (nothing filtered); bit 4: the hand
+    target was clipped to the workspace box.
+    """
+    target = np.empty(3)
+    boxed = 0
+    for k in range(3):
+        a = min(max(action[k], -1.0), 1.0)
+        t = ee_meas[k] + a * consts[0]
+        b = min(max(t, ws[0, k]), ws[1, k])
+        if b != t:
+            boxed = 16
+        target[k] = b
+    q = _ik_jit(q_meas.copy(), target, target_rot, True, q_rest, True, iters, consts[3], consts[4], consts[5],
+                seg_R, seg_t, seg_axis, prismatic, tail_R, tail_t, jl[0], jl[1])
+    for i in range(q.shape[0]):
+        if not np.isfinite(q[i]):
+            return q, 8 | boxed
+    q2, flags = filter_targets_jit(q, q_meas, ref, jl[2], jl[3], consts[1], consts[2], ws[2], ws[3],
+                                   seg_R, seg_t, seg_axis, prismatic, tail_R, tail_t, ee_meas)
+    return q2, flags | boxed

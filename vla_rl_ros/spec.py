@@ -196,7 +196,7 @@ class Spec:
 
     def gripper_target(self, a_grip: float) -> float:
         """Map the gripper action in [-1, 1] to an opening width in metres."""
-        return float(np.clip((a_grip + 1.0) * 0.5, 0.0, 1.0) * self.gripper_open)
+        return min(max((float(a_grip) + 1.0) * 0.5, 0.0), 1.0) * self.gripper_open
 
     def gripper_width_of(self, joint_sum: float) -> float:
         """The opening width (m) of the gripper whose joints' positions sum to ``joint_sum``."""

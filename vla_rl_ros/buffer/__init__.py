@@ -15,18 +15,24 @@ Learner side::
     batch = replay.sample(256, demo_ratio=0.5)            # dict of torch tensors
     episodes = replay.episodes()                          # whole completed episodes (Recap)
 
+Long runs: ``run.writer(segment_max_bytes=..., segment_max_s=...)`` splits the
+store into segments that every reader takes together, and
+``archive_segments`` moves closed ones away (:mod:`.segments`).
+
 See :mod:`.schema` for the on-disk format and why SQLite/WAL.
 """
 from .export import export_mcap
 from .replay import Episode, Replay, open_replay
 from .run import Run, create_run, list_stores, open_run
+from .segments import archive_segments, archived_segments, list_segments
 from .schema import (END_REASONS, SCHEMA_VERSION, BufferError, SchemaVersionError, StoreLockedError, connect,
                      create_store)
 from .stats import format_stats, stats
-from .writer import EpisodeStateError, InvalidStep, Writer, import_episodes
+from .writer import EpisodeStateError, InvalidStep, Writer, import_episodes, is_disk_full
 
 __all__ = [
     "export_mcap", "Episode", "Replay", "open_replay", "Run", "create_run", "list_stores", "open_run",
     "END_REASONS", "SCHEMA_VERSION", "BufferError", "SchemaVersionError", "StoreLockedError", "connect",
     "create_store", "format_stats", "stats", "EpisodeStateError", "InvalidStep", "Writer", "import_episodes",
+    "is_disk_full", "archive_segments", "archived_segments", "list_segments",
 ]

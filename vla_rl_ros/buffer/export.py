@@ -16,7 +16,9 @@ Channels, all standard message types:
   frames, if any.
 
 Log times are the writer's receive stamps (ns). The run's spec, robot id and
-schema version are written as MCAP metadata ``vla_rl_ros.store``.
+schema version are written as MCAP metadata ``vla_rl_ros.store``. A store
+with segments (:mod:`.segments`) is exported whole, its segments in order, into
+one file (archived segments are not: export them by their own path).
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from .run import Run, list_stores
-from .schema import connect, read_meta, store_spec
+from .schema import check_spec, connect, read_meta, store_spec
+from .segments import series_of
 
 _SEP = "=" * 80
 
@@ -73,76 +76,90 @@ def _nan(x: float | None) -> float:
 
 
 def export_mcap(run: Any, out_path: str | Path, *, frames: bool = True) -> dict[str, int]:
-    """Write one store (a run folder, :class:`Run` or store path) to ``out_path``; returns message counts."""
-    import numpy as np
+    """Write one store (a run folder, :class:`Run` or store path; all its segments) to ``out_path``.
+
+    Returns message counts.
+    """
     from mcap_ros2.writer import Writer as McapWriter
 
     src = run.path if isinstance(run, Run) else run
     stores = list_stores([src])
-    if len(stores) != 1:
-        raise ValueError(f"{src}: expected exactly one store, found {len(stores)}")
-    con = connect(stores[0], readonly=True)
+    if len({series_of(p)[0].resolve() for p in stores}) != 1:
+        raise ValueError(f"{src}: expected exactly one store, found {len(stores)} in several series")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     counts = {"/rl/step": 0, "/rl/transition": 0, "/rl/episode": 0, "/camera/image_raw/compressed": 0}
-    try:
-        spec = store_spec(con)
-        meta = read_meta(con)
-        od, ad = spec.obs_dim, spec.action_dim
-        con.execute("BEGIN")  # one consistent snapshot even while a writer appends
-        with open(out_path, "wb") as f:
-            w = McapWriter(f)
-            sch = {k: w.register_msgdef(k, v) for k, v in MSGDEFS.items()}
-            w.add_metadata("vla_rl_ros.store", {"spec": meta["spec"], "robot_id": meta.get("robot_id", ""),
-                                                "store_id": meta.get("store_id", ""),
-                                                "schema_version": meta["schema_version"]})
-            episodes = con.execute("SELECT id, idx, task, seed, model_versions, success, episode_return, length, "
-                                   "n_intervention_steps, reward_config, is_demo, started_at, ended_at, end_reason, "
-                                   "info FROM episodes ORDER BY id").fetchall()
-            cols = ("id", "idx", "task", "seed", "model_versions", "success", "episode_return", "length",
-                    "n_intervention_steps", "reward_config", "is_demo", "started_at", "ended_at", "end_reason", "info")
-            for ep in episodes:
-                e = dict(zip(cols, ep))
-                for k in ("model_versions", "reward_config", "info"):
-                    e[k] = json.loads(e[k]) if e[k] else None
-                e["success"] = None if e["success"] is None else bool(e["success"])
-                e["is_demo"] = bool(e["is_demo"])
-                seq = 0
-                for (t, obs, act, rew, nobs, term, trunc, interv, mv, obs_st, cmd_st, recv) in con.execute(
-                        "SELECT t, obs, action, reward, next_obs, terminated, truncated, intervention, "
-                        "model_version, obs_stamp, cmd_stamp, recv_stamp FROM steps WHERE episode_id = ? "
-                        "ORDER BY t", (e["id"],)):
-                    o = np.frombuffer(obs, np.float32).astype(np.float64)
-                    a = np.frombuffer(act, np.float32).astype(np.float64)
-                    o2 = np.frombuffer(nobs, np.float32).astype(np.float64)
-                    log = _ns(recv)
-                    step_meta = [float(t), _nan(obs_st), _nan(cmd_st), float(interv), 0.0, float(spec.control_hz)]
-                    w.write_message("/rl/step", sch["std_msgs/msg/Float64MultiArray"], {
-                        "layout": _layout([("obs", od), ("action", ad), ("meta", 6), (f"model:{mv}", 0)]),
-                        "data": o.tolist() + a.tolist() + step_meta}, log_time=log, sequence=seq)
-                    w.write_message("/rl/transition", sch["std_msgs/msg/Float64MultiArray"], {
-                        "layout": _layout([("obs", od), ("action", ad), ("next_obs", od), ("info", 6)]),
-                        "data": o.tolist() + a.tolist() + o2.tolist()
-                        + [float(e["id"]), float(t), float(rew), float(term), float(trunc), float(interv)]},
-                        log_time=log, sequence=seq)
-                    seq += 1
-                counts["/rl/step"] += seq
-                counts["/rl/transition"] += seq
-                if frames:
-                    for (t, camera, fmt, data, stamp) in con.execute(
-                            "SELECT t, camera, format, data, stamp FROM frames WHERE episode_id = ? ORDER BY t",
-                            (e["id"],)):
-                        st = _ns(stamp)
-                        w.write_message("/camera/image_raw/compressed", sch["sensor_msgs/msg/CompressedImage"], {
-                            "header": {"stamp": {"sec": st // 10**9, "nanosec": st % 10**9}, "frame_id": camera},
-                            "format": fmt, "data": bytes(data)}, log_time=st)
-                        counts["/camera/image_raw/compressed"] += 1
-                w.write_message("/rl/episode", sch["std_msgs/msg/String"],
-                                {"data": json.dumps(e, sort_keys=True)},
-                                log_time=_ns(e["ended_at"] or e["started_at"]))
-                counts["/rl/episode"] += 1
-            w.finish()
-        con.execute("COMMIT")
-    finally:
-        con.close()
+    with open(out_path, "wb") as f:
+        w = McapWriter(f)
+        sch = {k: w.register_msgdef(k, v) for k, v in MSGDEFS.items()}
+        spec = None
+        for path in stores:
+            con = connect(path, readonly=True)
+            try:
+                if spec is None:
+                    spec = store_spec(con)
+                    meta = read_meta(con)
+                    w.add_metadata("vla_rl_ros.store", {"spec": meta["spec"], "robot_id": meta.get("robot_id", ""),
+                                                        "store_id": meta.get("series_id", meta.get("store_id", "")),
+                                                        "schema_version": meta["schema_version"]})
+                else:
+                    check_spec(spec, store_spec(con), path)
+                con.execute("BEGIN")  # one consistent snapshot even while a writer appends
+                _export_store(con, spec, w, sch, counts, frames)
+                con.execute("COMMIT")
+            finally:
+                con.close()
+        w.finish()
     return counts
+
+
+def _export_store(con: Any, spec: Any, w: Any, sch: dict[str, int], counts: dict[str, int], frames: bool) -> None:
+    """Write one store's (segment's) episodes, steps and frames."""
+    import numpy as np
+
+    od, ad = spec.obs_dim, spec.action_dim
+    episodes = con.execute("SELECT id, idx, task, seed, model_versions, success, episode_return, length, "
+                           "n_intervention_steps, reward_config, is_demo, started_at, ended_at, end_reason, "
+                           "info FROM episodes ORDER BY id").fetchall()
+    cols = ("id", "idx", "task", "seed", "model_versions", "success", "episode_return", "length",
+            "n_intervention_steps", "reward_config", "is_demo", "started_at", "ended_at", "end_reason", "info")
+    for ep in episodes:
+        e = dict(zip(cols, ep))
+        for k in ("model_versions", "reward_config", "info"):
+            e[k] = json.loads(e[k]) if e[k] else None
+        e["success"] = None if e["success"] is None else bool(e["success"])
+        e["is_demo"] = bool(e["is_demo"])
+        seq = 0
+        for (t, obs, act, rew, nobs, term, trunc, interv, mv, obs_st, cmd_st, recv) in con.execute(
+                "SELECT t, obs, action, reward, next_obs, terminated, truncated, intervention, "
+                "model_version, obs_stamp, cmd_stamp, recv_stamp FROM steps WHERE episode_id = ? "
+                "ORDER BY t", (e["id"],)):
+            o = np.frombuffer(obs, np.float32).astype(np.float64)
+            a = np.frombuffer(act, np.float32).astype(np.float64)
+            o2 = np.frombuffer(nobs, np.float32).astype(np.float64)
+            log = _ns(recv)
+            step_meta = [float(t), _nan(obs_st), _nan(cmd_st), float(interv), 0.0, float(spec.control_hz)]
+            w.write_message("/rl/step", sch["std_msgs/msg/Float64MultiArray"], {
+                "layout": _layout([("obs", od), ("action", ad), ("meta", 6), (f"model:{mv}", 0)]),
+                "data": o.tolist() + a.tolist() + step_meta}, log_time=log, sequence=seq)
+            w.write_message("/rl/transition", sch["std_msgs/msg/Float64MultiArray"], {
+                "layout": _layout([("obs", od), ("action", ad), ("next_obs", od), ("info", 6)]),
+                "data": o.tolist() + a.tolist() + o2.tolist()
+                + [float(e["id"]), float(t), float(rew), float(term), float(trunc), float(interv)]},
+                log_time=log, sequence=seq)
+            seq += 1
+        counts["/rl/step"] += seq
+        counts["/rl/transition"] += seq
+        if frames:
+            for (t, camera, fmt, data, stamp) in con.execute(
+                    "SELECT t, camera, format, data, stamp FROM frames WHERE episode_id = ? ORDER BY t",
+                    (e["id"],)):
+                st = _ns(stamp)
+                w.write_message("/camera/image_raw/compressed", sch["sensor_msgs/msg/CompressedImage"], {
+                    "header": {"stamp": {"sec": st // 10**9, "nanosec": st % 10**9}, "frame_id": camera},
+                    "format": fmt, "data": bytes(data)}, log_time=st)
+                counts["/camera/image_raw/compressed"] += 1
+        w.write_message("/rl/episode", sch["std_msgs/msg/String"],
+                        {"data": json.dumps(e, sort_keys=True)},
+                        log_time=_ns(e["ended_at"] or e["started_at"]))
+        counts["/rl/episode"] += 1

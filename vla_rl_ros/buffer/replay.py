@@ -23,6 +23,12 @@ a terminal step has ``done = 1`` (no bootstrapping), a truncated one keeps
 
 :meth:`Replay.episodes` gives Recap whole *completed* episodes with their
 outcome, also loaded incrementally (and only if asked for).
+
+Segments (:mod:`.segments`): a store path (or run folder) names its whole
+series. Every segment is read, oldest first, as one store would be (episode ids
+continue across segments), and :meth:`Replay.refresh` picks up the segments a
+recorder rolls over to while the learner runs. Archived segments are no longer
+read; :attr:`Replay.archived` and :meth:`Replay.summary` say what they held.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ import numpy as np
 
 from ..spec import Spec
 from .schema import check_spec, connect, store_spec
+from .segments import archived_segments, describe_archived, list_segments, series_of
 
 _STEP_FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "intervention", "is_demo")
 
@@ -142,6 +149,7 @@ class Replay:
         self._online: _Ring | None = None
         self._demo: _Ring | None = None
         self._episodes: list[Episode] = []
+        self._series: dict[Path, Path] = {}  # resolved base -> base: series whose new segments refresh() adds
         #: step rows read from SQLite by refresh() (each row is read once).
         self.rows_fetched = 0
         #: step rows read by episodes().
@@ -151,12 +159,29 @@ class Replay:
 
     # ----------------------------------------------------------------- stores
     def add_store(self, path: str | Path) -> None:
-        """Start tailing another store (a store file or run folder, e.g. a recorder that appeared later)."""
+        """Start tailing another store (a store file or run folder, e.g. a recorder that appeared later).
+
+        A run folder or any store file stands for its series: all its segments
+        now, and those it rolls over to later.
+        """
         path = Path(path)
         if path.is_dir():
             from .run import STORE_FILE
 
             path = path / STORE_FILE
+        base, _ = series_of(path)
+        segments = list_segments(base) or [path]  # none: connect() says the store is missing
+        for seg in segments:
+            self._add_file(seg)
+        self._series.setdefault(base.resolve(), base)
+
+    def _discover(self) -> None:
+        """Add segments the recorders rolled over to since the last call."""
+        for base in self._series.values():
+            for seg in list_segments(base):
+                self._add_file(seg)
+
+    def _add_file(self, path: Path) -> None:
         if any(s["path"] == path.resolve() for s in self._stores):
             return
         con = connect(path, readonly=True)
@@ -174,14 +199,30 @@ class Replay:
     def stores(self) -> list[Path]:
         return [s["path"] for s in self._stores]
 
+    @property
+    def archived(self) -> list[dict[str, Any]]:
+        """Archive records (:func:`~.segments.archive_segments`) of the series read here: no longer read."""
+        return [r for base in self._series.values() for r in archived_segments(base)]
+
+    def summary(self) -> str:
+        """What this replay reads (stores, transitions) and what of its series was archived."""
+        lines = [f"{len(self._stores)} store file(s): {', '.join(p.name for p in self.stores)}; "
+                 f"{self.n_demo} demo-side + {self.n_online} online transitions"]
+        archived = describe_archived(self.archived)
+        if archived:
+            lines.append(archived + " (not read)")
+        return "\n".join(lines)
+
     def close(self) -> None:
         for s in self._stores:
             s["con"].close()
         self._stores.clear()
+        self._series.clear()
 
     # ---------------------------------------------------------------- tailing
     def refresh(self) -> int:
         """Read steps committed since the last refresh, from every store; returns how many."""
+        self._discover()
         if self._online is None:
             return 0
         od, ad = self.spec.obs_dim, self.spec.action_dim
@@ -281,6 +322,7 @@ class Replay:
         Loaded incrementally: each call reads only episodes completed since the
         previous call. An open episode (and any after it) waits for its end.
         """
+        self._discover()
         od, ad = self.spec.obs_dim if self.spec else 0, self.spec.action_dim if self.spec else 0
         for s in self._stores:
             con: sqlite3.Connection = s["con"]

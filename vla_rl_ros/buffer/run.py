@@ -5,6 +5,8 @@ Layout (``root`` is usually ``runs/``)::
     <root>/<run_name>/
         run.json          spec (JSON), created time, robot id, schema version
         buffer.sqlite     the transition store (+ -wal, -shm while open)
+        buffer.seg000001.sqlite ...   its later segments, if the recorder rolls over (see .segments)
+        archive/, archive.json        segments moved by ``vla-rl-ros data archive``, and the record of it
         models/           exported ONNX candidates and the registry (learner)
         tb/               TensorBoard logs (learner)
         checkpoints/      training checkpoints (learner)
@@ -23,6 +25,7 @@ from typing import Any, Iterable
 
 from ..spec import Spec
 from .schema import SCHEMA_VERSION, check_spec, connect, create_store, store_spec
+from .segments import ARCHIVE_DIR, MANIFEST, list_segments, series_of
 
 RUN_FILE = "run.json"
 STORE_FILE = "buffer.sqlite"
@@ -40,6 +43,11 @@ class Run:
     @property
     def buffer_path(self) -> Path:
         return self.path / STORE_FILE
+
+    @property
+    def segments(self) -> list[Path]:
+        """The store's segments, oldest first (one, ``buffer_path``, unless the recorder rolls over)."""
+        return list_segments(self.buffer_path)
 
     @property
     def models_dir(self) -> Path:
@@ -105,32 +113,43 @@ def open_run(path: str | Path) -> Run:
         raise FileNotFoundError(f"{path} is not a run folder (no {RUN_FILE})")
     d = json.loads(rf.read_text())
     spec = Spec.from_dict(d["spec"])
-    con = connect(path / STORE_FILE, readonly=True)
+    segments = list_segments(path / STORE_FILE)
+    newest = segments[-1] if segments else path / STORE_FILE  # (the first may be archived)
+    con = connect(newest, readonly=True)
     try:
-        check_spec(spec, store_spec(con), path / STORE_FILE)
+        check_spec(spec, store_spec(con), newest)
     finally:
         con.close()
     return Run(path=path, name=d.get("name", path.name), spec=spec, robot_id=d.get("robot_id", ""),
                created=float(d.get("created", 0.0)))
 
 
+def _archived_here(store: Path) -> bool:
+    """Is ``store`` in a run's archive folder (it was archived, and is read by naming that folder)?"""
+    return store.parent.name == ARCHIVE_DIR and (store.parent.parent / MANIFEST).is_file()
+
+
 def list_stores(paths: Iterable[str | Path]) -> list[Path]:
     """Resolve run folders, store files or folders of runs into store paths (deduplicated, in order).
 
-    * a file is taken as a store;
-    * a folder with ``buffer.sqlite`` gives that store;
-    * any other folder gives every ``buffer.sqlite`` below it (sorted).
+    * a store file stands for its series: every segment of it in its folder,
+      oldest first (just the file for a store without segments; see :mod:`.segments`);
+    * a run folder gives its ``buffer.sqlite`` series;
+    * any other folder gives every series below it (sorted), leaving out the
+      segments a run archived (``<run>/archive/`` beside its ``archive.json``).
     """
     out: list[Path] = []
     seen: set[Path] = set()
     for p in paths:
         p = Path(p)
         if p.is_file():
-            found = [p]
-        elif (p / STORE_FILE).is_file():
-            found = [p / STORE_FILE]
+            found = list_segments(p)
+        elif list_segments(p / STORE_FILE):
+            found = list_segments(p / STORE_FILE)
         elif p.is_dir():
-            found = sorted(p.rglob(STORE_FILE))
+            bases = {series_of(f)[0] for pattern in (STORE_FILE, f"{Path(STORE_FILE).stem}.seg*.sqlite")
+                     for f in p.rglob(pattern) if not _archived_here(f)}
+            found = [seg for b in sorted(bases) for seg in list_segments(b)]
         else:
             raise FileNotFoundError(f"{p}: no such store or run folder")
         for f in found:

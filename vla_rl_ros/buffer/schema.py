@@ -30,7 +30,10 @@ and throwaway simulation runs.
 Schema (``SCHEMA_VERSION`` 1)
 -----------------------------
 * ``meta(key, value)``: ``schema_version``, ``created_at``, ``store_id`` (uuid),
-  ``spec`` (JSON), ``robot_id``, ``obs_dim``, ``action_dim``, ``rejected_steps``.
+  ``spec`` (JSON), ``robot_id``, ``obs_dim``, ``action_dim``, ``rejected_steps``;
+  ``dropped_steps`` once a full disk made the writer drop queued steps (see
+  :mod:`.writer`); a segment's ``segment_index``, ``series_id``,
+  ``episode_id_base`` and ``episode_idx_base`` (see :mod:`.segments`).
 * ``writer_sessions``: one row per writer open (pid, host, open/close stamps,
   episodes recovered after a crash).
 * ``episodes``: see the DDL. ``model_versions`` is a JSON list in order of first
@@ -190,8 +193,12 @@ def check_schema(con: sqlite3.Connection, path: Any = "store") -> int:
     return v
 
 
-def create_store(path: str | Path, spec: Spec, robot_id: str = "", *, synchronous: str = "FULL") -> Path:
-    """Create an empty store at ``path`` (which must not exist) for observations of ``spec``."""
+def create_store(path: str | Path, spec: Spec, robot_id: str = "", *, synchronous: str = "FULL",
+                 meta: dict[str, str] | None = None) -> Path:
+    """Create an empty store at ``path`` (which must not exist) for observations of ``spec``.
+
+    ``meta``: more ``meta`` rows (a segment's ``segment_index``, ``episode_id_base``...; see :mod:`.segments`).
+    """
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} already exists")
@@ -216,6 +223,7 @@ def create_store(path: str | Path, spec: Spec, robot_id: str = "", *, synchronou
             "obs_dim": str(spec.obs_dim),
             "action_dim": str(spec.action_dim),
             "rejected_steps": "0",
+            **{k: str(v) for k, v in (meta or {}).items()},
         }
         con.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", sorted(meta.items()))
         con.execute("COMMIT")

@@ -9,6 +9,7 @@ from typing import Any
 
 from .run import Run, list_stores
 from .schema import connect, read_meta
+from .segments import archived_segments, describe_archived, series_of
 
 
 def _paths(runs: Any) -> list[Path]:
@@ -27,7 +28,9 @@ def group_key(is_demo: bool, model_versions: list[str]) -> str:
 def stats(runs: Any) -> dict[str, Any]:
     """Statistics over one or more runs/stores (a path, a :class:`Run`, or a list of them).
 
-    Returns ``{"stores": [...], "by_model": [...], "end_reasons": {...}, "totals": {...}}``.
+    Returns ``{"stores": [...], "by_model": [...], "end_reasons": {...}, "totals": {...}, "archived": [...]}``.
+    A store's segments (:mod:`.segments`) are rows of ``stores`` and count together; ``archived`` lists the
+    archive records of their series (those segments are not counted).
     ``by_model`` rows (completed episodes only): ``model``, ``episodes``,
     ``successes``, ``success_rate``, ``mean_return``, ``std_return``,
     ``min_return``, ``max_return``, ``mean_length``, ``steps``,
@@ -37,7 +40,8 @@ def stats(runs: Any) -> dict[str, Any]:
     stores = []
     groups: dict[str, list[tuple]] = defaultdict(list)
     reasons: Counter[str] = Counter()
-    for path in _paths(runs):
+    paths = _paths(runs)
+    for path in paths:
         con = connect(path, readonly=True)
         try:
             meta = read_meta(con)
@@ -56,7 +60,8 @@ def stats(runs: Any) -> dict[str, Any]:
             groups[group_key(bool(is_demo), json.loads(models))].append((bool(success), ret, length, n_int))
         stores.append({"path": str(path), "robot_id": meta.get("robot_id", ""), "store_id": meta.get("store_id"),
                        "schema_version": int(meta["schema_version"]), "episodes": len(rows), "open_episodes": n_open,
-                       "steps": n_steps, "frames": n_frames, "rejected_steps": int(meta.get("rejected_steps", 0))})
+                       "steps": n_steps, "frames": n_frames, "rejected_steps": int(meta.get("rejected_steps", 0)),
+                       "dropped_steps": int(meta.get("dropped_steps", 0))})
     by_model = []
     for key in sorted(groups, key=lambda k: (k == "demo", k)):
         g = groups[key]
@@ -73,16 +78,21 @@ def stats(runs: Any) -> dict[str, Any]:
             "intervention_steps": n_int, "intervention_rate": n_int / steps if steps else 0.0,
             "mean_step_reward": sum(rets) / steps if steps else 0.0,
         })
-    totals = {k: sum(s[k] for s in stores) for k in ("episodes", "open_episodes", "steps", "frames", "rejected_steps")}
-    return {"stores": stores, "by_model": by_model, "end_reasons": dict(reasons), "totals": totals}
+    totals = {k: sum(s[k] for s in stores)
+              for k in ("episodes", "open_episodes", "steps", "frames", "rejected_steps", "dropped_steps")}
+    bases = list(dict.fromkeys(series_of(p)[0] for p in paths))
+    archived = [r for b in bases for r in archived_segments(b)]
+    return {"stores": stores, "by_model": by_model, "end_reasons": dict(reasons), "totals": totals,
+            "archived": archived}
 
 
 def format_stats(st: dict[str, Any]) -> str:
     """Render :func:`stats` output as markdown tables."""
-    lines = ["| store | robot | episodes | open | steps | frames | rejected |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| store | robot | episodes | open | steps | frames | rejected | dropped |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for s in st["stores"]:
         lines.append(f"| {s['path']} | {s['robot_id'] or '-'} | {s['episodes']} | {s['open_episodes']} | "
-                     f"{s['steps']} | {s['frames']} | {s['rejected_steps']} |")
+                     f"{s['steps']} | {s['frames']} | {s['rejected_steps']} | {s.get('dropped_steps', 0)} |")
     lines += ["", "| model | episodes | success | return mean ± std [min, max] | length | interventions | reward/step |",
               "|---|---:|---:|---|---:|---:|---:|"]
     for r in st["by_model"]:
@@ -95,4 +105,6 @@ def format_stats(st: dict[str, Any]) -> str:
         lines.append("| (no completed episodes) | | | | | | |")
     if st["end_reasons"]:
         lines += ["", "end reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(st["end_reasons"].items()))]
+    if st.get("archived"):
+        lines += ["", describe_archived(st["archived"]) + " (not counted above)"]
     return "\n".join(lines)

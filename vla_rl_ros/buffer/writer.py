@@ -18,10 +18,27 @@ Resuming. Opening an existing store appends to it. An episode left open by a
 crash is closed on open: ``end_reason='crash'``, ``success=0``, its aggregates
 recomputed from the committed steps, and its last committed step marked
 ``truncated`` (bootstrapping from its ``next_obs`` remains valid).
+
+Segments. With ``segment_max_bytes`` or ``segment_max_s`` the writer rolls over
+to a new segment of the store when the current one passes either, at the end
+of an episode (an episode is never split): see :mod:`.segments`. The path given
+names the series; the writer resumes its newest segment.
+
+A full disk. A commit that fails with SQLITE_FULL or ENOSPC is rolled back
+(SQLite is atomic: nothing committed earlier is touched), its steps go back to
+the head of the queue, and the writer retries with a backoff (up to
+``disk_full_retry_max_s``) until space returns; meanwhile :attr:`Writer.disk_full`
+is true and :meth:`add_step` goes on queueing. The queue is bounded while the
+disk is full: past ``max_pending_steps`` the oldest queued steps (and frames)
+are dropped and counted in :attr:`Writer.dropped_steps` (and in the store's
+``meta.dropped_steps`` once it can be written), never silently. A writer closed
+while the disk is still full gives up after ``close_timeout_s`` and says how
+many steps it could not store.
 """
 from __future__ import annotations
 
 import collections
+import errno
 import fcntl
 import logging
 import math
@@ -39,6 +56,7 @@ import numpy as np
 from ..spec import Spec
 from .schema import (END_REASONS, BufferError, StoreLockedError, check_spec, connect, create_store, dumps,
                      read_meta, store_spec)
+from .segments import list_segments, segment_path, series_of
 
 _log = logging.getLogger(__name__)
 
@@ -81,6 +99,13 @@ def _insert_steps(con, rows: list[tuple], max_rows: int, sql_cache: dict[int, st
         if len(sql_cache) < 64:
             sql_cache[r] = sql
         con.execute(sql, tuple(chain.from_iterable(rows[i:])))
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """SQLITE_FULL ("database or disk is full") or ENOSPC/EDQUOT: an error that goes away when space returns."""
+    if isinstance(e, sqlite3.Error):
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(e)
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class InvalidStep(BufferError, ValueError):
@@ -134,14 +159,23 @@ class Writer:
         image_encoding: channel order of ``ndarray`` frames (``"rgb8"`` or ``"bgr8"``).
         frame_format: ``"jpg"`` or ``"png"`` for ``ndarray`` frames.
         jpeg_quality: 0..100.
+        segment_max_bytes: roll over to a new segment at the first episode end
+            after the current one holds this many bytes (0 = never).
+        segment_max_s: likewise after the current segment is this old (0 = never).
+        max_pending_steps: while the disk is full, steps kept in memory; past
+            it the oldest are dropped and counted (:attr:`dropped_steps`).
+        disk_full_retry_max_s: longest wait between retries while the disk is full.
+        close_timeout_s: how long :meth:`close` retries on a full disk before giving up.
     """
 
     def __init__(self, path: str | Path, *, spec: Spec | None = None, robot_id: str = "",
                  commit_window_s: float = 0.1, synchronous: str = "FULL",
                  on_commit: Callable[[int, float], None] | None = None,
                  image_encoding: str = "rgb8", frame_format: str = "jpg", jpeg_quality: int = 90,
-                 latency_history: int = 100_000) -> None:
-        self.path = Path(path)
+                 latency_history: int = 100_000, segment_max_bytes: int = 0, segment_max_s: float = 0.0,
+                 max_pending_steps: int = 50_000, disk_full_retry_max_s: float = 5.0,
+                 close_timeout_s: float = 10.0) -> None:
+        self.path, _ = series_of(path)
         if not commit_window_s > 0:
             raise ValueError("commit_window_s must be > 0")
         if frame_format not in ("jpg", "png"):
@@ -151,10 +185,20 @@ class Writer:
         self.commit_window_s = float(commit_window_s)
         self.on_commit = on_commit
         self.image_encoding, self.frame_format, self.jpeg_quality = image_encoding, frame_format, int(jpeg_quality)
-        if not self.path.exists():
+        if segment_max_bytes < 0 or segment_max_s < 0:
+            raise ValueError("segment_max_bytes and segment_max_s must be >= 0 (0 = no limit)")
+        if max_pending_steps < 1:
+            raise ValueError("max_pending_steps must be >= 1")
+        self.segment_max_bytes, self.segment_max_s = int(segment_max_bytes), float(segment_max_s)
+        self.max_pending_steps = int(max_pending_steps)
+        self.disk_full_retry_max_s, self.close_timeout_s = float(disk_full_retry_max_s), float(close_timeout_s)
+        self._synchronous = synchronous
+        segments = list_segments(self.path)
+        if not segments:
             if spec is None:
                 raise FileNotFoundError(f"no store at {self.path} (pass spec= to create one)")
             create_store(self.path, spec, robot_id, synchronous=synchronous)
+            segments = [self.path]
 
         self._lock_fd = os.open(str(self.path) + ".writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -167,7 +211,7 @@ class Writer:
         os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
 
         try:
-            self._con = connect(self.path, synchronous=synchronous)
+            self._con = connect(segments[-1], synchronous=synchronous)
             self._con.execute("PRAGMA journal_size_limit = 67108864")
             self.spec = store_spec(self._con)
             self._max_rows = _max_rows_per_insert(self._con)
@@ -176,8 +220,16 @@ class Writer:
                 check_spec(spec, self.spec, self.path)
             meta = read_meta(self._con)
             self.store_id, self.robot_id = meta["store_id"], meta["robot_id"]
+            self.series_id = meta.get("series_id", self.store_id)
             self._rejected_base = int(meta.get("rejected_steps", "0"))
             self._rejected_written = self._rejected_base
+            self._dropped_base = int(meta.get("dropped_steps", "0"))
+            self._dropped_written = self._dropped_base
+            #: the segment being written, and its index in the series (0 for a store without segments)
+            self.segment_path, self.segment_index = segments[-1], series_of(segments[-1])[1]
+            self._segment_created = float(meta["created_at"])
+            self._page_size = int(self._con.execute("PRAGMA page_size").fetchone()[0])
+            self._segment_bytes = self._page_size * int(self._con.execute("PRAGMA page_count").fetchone()[0])
             self.recovered_episodes = self._recover()
             self._con.execute("BEGIN IMMEDIATE")
             cur = self._con.execute(
@@ -186,7 +238,9 @@ class Writer:
             self.session_id = int(cur.lastrowid)
             self._con.execute("COMMIT")
             row = self._con.execute("SELECT COALESCE(MAX(id), 0), COALESCE(MAX(idx), -1) FROM episodes").fetchone()
-            self._next_ep_id, self._next_idx = int(row[0]) + 1, int(row[1]) + 1
+            # a new segment may hold no episode yet: its meta says where the series' ids are
+            self._next_ep_id = max(int(row[0]), int(meta.get("episode_id_base", 0))) + 1
+            self._next_idx = max(int(row[1]), int(meta.get("episode_idx_base", -1))) + 1
         except BaseException:
             if hasattr(self, "_con"):
                 self._con.close()
@@ -208,6 +262,25 @@ class Writer:
         self._closing = False
         self._closed = False
         self._error: BaseException | None = None
+        self._queued_steps = 0
+        self._roll_pending = False
+        #: segments this writer rolled over to
+        self.segments_rolled = 0
+        #: the disk (or quota) is full: commits are retried and steps wait in memory
+        self.disk_full = False
+        #: the last full-disk error, as text ("" before any)
+        self.disk_full_error = ""
+        #: wall time the disk became full (None while it is not)
+        self.disk_full_since: float | None = None
+        #: failed commit attempts on a full disk, and distinct full-disk episodes
+        self.disk_full_retries = 0
+        self.n_disk_full = 0
+        #: steps (frames) dropped from the queue on a full disk, oldest first
+        self.dropped_steps = 0
+        self.dropped_frames = 0
+        self._backoff_s = self.commit_window_s
+        self._last_drop_log = 0.0
+        self._close_deadline = math.inf
         self._thread = threading.Thread(target=self._run, name=f"buffer-writer:{self.path.name}", daemon=True)
         self._thread.start()
 
@@ -340,7 +413,18 @@ class Writer:
         self._enqueue(("end", (ep.id, ep.idx, ep.t - 1 if mark_truncated else None, int(ok), ep.ret, ep.t, ep.n_int,
                                dumps(ep.models), time.time(), reason, dumps(dict(info)) if info else None)))
         self._ep = None
+        if self._roll_due():
+            self._roll_pending = True
+            self._enqueue(("roll", (self.segment_index + 1, ep.id, ep.idx)))
         return summary
+
+    def _roll_due(self) -> bool:
+        """Has the current segment passed a limit? (At an episode end, on the caller's thread.)"""
+        if self._roll_pending or not (self.segment_max_bytes or self.segment_max_s):
+            return False
+        if self.segment_max_s and time.time() - self._segment_created >= self.segment_max_s:
+            return True
+        return bool(self.segment_max_bytes) and self._segment_bytes >= self.segment_max_bytes
 
     # ------------------------------------------------------------ lifecycle
     def flush(self, timeout: float | None = None) -> None:
@@ -365,19 +449,30 @@ class Writer:
         finally:
             with self._cv:
                 self._closing = True
+                self._close_deadline = time.monotonic() + self.close_timeout_s
                 self._cv.notify_all()
             self._thread.join()
             self._closed = True
             try:
                 if self._error is None:
-                    self._con.execute("UPDATE writer_sessions SET closed_at = ? WHERE id = ?",
-                                      (time.time(), self.session_id))
-                    self._con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    self._close_session()
             finally:
                 self._con.close()
                 os.close(self._lock_fd)
         if self._error is not None:
-            raise BufferError(f"writer for {self.path} failed; the last batch was not stored") from self._error
+            raise BufferError(f"writer for {self.path} failed, the last batch was not stored: "
+                              f"{self._error}") from self._error
+
+    def _close_session(self) -> None:
+        """Stamp the session closed and checkpoint; on a full disk only a warning (every step is committed)."""
+        try:
+            self._con.execute("UPDATE writer_sessions SET closed_at = ? WHERE id = ?", (time.time(), self.session_id))
+            self._con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as e:
+            if not is_disk_full(e):
+                raise
+            _log.warning("%s: disk full at close: every step is committed, the session's close time is not",
+                         self.segment_path)
 
     def __enter__(self) -> "Writer":
         return self
@@ -387,8 +482,9 @@ class Writer:
 
     @property
     def pending_steps(self) -> int:
+        """Steps queued and not yet committed (they pile up while the disk is full)."""
         with self._cv:
-            return sum(1 for op in self._queue if op[0] == "step")
+            return self._queued_steps
 
     def at_risk_latencies(self) -> np.ndarray:
         """Seconds between each recent step's arrival in :meth:`add_step` and its commit."""
@@ -406,6 +502,40 @@ class Writer:
         with self._cv:
             self._queue.append(op)
             self._enq_seq += 1
+            if op[0] == "step":
+                self._queued_steps += 1
+                if self.disk_full and self._queued_steps > self.max_pending_steps:
+                    self._drop_oldest_locked()
+
+    def _drop_oldest_locked(self) -> None:
+        """Drop the oldest queued steps (and the frames queued among them) down to 99% of the cap.
+
+        Only while the disk is full. Dropping 1% at a time keeps the list
+        rebuild amortised over many steps. Begin/end ops are kept: an episode
+        stays whole in the episodes table; its steps have a gap in ``t``.
+        """
+        n = self._queued_steps - (self.max_pending_steps - self.max_pending_steps // 100)
+        if n <= 0:
+            return
+        keep: list[tuple] = []
+        steps = frames = 0
+        for op in self._queue:
+            if steps < n and op[0] in ("step", "frame"):
+                if op[0] == "step":
+                    steps += 1
+                else:
+                    frames += 1
+                continue
+            keep.append(op)
+        self._queue = keep
+        self._queued_steps -= steps
+        self.dropped_steps += steps
+        self.dropped_frames += frames
+        now = time.monotonic()
+        if now - self._last_drop_log > 10.0:
+            self._last_drop_log = now
+            _log.error("%s: disk full, %d queued steps kept; dropped the oldest (%d dropped so far)",
+                       self.segment_path, self._queued_steps, self.dropped_steps)
 
     def _run(self) -> None:
         next_commit = time.monotonic() + self.commit_window_s
@@ -417,39 +547,154 @@ class Writer:
                         break
                     self._cv.wait(remaining)
                 batch, self._queue = self._queue, []
+                self._queued_steps = 0
                 seq = self._enq_seq
                 self._flush_req = False
                 closing = self._closing
-            next_commit = time.monotonic() + self.commit_window_s
-            if batch:
-                try:
-                    n_steps = self._commit(batch)
-                except BaseException as e:  # noqa: BLE001 - surfaced to the caller's thread
-                    try:
-                        self._con.execute("ROLLBACK")
-                    except Exception:
-                        pass
-                    with self._cv:
-                        self._error = e
-                        self._cv.notify_all()
-                    return
-                done = time.perf_counter()
-                wall = time.time()
+            try:
+                left = self._write(batch)
+            except BaseException as e:  # noqa: BLE001 - surfaced to the caller's thread
                 with self._cv:
-                    self.committed_steps += n_steps
-                    self.n_commits += 1
-                    self._latency.extend(done - op[2] for op in batch if op[0] == "step")
-                    total = self.committed_steps
-                if self.on_commit is not None:
-                    try:
-                        self.on_commit(total, wall)
-                    except Exception:  # a broken observer must not stop the commits
-                        _log.exception("on_commit callback failed")
+                    self._error = e
+                    self._cv.notify_all()
+                return
+            if left:  # the disk is full: keep the ops, in order, and try again later
+                with self._cv:
+                    self._queue = left + self._queue
+                    self._queued_steps += sum(1 for op in left if op[0] == "step")
+                    if self._queued_steps > self.max_pending_steps:
+                        self._drop_oldest_locked()
+                    if closing and time.monotonic() >= self._close_deadline:
+                        self._error = BufferError(
+                            f"{self.segment_path}: disk still full after {self.close_timeout_s} s; "
+                            f"{self._queued_steps} queued steps not stored ({self.dropped_steps} dropped before)")
+                        self._cv.notify_all()
+                        return
+                self._backoff_s = min(self.disk_full_retry_max_s, max(0.1, 2 * self._backoff_s))
+                if closing:  # nothing wakes a closing writer's wait: sleep out the backoff here
+                    time.sleep(max(0.0, min(self._backoff_s, self._close_deadline - time.monotonic())))
+                next_commit = time.monotonic() + self._backoff_s
+                continue
+            next_commit = time.monotonic() + self.commit_window_s
             with self._cv:
                 self._done_seq = seq
                 self._cv.notify_all()
             if closing:
                 return
+
+    def _write(self, batch: list[tuple]) -> list[tuple]:
+        """Commit ``batch`` (rolling over where it says so); returns the ops left unwritten by a full disk.
+
+        Errors other than a full disk propagate (the writer fails, as before).
+        """
+        pos = 0
+        try:
+            while pos < len(batch):
+                end = next((i for i in range(pos, len(batch)) if batch[i][0] == "roll"), len(batch))
+                if end > pos:
+                    part = batch[pos:end]
+                    n_steps = self._commit(part)
+                    pos = end
+                    self._committed(part, n_steps)
+                if pos < len(batch):
+                    self._roll(*batch[pos][1])
+                    pos += 1
+        except (sqlite3.Error, OSError) as e:
+            try:
+                self._con.execute("ROLLBACK")
+            except Exception:
+                pass
+            if not (is_disk_full(e) or self._io_error_on_a_full_disk(e)):
+                raise
+            self._full(e)
+            return batch[pos:]
+        if self.disk_full and batch:
+            self._resumed()
+        return []
+
+    def _io_error_on_a_full_disk(self, e: BaseException) -> bool:
+        """SQLite reports some ENOSPC failures (growing the -shm, an fsync) as a plain "disk I/O error": take
+        one as a full disk when the store's filesystem has less than 1 MiB left."""
+        if not (isinstance(e, sqlite3.OperationalError) and "disk I/O error" in str(e)):
+            return False
+        try:
+            st = os.statvfs(self.segment_path.parent)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < 1 << 20
+
+    def _committed(self, part: Sequence[tuple], n_steps: int) -> None:
+        done = time.perf_counter()
+        wall = time.time()
+        if self.segment_max_bytes:
+            self._segment_bytes = self._page_size * int(self._con.execute("PRAGMA page_count").fetchone()[0])
+        with self._cv:
+            self.committed_steps += n_steps
+            self.n_commits += 1
+            self._latency.extend(done - op[2] for op in part if op[0] == "step")
+            total = self.committed_steps
+        if self.on_commit is not None:
+            try:
+                self.on_commit(total, wall)
+            except Exception:  # a broken observer must not stop the commits
+                _log.exception("on_commit callback failed")
+
+    def _full(self, e: BaseException) -> None:
+        with self._cv:
+            self.disk_full_retries += 1
+            self.disk_full_error = f"{type(e).__name__}: {e}"
+            if self.disk_full:
+                return
+            self.disk_full = True
+            self.disk_full_since = time.time()
+            self.n_disk_full += 1
+        _log.error("%s: disk full (%s): nothing committed is lost; steps wait in memory (at most %d) and the "
+                   "commit is retried until space returns", self.segment_path, e, self.max_pending_steps)
+
+    def _resumed(self) -> None:
+        with self._cv:
+            since = self.disk_full_since or time.time()
+            self.disk_full, self.disk_full_since = False, None
+        self._backoff_s = self.commit_window_s
+        _log.warning("%s: space is back, commits resumed after %.1f s (%d steps dropped in all)",
+                     self.segment_path, time.time() - since, self.dropped_steps)
+
+    def _roll(self, index: int, base_id: int, base_idx: int) -> None:
+        """Close the current segment cleanly and go on in segment ``index`` (writer thread, between episodes).
+
+        Safe to retry after a failure at any point (a full disk): the old
+        segment's update is idempotent, :func:`~.schema.create_store` is atomic,
+        and an existing new segment is opened rather than created again.
+        """
+        old = self._con
+        old.execute("UPDATE writer_sessions SET closed_at = ? WHERE id = ?", (time.time(), self.session_id))
+        path = segment_path(self.path, index)
+        if not path.exists():
+            create_store(path, self.spec, self.robot_id, synchronous=self._synchronous, meta={
+                "segment_index": index, "series_id": self.series_id, "episode_id_base": base_id,
+                "episode_idx_base": base_idx})
+        con = connect(path, synchronous=self._synchronous)
+        try:
+            con.execute("PRAGMA journal_size_limit = 67108864")
+            con.execute("INSERT OR IGNORE INTO writer_sessions (id, opened_at, pid, host, recovered_episodes) "
+                        "VALUES (?,?,?,?,0)", (self.session_id, time.time(), os.getpid(), socket.gethostname()))
+            created = float(read_meta(con)["created_at"])
+        except BaseException:
+            con.close()
+            raise
+        try:
+            old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:  # committed all the same; the last close checkpoints it
+            _log.warning("%s: WAL checkpoint at rollover failed: %s", self.segment_path, e)
+        old.close()
+        _log.info("%s: closed at %d bytes; continuing in %s", self.segment_path, self._segment_bytes, path.name)
+        self._con, self.segment_path, self.segment_index = con, path, index
+        self._segment_created, self._segment_bytes = created, 0
+        # per-segment counters: the new segment counts from what the old one recorded
+        self._rejected_base, self._rejected_written = self._rejected_base - self._rejected_written, 0
+        self._dropped_base, self._dropped_written = self._dropped_base - self._dropped_written, 0
+        self.segments_rolled += 1
+        self._roll_pending = False
 
     def _commit(self, batch: Sequence[tuple]) -> int:
         """Write one batch in one transaction, with a small, fixed number of statements.
@@ -522,8 +767,13 @@ class Writer:
         rejected = self._rejected_base + self.n_rejected
         if rejected != self._rejected_written:
             con.execute("UPDATE meta SET value = ? WHERE key = 'rejected_steps'", (str(rejected),))
+        dropped = self._dropped_base + self.dropped_steps
+        if dropped != self._dropped_written:
+            con.execute("INSERT INTO meta (key, value) VALUES ('dropped_steps', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(dropped),))
         con.execute("COMMIT")
         self._rejected_written = rejected
+        self._dropped_written = dropped
         return len(rows)
 
     def _encode(self, img: np.ndarray, fmt: str) -> bytes:

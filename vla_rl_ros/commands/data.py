@@ -5,6 +5,17 @@
   of runs); ``--json`` prints the raw numbers.
 * ``data export RUN --format mcap --out FILE``: write one run's store to MCAP
   (ROS 2 serialisation) for Foxglove / ``ros2 bag``.
+* ``data archive RUN [--keep N] [--to DIR] [--dry-run]``: move a run's closed
+  store segments (all but the newest, which the recorder appends to, and the
+  ``N`` newest closed ones) into ``RUN/archive/`` and record them in
+  ``RUN/archive.json``. Nothing is deleted.
+* ``data gap RUN``: for each promoted model, the gate's predicted success in
+  the twin beside its live success on the arm (unassisted episodes), so you
+  see how far the twin can be trusted (:mod:`vla_rl_ros.learner.gate_vs_live`);
+  ``--json`` prints the rows.
+
+A run's store may be split into segments (the recorder's ``segment_max_mb`` /
+``segment_max_s``); every command reads all of a run's segments together.
 """
 from __future__ import annotations
 
@@ -16,7 +27,7 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("data", help="inspect and export recorded runs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="data_cmd", metavar="{stats,export}")
+    sub = p.add_subparsers(dest="data_cmd", metavar="{stats,export,archive,gap}")
     sub.required = True
     s = sub.add_parser("stats", help="per model version episodes, success rate, interventions, returns")
     s.add_argument("runs", nargs="+", metavar="RUN", help="run folder, buffer.sqlite, or a folder of runs")
@@ -28,6 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output file")
     e.add_argument("--no-frames", action="store_true", help="leave camera frames out")
     e.set_defaults(func=run)
+    a = sub.add_parser("archive", help="move a run's closed store segments to an archive folder (nothing deleted)")
+    a.add_argument("run", metavar="RUN", help="run folder or buffer.sqlite")
+    a.add_argument("--keep", type=int, default=0, help="closed segments to leave in place, newest first (default 0; "
+                   "the open segment always stays)")
+    a.add_argument("--to", default=None, metavar="DIR", help="archive folder (default RUN/archive)")
+    a.add_argument("--dry-run", action="store_true", help="say what would move, move nothing")
+    a.set_defaults(func=run)
+    g = sub.add_parser("gap", help="per promoted model: the gate's predicted success beside the live one")
+    g.add_argument("run", metavar="RUN", help="run folder (its models/ registry and its store)")
+    g.add_argument("--json", action="store_true", help="print the rows as JSON")
+    g.set_defaults(func=run)
     p.set_defaults(func=run)
     return p
 
@@ -44,10 +66,44 @@ def run(args: argparse.Namespace) -> int:
             counts = export_mcap(args.run, args.out, frames=not args.no_frames)
             print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return 0
-    except (FileNotFoundError, BufferError, ValueError) as e:
+        if args.data_cmd == "archive":
+            return _archive(args)
+        if args.data_cmd == "gap":
+            return _gap(args)
+    except (FileNotFoundError, FileExistsError, BufferError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     raise AssertionError(f"unknown data command {args.data_cmd!r}")
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..buffer.run import STORE_FILE
+    from ..buffer.segments import archive_segments, describe_archived, list_segments
+
+    base = Path(args.run)
+    base = base / STORE_FILE if base.is_dir() else base
+    if not list_segments(base):
+        raise FileNotFoundError(f"{args.run}: no store (run folder or buffer.sqlite) there")
+    if args.keep < 0:
+        raise ValueError("--keep must be >= 0")
+    moved = archive_segments(base, keep=args.keep, dest=args.to, dry_run=args.dry_run)
+    if not moved:
+        print(f"{base}: no closed segment to archive ({len(list_segments(base))} segment(s), the newest is open)")
+    else:
+        print(("would move: " if args.dry_run else "") + describe_archived(moved))
+    return 0
+
+
+def _gap(args: argparse.Namespace) -> int:
+    from ..buffer import open_run
+    from ..learner.gate_vs_live import format_table, gate_vs_live
+
+    run = open_run(args.run)
+    rows = gate_vs_live(run.models_dir, [run.path])
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,11 @@ stops every node cleanly. Logs of each node go to ``<run>/logs/``; the progress
 plot (:func:`vla_rl_ros.learner.plot.plot_progress`) to ``<run>/success.png``;
 TensorBoard to ``<run>/tb``.
 
+The arm's twin differs from the gate's by a reality gap (``--gap``; :mod:`vla_rl_ros.twin.gap`). At each
+promotion a ``[gate vs live]`` line gives the replaced model's gate prediction beside its live success, the
+summary line the current model's, and the plot both (:mod:`vla_rl_ros.learner.gate_vs_live`;
+``<run>/models/gate_vs_live.json``, ``vla-rl-ros data gap RUN``).
+
 A node that dies is restarted (:mod:`vla_rl_ros.supervision`: ``--max-restarts``,
 ``--restart-backoff``, ``--restart-backoff-max``), and says so: a line when it dies,
 one when it is back, and the summary line's ``restarts``. A node that dies once more
@@ -35,14 +40,17 @@ ARM_HELP = ("a params file declaring another arm (its /** section: spec, urdf_pa
 
 def summary_line(elapsed_s: float, history: list[dict], last_monitor: dict | None = None,
                  model_version: str | None = None, updates_per_s: float | str | None = None,
-                 promotions: int = 0, window: int = 20, restarts: str = "") -> str:
+                 promotions: int = 0, window: int = 20, restarts: str = "",
+                 gate_vs_live: list[dict] | None = None) -> str:
     """The once-a-minute line of ``vla-rl-ros sim`` (pure).
 
     ``history``: the episodes so far (dicts with ``success``, ``assisted``, ``n_intervention_steps``,
     ``length``); ``last_monitor``: the latest monitor record (``version``, ``success_rate``, ``success_ci95``,
     ``episodes``, or ``error``); ``model_version``: what the arm runs; ``updates_per_s``: the learner's
     gradient updates per second (``None``: no learner heard from); ``restarts``: the nodes restarted so far
-    (:meth:`vla_rl_ros.supervision.Supervisor.status`), shown when there are any."""
+    (:meth:`vla_rl_ros.supervision.Supervisor.status`), shown when there are any; ``gate_vs_live``: the learner's
+    latest table (:func:`vla_rl_ros.learner.gate_vs_live.gate_vs_live`), whose row of the arm's model (else the
+    newest) is shown as ``gate/live``."""
     una = [bool(e.get("success")) for e in history if not e.get("assisted")][-window:]
     live = f"{100 * sum(una) / len(una):.0f}% (last {len(una)} unassisted)" if una else "- (no unassisted episode yet)"
     if not last_monitor:
@@ -66,8 +74,13 @@ def summary_line(elapsed_s: float, history: list[dict], last_monitor: dict | Non
         ups = f"{float(updates_per_s):.0f} updates/s" if updates_per_s not in (None, "") else "-"
     except (TypeError, ValueError):
         ups = "-"
+    gvl = ""
+    if gate_vs_live:
+        row = next((r for r in gate_vs_live if r.get("version") == model_version), gate_vs_live[-1])
+        pct = ["-" if v is None else f"{100 * v:.0f}%" for v in (row.get("gate_rate"), row.get("live_rate"))]
+        gvl = f"  gate/live {pct[0]}/{pct[1]} ({row.get('live_episodes', 0)} ep, {row.get('version')})"
     return (f"[sim {elapsed_s / 60.0:5.1f} min] episodes {len(history)}  live success {live}  monitor {mon}  "
-            f"arm model {model_version or '-'}  interventions {inter}  learner {ups}  promotions {promotions}"
+            f"arm model {model_version or '-'}{gvl}  interventions {inter}  learner {ups}  promotions {promotions}"
             + (f"  restarts {restarts}" if restarts else ""))
 
 
@@ -85,6 +98,10 @@ def register(sub) -> None:
                    help="pick_place: fraction of episodes the scripted teacher watches and corrects over "
                         "/rl/intervention (default: the params file's, 0.5); 0 = no teacher, the policy learns from "
                         "its own episodes only")
+    p.add_argument("--gap", type=float, default=None, metavar="K",
+                   help="the reality gap between the arm's twin and the gate's, scaled: 0 = identical twins, 1 = the "
+                        "params file's small default gap (friction, mass, size, delay, noise), 2 = twice it "
+                        "(default: 1)")
     p.add_argument("--no-learner", action="store_true", help="twin + policy + recorder only")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: keep the environment's)")
@@ -162,7 +179,8 @@ def plan(args) -> Plan:
         model = os.path.abspath(args.model) if args.model else None
     extra = _overrides(args)
     nodes = node_parameters(args.graph, task=args.task, run_dir=run_dir, model=model,
-                            teacher=getattr(args, "teacher", None), learner=not args.no_learner)
+                            teacher=getattr(args, "teacher", None), learner=not args.no_learner,
+                            gap=getattr(args, "gap", None))
     files = [params] + ([arm] if arm else [])
     return Plan(params, arm, run_dir, model, {name: node_command(name, files, p, extra.get(name, []))
                                               for name, p in nodes.items()})
@@ -172,6 +190,10 @@ def run(args) -> int:
     teacher = getattr(args, "teacher", None)
     if teacher is not None and not 0.0 <= teacher <= 1.0:
         print(f"error: --teacher is the fraction of episodes watched, in [0, 1]; got {teacher}", file=sys.stderr)
+        return 2
+    gap = getattr(args, "gap", None)
+    if gap is not None and not 0.0 <= gap <= 10.0:
+        print(f"error: --gap is the reality gap's scale, in [0, 10]; got {gap}", file=sys.stderr)
         return 2
     try:
         policy = restart_policy(args)
@@ -205,7 +227,9 @@ def run(args) -> int:
     t_start = time.time()  # the run's time zero (plot, monitor records of this session)
     print(f"[{args.graph}] run {run_dir}  task {args.task or '(params file)'}  "
           f"start model {os.path.basename(model) if model else '(params file)'}  params {params}"
-          + (f"  arm {pl.arm}" if pl.arm else ""))
+          + (f"  arm {pl.arm}" if pl.arm else "")
+          + ("" if args.graph != "sim" else f"  reality gap x{args.gap:g}" if getattr(args, "gap", None) is not None
+             else "  reality gap: the params file's (--gap 0: none)"))
 
     def spawn(name: str) -> subprocess.Popen:
         with open(os.path.join(logs, f"{name}.log"), "ab") as log:  # appended to: a restart's log follows
@@ -257,7 +281,7 @@ def _model_fits_arm(model: str, arm) -> str:
 def _prepare_run(run_dir: str, args, model: str, pl: "Plan | None" = None) -> None:
     """Create the run with the arm's spec (the recorder's, from the params files) and, for a new pick_place run,
     import the scripted expert's demos (flagged demo), in the arm's twin."""
-    from ..buffer import connect, create_run
+    from ..buffer import connect, create_run, list_segments
 
     root, name = os.path.split(run_dir)
     arm = _arm(pl, args.task)
@@ -268,11 +292,13 @@ def _prepare_run(run_dir: str, args, model: str, pl: "Plan | None" = None) -> No
         n_demos, demo_seed = _model_demos(model) if args.task == "pick_place" else (0, 0)
     if n_demos <= 0:
         return
-    con = connect(run.buffer_path, readonly=True)
-    try:
-        have = con.execute("SELECT COUNT(*) FROM episodes WHERE is_demo = 1").fetchone()[0]
-    finally:
-        con.close()
+    have = 0
+    for segment in list_segments(run.buffer_path):  # (a long run's store may be in segments)
+        con = connect(segment, readonly=True)
+        try:
+            have += con.execute("SELECT COUNT(*) FROM episodes WHERE is_demo = 1").fetchone()[0]
+        finally:
+            con.close()
     if have > 0:
         return
     from .demos import collect_and_import
@@ -325,6 +351,7 @@ def _monitor(args, run_dir: str, sup: Supervisor, env, t_start: float | None = N
     policy_diag: dict[str, str] = {}
     learner_diag: dict[str, str] = {}
     last_monitor: dict = {}
+    gate_live: list[dict] = []  # the learner's latest gate-vs-live table
 
     def on_episode(msg: String) -> None:
         try:
@@ -370,6 +397,15 @@ def _monitor(args, run_dir: str, sup: Supervisor, env, t_start: float | None = N
         if kind == "error":
             print(f"[learner] error: {ev.get('reason', '')}", flush=True)
             return
+        if kind == "gate_vs_live":
+            from ..learner.gate_vs_live import row_line
+
+            data = ev.get("data") or {}
+            gate_live[:] = data.get("rows") or []
+            row = next((r for r in gate_live if r.get("version") == data.get("replaced")), None)
+            if row is not None:
+                print(f"[gate vs live] replaced {row_line(row)}", flush=True)
+            return
         if kind not in ("candidate", "promoted"):
             return
         ev["env_steps"] = env_steps[0]
@@ -395,7 +431,8 @@ def _monitor(args, run_dir: str, sup: Supervisor, env, t_start: float | None = N
             mon = [r for r in read_monitor(os.path.join(run_dir, "models"))
                    if float(r.get("queued") or 0.0) >= t_start - 1.0]
             plot_progress(history, promotions, os.path.join(run_dir, "success.png"),
-                          title=f"{args.task or args.graph}: success rate", monitor=mon, t0=t_start)
+                          title=f"{args.task or args.graph}: success rate", monitor=mon, t0=t_start,
+                          gate_vs_live=gate_live)
         except Exception as e:  # plotting must never stop the stack
             print(f"[sim] plot failed: {e}", flush=True)
 
@@ -427,8 +464,8 @@ def _monitor(args, run_dir: str, sup: Supervisor, env, t_start: float | None = N
                 model = policy_diag.get("model_version") or (
                     ",".join(history[-1].get("model_versions") or []) if history else None)
                 print(summary_line(time.time() - t_start, history, last_monitor or None, model,
-                                   learner_diag.get("updates_per_s"), len(promotions), restarts=sup.status()),
-                      flush=True)
+                                   learner_diag.get("updates_per_s"), len(promotions), restarts=sup.status(),
+                                   gate_vs_live=gate_live), flush=True)
             if args.duration and now - t0 >= args.duration:
                 break
     finally:

@@ -169,6 +169,8 @@ def _offline(args, tb):
     eps = replay.episodes()
     print(f"loaded {n} transitions, {len(eps)} episodes ({sum(e.success for e in eps)} successful, "
           f"{sum(e.is_demo for e in eps)} demos) from {len(stores)} store(s)")
+    if replay.archived:
+        print(replay.summary())
     data_range = {"stores": [str(s) for s in stores], "transitions": n, "episodes": len(eps)}
     writer = SummaryWriter(tb)
     try:

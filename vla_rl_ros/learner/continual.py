@@ -20,6 +20,10 @@ One :class:`ContinualLearner` owns the learning side of a run:
   seeded twin episodes, in a worker process. :mod:`.gate` decides.
 * **Record.** Every candidate, promoted or not, goes into the run's
   :class:`~.registry.Registry` with its evaluation.
+* **Gate vs live.** After each promotion and every ``gate_vs_live_every_s``,
+  the gate's predicted success of each promoted model beside its live success
+  on the arm (:mod:`.gate_vs_live`): ``<run>/models/gate_vs_live.json`` and an
+  event ``gate_vs_live`` (when the table changed).
 * **Checkpoints.** Weights, optimisers, RNG and counters, with
   ``torch.save``/``torch.load(weights_only=True)``, atomically, every
   ``checkpoint_every_s``; a restarted learner resumes from the last one.
@@ -79,6 +83,8 @@ class LearnerConfig:
     gate_block: int = 10  # paired episodes per look of a sequential rule
     gate_seed_base: int = 1_000_000
     checkpoint_every_s: float = 60.0
+    gate_vs_live_every_s: float = 60.0  # the gate-vs-live table (learner/gate_vs_live.py) this often and at each
+    # promotion; 0 = never
     bc_init_steps: int = 2000
     # Hindsight goal relabelling (algos/hindsight.py): each recorded episode of the arm's own that moved the
     # object at least `hindsight_min_displacement` also counts as up to `hindsight_k` successful episodes for the
@@ -101,7 +107,7 @@ class LearnerConfig:
 class Event:
     """What the learner tells the world (the node publishes these as JSON)."""
 
-    kind: str  # candidate | promoted | info | error
+    kind: str  # candidate | promoted | gate_vs_live | info | error
     version: str = ""
     path: str = ""
     sha256: str = ""
@@ -126,6 +132,8 @@ class ContinualLearner:
         self.log = log
         self.registry = Registry(self.run.models_dir)
         self.replay = Replay([self.run.buffer_path, *(extra_stores or [])])
+        if self.replay.archived:  # archived segments are not learned from: say so
+            self.log(f"replay: {self.replay.summary()}")
         self.ckpt_path = self.run.checkpoints_dir / f"learner_{cfg.algo}.pt"
         self.run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         if evaluate is None:
@@ -144,6 +152,8 @@ class ContinualLearner:
         self._reward_fns: dict[str, Any] = {}
         self.hindsight_transitions = 0
         self.last_ckpt = time.monotonic()
+        self.last_gate_vs_live = float("-inf")  # the first step reports (a resumed run's table at once)
+        self._gate_vs_live_rows: list | None = None
         self.last_refresh = 0.0
         self.algo: Any = None
         self.transitions = cfg.algo in TRANSITION_LEARNERS  # learns from batches of transitions (else Recap rounds)
@@ -243,7 +253,32 @@ class ContinualLearner:
             events += self._recap_step()
         if time.monotonic() - self.last_ckpt >= self.cfg.checkpoint_every_s:
             self.checkpoint()
+        every = self.cfg.gate_vs_live_every_s
+        promoted = [ev for ev in events if ev.promoted]
+        if every > 0 and (promoted or time.monotonic() - self.last_gate_vs_live >= every):
+            events += self.gate_vs_live(replaced=promoted[-1].data.get("replaced") if promoted else None)
         return events
+
+    def gate_vs_live(self, replaced: str | None = None) -> list[Event]:
+        """The gate-vs-live table (:mod:`.gate_vs_live`) written to ``models/gate_vs_live.json``; an event when
+        it changed or a model was just ``replaced`` (whose row is then final: it runs no more)."""
+        from .gate_vs_live import gate_vs_live, row_line, write_gate_vs_live
+
+        self.last_gate_vs_live = time.monotonic()
+        try:
+            rows = gate_vs_live(self.run.models_dir, [self.run.path])
+            if rows == self._gate_vs_live_rows and replaced is None:
+                return []
+            write_gate_vs_live(self.run.models_dir, rows)
+        except Exception as e:  # a report must never stop learning
+            self.log(f"gate vs live: {type(e).__name__}: {e}")
+            return []
+        self._gate_vs_live_rows = rows
+        row = next((r for r in rows if r["version"] == replaced), None)
+        if row is not None:
+            self.log(f"gate vs live, {replaced} replaced: {row_line(row)}")
+        return [Event("gate_vs_live", replaced or "", reason="promotion" if replaced else "periodic",
+                      data={"rows": rows, "replaced": replaced})]
 
     def _transition_step(self) -> list[Event]:
         if len(self.replay) < self.cfg.min_transitions:
@@ -424,7 +459,8 @@ class ContinualLearner:
                 self.writer.add_scalar("gate/incumbent_success", incr.success_rate, self.gates)
             self.writer.add_scalar("gate/promoted", float(promote), self.gates)
         ev = Event("promoted" if promote else "candidate", version, str(path), sha, bool(promote), reason,
-                   data={"candidate_rate": cand.success_rate, "incumbent_rate": incr.success_rate if incr else None})
+                   data={"candidate_rate": cand.success_rate, "incumbent_rate": incr.success_rate if incr else None,
+                         "replaced": inc["version"] if inc and promote else None})
         if promote:
             self.registry.set_incumbent(rec)
         self.log(("PROMOTED " if promote else "rejected ") + f"{version}: {reason}")

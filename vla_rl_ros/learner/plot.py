@@ -6,7 +6,9 @@ Four panels, two columns (left: wall-clock minutes since the start of the run, r
   the monitor's success of each model the arm ran (:mod:`.monitor`: the same fixed block of seeded twin
   episodes for every model, no noise; a marker with its 95 % interval where the result became known, a
   dotted level from the model's promotion until then and a solid one after), the gate's figure of each
-  promoted candidate, and each promotion (vertical dashed lines);
+  promoted candidate, each promotion (vertical dashed lines), and beside the gate's figure the promoted model's
+  live success on the arm (:mod:`.gate_vs_live`: its unassisted episodes; a dotted line joins the two: how far the
+  twin can be trusted);
 * bottom: the intervention rate (rolling): the fraction of episodes a teacher/human took over in, and the
   fraction of ticks under intervention.
 """
@@ -18,6 +20,7 @@ import tempfile
 import numpy as np
 
 C_LIVE, C_MON, C_PROMO, C_INT, C_TICK = "tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange"
+C_GVL = "tab:brown"
 
 
 def _rolling(values: np.ndarray, window: int) -> np.ndarray:
@@ -27,7 +30,8 @@ def _rolling(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def make_figure(episodes: list[dict], promotions: list[dict], monitor: list[dict] | None = None,
-                window: int = 20, title: str = "success rate", t0: float | None = None):
+                window: int = 20, title: str = "success rate", t0: float | None = None,
+                gate_vs_live: list[dict] | None = None):
     """The figure (matplotlib, Agg); see :func:`plot_progress` for the inputs. Returns the ``Figure``."""
     import matplotlib
 
@@ -35,6 +39,7 @@ def make_figure(episodes: list[dict], promotions: list[dict], monitor: list[dict
     import matplotlib.pyplot as plt
 
     monitor = [m for m in (monitor or []) if m.get("version")]
+    live_of = {r["version"]: r for r in (gate_vs_live or []) if r.get("version") and r.get("live_rate") is not None}
     times = [e["t"] for e in episodes if e.get("t") is not None]
     times += [p["t"] for p in promotions if p.get("t") is not None]
     times += [m[k] for m in monitor for k in ("queued", "finished") if m.get(k) is not None]
@@ -125,7 +130,8 @@ def make_figure(episodes: list[dict], promotions: list[dict], monitor: list[dict
                              f"dotted until known)")
                 labelled = True
                 top.text(xk, y + 2.5, f"{y:.0f}%", color=C_MON, fontsize=8, ha="left", va="bottom")
-            # promotions (and the gate's own figure for each promoted candidate)
+            # promotions (and the gate's own figure for each promoted candidate, beside its live success)
+            gvl_labelled = False
             for i, p in enumerate(promotions):
                 if minutes and p.get("t") is None:
                     continue
@@ -137,6 +143,17 @@ def make_figure(episodes: list[dict], promotions: list[dict], monitor: list[dict
                 if rate is not None:
                     top.scatter([x], [100 * rate], marker="D", s=28, facecolors="none", edgecolors=C_PROMO, zorder=3,
                                 label="gate's figure for the promoted model (its winning seeds)" if i == 0 else None)
+                row = live_of.get(p.get("version"))
+                if row is not None:
+                    y = 100 * row["live_rate"]
+                    if rate is not None:
+                        top.vlines(x, min(y, 100 * rate), max(y, 100 * rate), color=C_GVL, lw=1, ls=":")
+                    top.scatter([x], [y], marker="s", s=24, color=C_GVL, zorder=3,
+                                label=None if gvl_labelled else "the promoted model's live success on the arm "
+                                "(unassisted episodes; dotted: the gap to the gate's figure)")
+                    top.text(x, y - 2.5, f"{y:.0f}% of {row['live_episodes']}", color=C_GVL, fontsize=7, ha="left",
+                             va="top")
+                    gvl_labelled = True
         top.set_ylim(-3, 108)
         top.set_ylabel("success rate (%)")
         top.set_title("against wall-clock minutes" if minutes else "against environment steps", fontsize=10)
@@ -165,7 +182,8 @@ def make_figure(episodes: list[dict], promotions: list[dict], monitor: list[dict
 
 
 def plot_progress(episodes: list[dict], promotions: list[dict], out_path: str, window: int = 20,
-                  title: str = "success rate", monitor: list[dict] | None = None, t0: float | None = None) -> str:
+                  title: str = "success rate", monitor: list[dict] | None = None, t0: float | None = None,
+                  gate_vs_live: list[dict] | None = None) -> str:
     """Write the progress figure to ``out_path`` (PNG, atomically: a temp file, then ``os.replace``).
 
     ``episodes``: dicts with ``env_steps`` (cumulative, at episode end), ``success``, optionally ``assisted``
@@ -174,11 +192,13 @@ def plot_progress(episodes: list[dict], promotions: list[dict], out_path: str, w
     (the gate's figure); ``monitor``: :mod:`.monitor` records (``version``, ``success_rate``, ``success_ci95``,
     ``episodes``, ``finished``); a record whose version is not among ``promotions`` is the model the run
     started with. ``t0``: wall time of the start of the run (default: the earliest time given).
+    ``gate_vs_live``: :func:`.gate_vs_live.gate_vs_live` rows; each promoted model's live success is drawn at its
+    promotion, beside the gate's figure.
 
     Success rates are over the *unassisted* episodes only, so they measure the policy itself."""
     import matplotlib.pyplot as plt
 
-    fig = make_figure(episodes, promotions, monitor, window=window, title=title, t0=t0)
+    fig = make_figure(episodes, promotions, monitor, window=window, title=title, t0=t0, gate_vs_live=gate_vs_live)
     d = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, suffix=".png.tmp")

@@ -4,7 +4,9 @@ PyBullet holds the GIL while it renders (~20-30 ms a frame here), so a render
 thread would stall the physics timer just as much as rendering inline. The
 child owns a second, kinematic copy of the scene: the parent sends it the
 joint positions and object/goal poses, it sets them and renders, and the
-parent picks the frame up without blocking.
+parent picks the frame up without blocking. Under a reality gap
+(:class:`~vla_rl_ros.twin.gap.RealityGap`) the copy's object has the gap's size and
+its camera the gap's pose.
 """
 from __future__ import annotations
 
@@ -22,13 +24,18 @@ def intrinsics(width: int, height: int) -> tuple[float, float, float, float]:
     return fy, fy, 0.5 * width, 0.5 * height
 
 
-def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int, scene: str | None = None) -> None:
+def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int, scene: str | None = None,
+            gap: dict | None = None) -> None:
     import pybullet as pb
 
     from ..spec import Spec
     from ..twin.core import TwinCore
+    from ..twin.gap import RealityGap
 
-    twin = TwinCore(Spec.from_json(spec_json), urdf_path=urdf_path, scene=scene)  # the arm's twin and scene
+    gap = RealityGap(**(gap or {}))
+    twin = TwinCore(Spec.from_json(spec_json), urdf_path=urdf_path, scene=scene,  # the arm's twin and scene
+                    object_scale=gap.object_size_scale)
+    twin.scene.camera_eye, twin.scene.camera_target = gap.camera(twin.scene.camera_eye, twin.scene.camera_target)
     c = twin.cid
     joints = twin.arm_idx + twin.finger_idx
     n_arm = len(twin.arm_idx)
@@ -57,10 +64,11 @@ def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int, scene
 class Renderer:
     """One frame in flight at a time: :meth:`request` when :attr:`busy` is False, :meth:`poll` for the result."""
 
-    def __init__(self, spec, urdf_path: str, width: int, height: int, scene: str | None = None):
+    def __init__(self, spec, urdf_path: str, width: int, height: int, scene: str | None = None, gap=None):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker, args=(child, spec.to_json(), urdf_path, width, height, scene),
+        gap = gap.to_dict() if gap is not None else None
+        self._proc = ctx.Process(target=_worker, args=(child, spec.to_json(), urdf_path, width, height, scene, gap),
                                  name="twin_camera", daemon=True)
         self._proc.start()
         child.close()

@@ -198,3 +198,55 @@ def publish_status(node, publisher, name: str, level: int, message: str, values:
     arr.header.stamp = node.get_clock().now().to_msg()
     arr.status = [st]
     publisher.publish(arr)
+
+
+EXTRA_JOINT_STATES_DESCRIPTION = (
+    "more sensor_msgs/JointState topics, merged by name with topics.joint_states (a split driver: e.g. "
+    "[/franka_gripper/joint_states] while the arm is on /joint_states); [''] = none")
+STATIC_TRANSFORMS_DESCRIPTION = (
+    "poses of other frames, so that task poses may arrive in them: each 'FRAME x y z qx qy qz qw' (FRAME's pose "
+    "in the base frame, as static_transform_publisher takes it) or 'FRAME PARENT x y z qx qy qz qw'; [''] = none")
+TF_STATIC_DESCRIPTION = "tf2_msgs/TFMessage in (reliable, transient-local): more static frames; '' = not read"
+
+
+def make_matcher(arm: Arm):
+    """The joint-state matcher of ``arm``: its joints, its gripper model, and its URDF's ``<mimic>`` relations
+    (a driver may publish one finger joint of a parallel gripper)."""
+    from ..arm import joint_mimics
+    from ..runtime.inputs import JointStateMatcher
+
+    spec = arm.spec
+    return JointStateMatcher(spec.arm_joints, spec.gripper_joints, spec.gripper_width_of,
+                             mimics=joint_mimics(arm.urdf) if spec.gripper_joints else None)
+
+
+def declare_joint_state_topics(node, main: str) -> list[str]:
+    """``main`` (the node's ``topics.joint_states``) and ``topics.extra_joint_states``, without repeats."""
+    extra = declare(node, "topics.extra_joint_states", [""], EXTRA_JOINT_STATES_DESCRIPTION)
+    return list(dict.fromkeys(t for t in [main, *extra] if t))
+
+
+def declare_frames(node, base_frame: str, tf_static_topic: str, on_error):
+    """Declare ``static_transforms`` and build the node's :class:`~vla_rl_ros.runtime.frames.FrameTable`; read
+    ``tf_static_topic`` into it where tf2_msgs is installed. ``on_error(text)`` reports a refused ``/tf_static``
+    transform. A malformed ``static_transforms`` entry raises ``ValueError`` (the node does not start)."""
+    from ..runtime.frames import add_tf_message, frame_table
+
+    table = frame_table(base_frame, declare(node, "static_transforms", [""], STATIC_TRANSFORMS_DESCRIPTION))
+    if not tf_static_topic:
+        return table
+    try:
+        from tf2_msgs.msg import TFMessage
+    except ImportError:
+        node.get_logger().info(f"tf2_msgs is not installed: {tf_static_topic} is not read (static_transforms only)")
+        return table
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    def on_tf_static(msg) -> None:
+        for err in add_tf_message(table, msg):
+            on_error(f"{tf_static_topic}: {err}")
+
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    node.create_subscription(TFMessage, tf_static_topic, on_tf_static, qos)
+    return table

@@ -13,7 +13,9 @@ into messages:
   ``monitor``) each monitor result: the success of the initial incumbent and of every promoted model on the
   same fixed block of ``monitor_episodes`` seeded twin episodes (:mod:`vla_rl_ros.learner.monitor`; in a
   niced worker process, one at a time, never in the way of learning or the gate), also appended to
-  ``<run>/models/monitor.jsonl``; the record is the event's ``data``.
+  ``<run>/models/monitor.jsonl``; the record is the event's ``data``. Kind ``gate_vs_live``: after each
+  promotion and once a minute, each promoted model's gate prediction beside its live success on the arm
+  (:mod:`vla_rl_ros.learner.gate_vs_live`; ``data.rows``, also ``<run>/models/gate_vs_live.json``).
 * ``/diagnostics``: updates (SAC), gradient_updates (SAC updates, or Recap's value + actor steps of the
   completed rounds) and updates_per_s (over the last minute), candidates, promotions, incumbent, replay size,
   monitor (pending, last result).

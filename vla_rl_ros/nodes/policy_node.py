@@ -5,13 +5,48 @@ A thin rclpy shell over ROS-free cores: :mod:`~vla_rl_ros.runtime.onnx_policy`
 filter), :mod:`~vla_rl_ros.runtime.watchdog`, :mod:`~vla_rl_ros.runtime.inputs`
 and :mod:`~vla_rl_ros.runtime.stats`.
 
-Every tick (``control_rate_hz``) it builds the spec observation from the latest
+Every tick it builds the spec observation from the latest
 valid joint state and task poses, runs the model (or takes the human's action
 while ``/rl/intervention`` is fresh), filters the result and publishes the arm
 and gripper commands plus one ``/rl/step`` record (docs/CONVENTIONS.md). When
 the watchdog objects (estop, stale or invalid joint states, missing/invalid
 poses, an invalid camera frame, no model) the tick publishes a *hold*: the last
 measured positions. Before the first valid joint state it publishes nothing.
+
+Inputs as a real cell publishes them: the joint states may be split, the arm's
+and the gripper's in separate messages, on ``topics.joint_states`` and the
+``topics.extra_joint_states``, at different rates; they are merged by name
+(:class:`~vla_rl_ros.runtime.inputs.JointStateMatcher`, a lone finger joint
+completed through the URDF's ``<mimic>``), and each group has its own timeout
+(``joint_state_timeout_s``, ``gripper_state_timeout_s``). A task pose in another
+frame is moved into the base frame through ``static_transforms`` (the params
+file) or ``/tf_static`` (where tf2_msgs is installed); one in a frame neither
+connects is refused (:mod:`~vla_rl_ros.runtime.frames`).
+
+Tick modes (``tick_mode``):
+
+* ``timer`` (the default): a timer calls the tick every ``1/control_rate_hz``;
+  it computes from the latest inputs. **Missed ticks** are the periods the
+  timer skipped (from its scheduled call times, rclpy's ``TimerInfo``).
+* ``event``: the tick runs in the joint-state callback, on each state of the
+  arm's joints as it arrives (a gripper's state alone drives none), so the
+  command is computed from that very state
+  (read-update-write, as a ros2_control cycle). The subscription keeps one
+  state, so a tick is always on the newest. ``control_rate_hz`` is the rate the
+  joint states are expected at. **Missed ticks** are the joint states no
+  command was computed for: consecutive states whose header stamps are k > 1
+  periods apart count k - 1 (a state replaced by a newer one while a tick was
+  still running, lost in transport, or never published in time), from arrival
+  times when unstamped. A gap longer than ``joint_state_timeout_s`` is an input
+  outage (``input_outages`` in ``/diagnostics``), not missed ticks: a timer
+  (every ``min(max(joint_state_timeout_s / 4, period), 10 ms)``) then holds
+  the arm. A rejected joint state runs a tick too: a hold. One executor thread
+  runs every callback, so a tick always ends before the next starts. The tick
+  lateness is the tick's start minus the state's stamp.
+
+Both modes report obs->command latency (command publish time minus the joint
+state's stamp) and the tick's compute time in ``/diagnostics``. Real time:
+``realtime_priority`` (SCHED_FIFO) and ``cpu_affinity`` for the control thread.
 
 Hot swap: ``/rl/policy_update`` (``std_msgs/String``, JSON ``{"path", "sha256",
 "version"}``) queues a load; a background thread loads and validates the model
@@ -44,7 +79,9 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.timer import TimerInfo
 from sensor_msgs.msg import Image, JointState
@@ -52,14 +89,17 @@ from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
 
 from ..kinematics import Kinematics
 from ..runtime.control import Controller, SafetyLimits
-from ..runtime.inputs import JointStateMatcher, validate_action, validate_image, validate_pose
+from ..runtime.inputs import ARM, GRIPPER, validate_action, validate_image, validate_pose
+from ..runtime.observe import Observer
 from ..runtime.onnx_policy import ModelRejected, OnnxPolicy, load_validated, realistic_observation
 from ..runtime.paths import resolve_path
 from ..runtime.stats import LatencyWindow, RateMonitor
 from ..runtime.watchdog import InputChannel, Watchdog
 from ..signing import UpdateGuard, UpdateRejected, parse_announcement
 from ..stepmsg import META_FIELDS, encode_layout
-from ._common import RateLimitedLog, declare, declare_arm, publish_status, run_node
+from ._common import (TF_STATIC_DESCRIPTION, RateLimitedLog, declare, declare_arm, declare_frames,
+                      declare_joint_state_topics, make_matcher, publish_status, run_node)
+from ._fastpub import PreserializedArray
 
 RELIABLE_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 STEP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -69,9 +109,12 @@ LATCHED_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=R
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 TOPICS = {
-    "joint_states": ("/joint_states", "sensor_msgs/JointState in (sensor-data QoS: best-effort and reliable publishers)"),
-    "object_pose": ("/task/object_pose", "geometry_msgs/PoseStamped in: the manipulated object, base frame"),
-    "goal_pose": ("/task/goal_pose", "geometry_msgs/PoseStamped in: the goal, base frame"),
+    "joint_states": ("/joint_states", "sensor_msgs/JointState in (sensor-data QoS: best-effort and reliable publishers; "
+                     "more topics: topics.extra_joint_states)"),
+    "object_pose": ("/task/object_pose", "geometry_msgs/PoseStamped in: the manipulated object, base frame or a "
+                    "frame static_transforms (or /tf_static) connects to it"),
+    "goal_pose": ("/task/goal_pose", "geometry_msgs/PoseStamped in: the goal, base frame or a connected frame"),
+    "tf_static": ("/tf_static", TF_STATIC_DESCRIPTION),
     "image": ("/camera/image_raw", "sensor_msgs/Image in, validated only (rgb8/bgr8); '' disables"),
     "intervention": ("/rl/intervention", "std_msgs/Float64MultiArray in: a human's action in the policy's action layout"),
     "estop": ("/rl/estop", "std_msgs/Bool in (reliable, transient-local): true holds the arm"),
@@ -97,8 +140,10 @@ class PolicyNode(Node):
         self.model_path = declare(self, "model_path", "", "ONNX model run at start-up ('' = none; wait for /rl/policy_update)")
         self.model_sha256 = declare(self, "model_sha256", "", "expected SHA-256 of model_path ('' = not checked)")
         self.rate_hz = declare(self, "control_rate_hz", 500.0, "control loop rate (Hz)", lo=1.0, hi=2000.0)
-        js_timeout = declare(self, "joint_state_timeout_s", 0.1, "hold when the last valid joint state is older (s)",
-                             lo=0.001, hi=10.0)
+        js_timeout = declare(self, "joint_state_timeout_s", 0.1, "hold when the last valid state of the arm's joints "
+                             "is older (s)", lo=0.001, hi=10.0)
+        grip_timeout = declare(self, "gripper_state_timeout_s", 0.5, "hold when the last valid state of the gripper's "
+                               "joints is older (s): a gripper driver of its own publishes at ~30 Hz", lo=0.001, hi=10.0)
         self.interv_timeout = declare(self, "intervention_timeout_s", 0.2,
                                       "a human action replaces the policy's while younger than this (s)", lo=0.001, hi=10.0)
         pose_timeout = declare(self, "pose_timeout_s", 1.0, "hold when a task pose is older (s); 0 = poses never go stale",
@@ -124,6 +169,20 @@ class PolicyNode(Node):
         self.realtime_priority = declare(
             self, "realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-98; 0 = normal scheduling). "
             "Needs CAP_SYS_NICE or an rtprio limit; refused -> warning, normal scheduling", lo=0, hi=98)
+        self.cpu_affinity = list(self.declare_parameter(
+            "cpu_affinity", Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
+                description="CPUs the control thread may run on, e.g. [1] (unset = any; refused -> warning)",
+                read_only=True)).value or [])
+        self.rt_middleware = declare(
+            self, "realtime_middleware_threads", True, "realtime_priority and cpu_affinity also for the middleware's "
+            "threads (DDS reception), which deliver the joint states to the control thread; false = the control "
+            "thread alone")
+        self.tick_mode = declare(
+            self, "tick_mode", "timer", "timer: a tick every 1/control_rate_hz | event: a tick on each joint state "
+            "(read-update-write, as ros2_control; control_rate_hz is then the joint states' expected rate)",
+            additional="one of: timer, event")
+        if self.tick_mode not in ("timer", "event"):
+            raise ValueError(f"tick_mode must be 'timer' or 'event', got {self.tick_mode!r}")
         self.explore_std = declare(
             self, "exploration_std", 0.0, "std of Gaussian noise added to the model's action (action units, before "
             "the safety filter; the noisy action is what is sent and recorded). 0 = the deterministic policy. "
@@ -142,18 +201,21 @@ class PolicyNode(Node):
 
         self.kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
         self.controller = Controller(spec, self.kin, limits, ik_iters=ik_iters, home=arm.home)
+        self.controller.warm_up()  # compiled kernels ready before the first tick
+        self.observe = Observer(spec, self.kin)  # FK + observation in one compiled call
         self.limits = limits
         self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
 
         # ------------------------------------------------------------- state
         n, A = spec.n_arm, spec.action_dim
-        self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints, spec.gripper_width_of)
-        self.ch_js = InputChannel("joint_states", js_timeout)
+        self.matcher = make_matcher(arm)  # arm and gripper merged by name, from one topic or several
+        self.ch_js = InputChannel("joint_states", js_timeout)  # the arm's joints
+        self.ch_grip = InputChannel("gripper_states", grip_timeout, required=bool(spec.gripper_joints))
         self.ch_obj = InputChannel("object_pose", pose_timeout)
         self.ch_goal = InputChannel("goal_pose", pose_timeout)
         self.ch_img = InputChannel("image", 0.0, required=False)
         self.ch_interv = InputChannel("intervention", 0.0, required=False, error_ttl_s=self.interv_timeout)
-        self.watchdog = Watchdog([self.ch_js, self.ch_obj, self.ch_goal, self.ch_img, self.ch_interv])
+        self.watchdog = Watchdog([self.ch_js, self.ch_grip, self.ch_obj, self.ch_goal, self.ch_img, self.ch_interv])
         self._js_stamp_ns = 0
         self._obj = np.zeros(3)
         self._goal = np.zeros(3)
@@ -180,36 +242,44 @@ class PolicyNode(Node):
         self.hold_reason = "waiting for joint_states"
         self._missed_at_diag = 0
         self._holding = True
-        self.rate = RateMonitor(self.rate_hz)
+        self.event_mode = self.tick_mode == "event"
+        # event mode: a gap in the joint states longer than their timeout is an input outage (the watchdog
+        # holds), not missed ticks
+        self.rate = RateMonitor(self.rate_hz, outage_s=js_timeout if self.event_mode else float("inf"))
+        self.js_timeout = js_timeout
+        self._last_event_tick = -math.inf  # monotonic time of the last tick a joint state drove (event mode)
         self.latency = LatencyWindow()  # obs stamp -> command publish (s)
         self.compute = LatencyWindow()  # tick start -> command publish (s)
 
-        # ------------------------------------------------------------ messages
-        self._arm_msg = Float64MultiArray()
-        self._arm_msg.data = [0.0] * n
-        self._arm_np = np.frombuffer(self._arm_msg.data, dtype=np.float64)
-        self._grip_msg = Float64MultiArray()
-        self._grip_msg.data = [0.0]
-        self._grip_np = np.frombuffer(self._grip_msg.data, dtype=np.float64)
-        labels, sizes = encode_layout(spec.obs_dim, A, "")
-        self._step_msg = Float64MultiArray()
-        self._step_msg.layout.dim = [MultiArrayDimension(label=lb, size=sz, stride=sz) for lb, sz in zip(labels, sizes)]
-        self._step_msg.data = [0.0] * (spec.obs_dim + A + len(META_FIELDS))
-        step = np.frombuffer(self._step_msg.data, dtype=np.float64)
-        self._step_obs = step[: spec.obs_dim]
-        self._step_act = step[spec.obs_dim: spec.obs_dim + A]
-        self._step_meta = step[spec.obs_dim + A:]
-        self._step_meta[5] = self.rate_hz
-        self._model_dim = self._step_msg.layout.dim[3]
-
-        # ---------------------------------------------------------- interfaces
+        # ------------------------------------------------------- interfaces, messages
+        # The three per-tick messages are serialized once; a tick writes their values in place and publishes the
+        # bytes (_fastpub.py): no per-tick message allocation or conversion.
         self.pub_arm = self.create_publisher(Float64MultiArray, topics["arm_command"], RELIABLE_10)
         self.pub_grip = self.create_publisher(Float64MultiArray, topics["gripper_command"], RELIABLE_10)
         self.pub_step = self.create_publisher(Float64MultiArray, topics["step"], STEP_QOS)
+        self._arm_out = PreserializedArray(self.pub_arm, Float64MultiArray(data=[0.0] * n))
+        self._arm_np = self._arm_out.values
+        self._grip_out = PreserializedArray(self.pub_grip, Float64MultiArray(data=[0.0]))
+        self._grip_np = self._grip_out.values
+        labels, sizes = encode_layout(spec.obs_dim, A, "")
+        step_msg = Float64MultiArray()
+        step_msg.layout.dim = [MultiArrayDimension(label=lb, size=sz, stride=sz) for lb, sz in zip(labels, sizes)]
+        step_msg.data = [0.0] * (spec.obs_dim + A + len(META_FIELDS))
+        self._model_dim = step_msg.layout.dim[3]
+        self._step_out = PreserializedArray(self.pub_step, step_msg)
+        self._step_views()
         self.pub_diag = self.create_publisher(DiagnosticArray, topics["diagnostics"], RELIABLE_10)
         self.pub_result = self.create_publisher(String, topics["policy_update_result"], LATCHED_10)
         sensor, sub, g = qos_profile_sensor_data, self.create_subscription, self._guard
-        sub(JointState, topics["joint_states"], g(self._on_joint_state), sensor)
+        # event mode computes on the newest state, as a ros2_control read does: a queue of one, so a late tick
+        # never works through older states (those it skipped count as missed ticks, from their stamps)
+        js_qos = sensor if not self.event_mode else QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=sensor.reliability, durability=sensor.durability)
+        self.joint_state_topics = declare_joint_state_topics(self, topics["joint_states"])
+        for t in self.joint_state_topics:  # one callback: the matcher merges the groups by name
+            sub(JointState, t, g(self._on_joint_state), js_qos)
+        self.frames = declare_frames(self, spec.base_link, topics["tf_static"],
+                                     lambda e: self._log_reject(f"rejected transform: {e}"))
         sub(PoseStamped, topics["object_pose"], g(self._on_object_pose), sensor)
         sub(PoseStamped, topics["goal_pose"], g(self._on_goal_pose), sensor)
         if topics["image"]:
@@ -226,22 +296,72 @@ class PolicyNode(Node):
             self._tasks.put(("load", {"path": self.model_path, "sha256": self.model_sha256, "version": None,
                                       "source": "model_path"}))
 
+        if self.cpu_affinity:
+            self._set_affinity(self.cpu_affinity)
         if self.realtime_priority > 0:
             self._set_realtime(self.realtime_priority)
         self._diag_timer = self.create_timer(diag_period, self._guard(self._publish_diagnostics))
-        self._tick_timer = self.create_timer(1.0 / self.rate_hz, self._safe_tick)
+        if self.event_mode:
+            # the joint states drive the ticks; this timer only holds the arm once they go stale (at most
+            # 10 ms after, and every 10 ms while they stay away)
+            self.hold_period = min(max(js_timeout / 4.0, 1.0 / self.rate_hz), 0.01)
+            self._tick_timer = self.create_timer(self.hold_period, self._watchdog_tick)
+        else:
+            self._tick_timer = self.create_timer(1.0 / self.rate_hz, self._safe_tick)
         log.info(f"policy_node: {spec.task}/{spec.action_mode}, {n} joints, obs {spec.obs_dim}, action {A}, "
-                 f"{self.rate_hz:g} Hz ({self.executor_kind} executor), joint_state_timeout {js_timeout:g} s")
+                 f"{self.rate_hz:g} Hz, tick_mode {self.tick_mode} ({self.executor_kind} executor), "
+                 f"joint_state_timeout {js_timeout:g} s")
+
+    def _step_views(self) -> None:
+        """Views of the /rl/step record's obs, action and meta (again after a layout change: a new buffer)."""
+        step = self._step_out.values
+        o, A = self.spec.obs_dim, self.spec.action_dim
+        self._step_obs = step[:o]
+        self._step_act = step[o: o + A]
+        self._step_meta = step[o + A:]
+        self._step_meta[5] = self.rate_hz
+
+    def _other_threads(self) -> list[int]:
+        """With ``realtime_middleware_threads``: the process's threads other than the calling one and the
+        loader. In the node's own process (``main``) those are the middleware's (DDS reception, events), started
+        by ``rclpy.init``, which deliver the joint states. Threads the executor thread creates later inherit its
+        settings; the loader's (model loading, ONNX Runtime sessions) keep normal scheduling."""
+        if not self.rt_middleware:
+            return []
+        try:
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            return []
+        return [t for t in tids if t not in (threading.get_native_id(), self._worker.native_id)]
+
+    def _apply(self, setting: str, what: str, fn) -> None:
+        """``fn(tid)`` for this (executor) thread, then for the middleware's threads; a refusal warns, never
+        raises."""
+        try:
+            fn(0)
+        except (OSError, AttributeError, ValueError) as e:
+            self.get_logger().warning(f"{setting} refused ({e}); the control thread runs without it (not permitted? "
+                                      "CAP_SYS_NICE, or an rtprio limit for SCHED_FIFO)")
+            return
+        done = 0
+        for tid in self._other_threads():
+            try:
+                fn(tid)
+                done += 1
+            except (OSError, ValueError):  # a thread that ended meanwhile, or not permitted
+                pass
+        extra = f" (and {done} middleware threads)" if done else ""
+        self.get_logger().info(f"control thread{extra}: {what}")
+
+    def _set_affinity(self, cpus: list[int]) -> None:
+        """Pin the executor thread (and the threads it creates later), and the middleware's, to ``cpus``."""
+        self._apply(f"cpu_affinity {cpus}", f"pinned to CPUs {sorted(set(cpus))}",
+                    lambda tid: os.sched_setaffinity(tid, cpus))
 
     def _set_realtime(self, prio: int) -> None:
-        """SCHED_FIFO for the calling (executor) thread and the threads it creates later (the executor's
-        timer thread); the loader thread and DDS threads, created before, keep normal scheduling."""
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
-        except (OSError, AttributeError) as e:
-            self.get_logger().warning(f"realtime_priority {prio} refused ({e}); running with normal scheduling")
-        else:
-            self.get_logger().info(f"control thread scheduled SCHED_FIFO priority {prio}")
+        """SCHED_FIFO for the executor thread (and the threads it creates later), and the middleware's."""
+        self._apply(f"realtime_priority {prio}", f"scheduled SCHED_FIFO priority {prio}",
+                    lambda tid: os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(prio)))
 
     # ================================================================= clock
     def _now_ns(self) -> int:
@@ -282,22 +402,43 @@ class PolicyNode(Node):
 
     def _on_joint_state(self, msg: JointState) -> None:
         now = time.monotonic()
-        err = self.matcher.update(msg.name, msg.position)
+        m = self.matcher
+        err = m.update(msg.name, msg.position)
+        carried = m.carried  # the groups the message carried: each has its own watchdog channel
         if err is not None:
+            if carried == GRIPPER:  # the gripper's error: the next arm state's tick holds
+                self._reject(self.ch_grip, now, err)
+                return
             self._reject(self.ch_js, now, err)
+            if self.event_mode:  # a bad state holds the arm at once (the last valid measurement)
+                self._last_event_tick = now
+                self._guarded_tick()
             return
+        if carried & GRIPPER:
+            self.ch_grip.accept(now)
+            if not carried & ARM:  # a gripper state alone drives no tick (event mode ticks on the arm's states)
+                return
         self.ch_js.accept(now)
         st = _stamp_ns(msg.header.stamp)
         self._js_stamp_ns = st if st > 0 else self._now_ns()
+        if self.event_mode:  # read-update-write: this state's command, now
+            self._last_event_tick = now
+            if st > 0:
+                self.rate.tick(now, st * 1e-9, self._now_ns() * 1e-9)
+            else:
+                self.rate.tick(now)
+            self._guarded_tick()
 
     def _pose(self, msg: PoseStamped, ch: InputChannel, out: np.ndarray) -> None:
         now = time.monotonic()
         p, o = msg.pose.position, msg.pose.orientation
-        err = validate_pose(msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w), self.spec.base_link)
+        err, pos, ori = self.frames.to_base(msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
+        if err is None:
+            err = validate_pose("", pos, ori, self.spec.base_link)
         if err is not None:
             self._reject(ch, now, err)
             return
-        out[0], out[1], out[2] = p.x, p.y, p.z
+        out[0], out[1], out[2] = pos
         ch.accept(now)
 
     def _on_object_pose(self, msg: PoseStamped) -> None:
@@ -346,12 +487,23 @@ class PolicyNode(Node):
         self._tasks.put(("load", req))
 
     # ============================================================ control tick
+    # tick modes and how each counts missed ticks: the module docstring
     def _safe_tick(self, info: TimerInfo = None) -> None:
+        if info is None:
+            self.rate.tick(time.monotonic())
+        else:
+            self.rate.tick(time.monotonic(), info.expected_call_time.nanoseconds * 1e-9,
+                           info.actual_call_time.nanoseconds * 1e-9)
+        self._guarded_tick()
+
+    def _watchdog_tick(self) -> None:
+        """Event mode: hold the arm once joint states have stopped driving ticks for joint_state_timeout_s."""
+        if time.monotonic() - self._last_event_tick >= self.js_timeout:
+            self._guarded_tick()
+
+    def _guarded_tick(self) -> None:
         try:
-            if info is None:
-                self._tick()
-            else:
-                self._tick(info.expected_call_time.nanoseconds, info.actual_call_time.nanoseconds)
+            self._tick()
         except Exception as e:  # a bug must not take the arm's command stream down: report, try to hold
             self.callback_errors += 1
             self.last_error = f"control tick: {type(e).__name__}: {e}"
@@ -361,18 +513,14 @@ class PolicyNode(Node):
                     cmd = self.controller.safety.hold(self.matcher.q, self.matcher.gripper_width, "tick error")
                     self._arm_np[:] = cmd.arm
                     self._grip_np[0] = cmd.gripper
-                    self.pub_arm.publish(self._arm_msg)
-                    self.pub_grip.publish(self._grip_msg)
+                    self._arm_out.publish()
+                    self._grip_out.publish()
             except Exception:
                 pass
 
-    def _tick(self, expected_ns: int | None = None, actual_ns: int | None = None) -> None:
+    def _tick(self) -> None:
         t0 = time.perf_counter()
         now = time.monotonic()
-        if expected_ns is None:
-            self.rate.tick(now)
-        else:
-            self.rate.tick(now, expected_ns * 1e-9, actual_ns * 1e-9)
         self.tick += 1
         m = self.matcher
         if not m.valid:  # never a valid joint state: nothing to hold, publish nothing
@@ -382,12 +530,15 @@ class PolicyNode(Node):
         if policy is not self._label_policy:
             self._label_policy = policy
             self._model_dim.label = "model:" + (policy.version if policy is not None else "")
+            self._step_out.set_layout()  # the label's length moves the data: a new buffer (once per model)
+            self._step_views()
         q = m.q
         grip = m.gripper_width
-        ee = self.kin.fk_pos(q)
         have_obs = self.ch_obj.last_ok is not None and self.ch_goal.last_ok is not None
-        if have_obs:
-            spec.build_observation(q, grip, ee, self._obj, self._goal, out=self._obs)
+        if have_obs:  # = spec.build_observation(q, grip, fk_pos(q), obj, goal), in one compiled call
+            ee = self.observe(q, grip, self._obj, self._goal, self._obs)
+        else:
+            ee = self.kin.fk_pos(q)
         reason = self.watchdog.check(now)
         intervention = False
         action = self._action
@@ -399,17 +550,18 @@ class PolicyNode(Node):
                 reason = "no model: " + self.model_error
             else:
                 try:
-                    np.clip(policy.act(self._obs), -1.0, 1.0, out=action)
+                    action[:] = policy.act(self._obs)  # float32 -> float64, then clipped in float64 (cheaper)
+                    np.minimum(np.maximum(action, -1.0, out=action), 1.0, out=action)
                     if self.explore_std > 0.0:
                         action += self._explore_rng.normal(0.0, self.explore_std, action.shape)
-                        np.clip(action, -1.0, 1.0, out=action)
+                        np.minimum(np.maximum(action, -1.0, out=action), 1.0, out=action)
                 except Exception as e:  # a model that validated but fails at run time: hold, count, report
                     self.inference_errors += 1
                     reason = f"inference failed: {e}"
                     self.last_error = reason
         if not reason:
             last = self.controller.safety.last_cmd
-            if last is not None and float(np.max(np.abs(q - last))) > self.limits.max_tracking_error:
+            if last is not None and float(np.abs(q - last).max()) > self.limits.max_tracking_error:
                 self.controller.reset()  # the arm moved away from our last command (reset, external motion)
             cmd = self.controller.step(action, q, grip, ee)
             if cmd.hold:
@@ -418,8 +570,8 @@ class PolicyNode(Node):
             cmd = self.controller.safety.hold(q, grip, reason)
         self._arm_np[:] = cmd.arm
         self._grip_np[0] = cmd.gripper
-        self.pub_arm.publish(self._arm_msg)
-        self.pub_grip.publish(self._grip_msg)
+        self._arm_out.publish()
+        self._grip_out.publish()
         cmd_ns = self._now_ns()
         hold = bool(reason)
         if have_obs:
@@ -435,7 +587,7 @@ class PolicyNode(Node):
             meta[2] = cmd_ns * 1e-9
             meta[3] = 1.0 if intervention else 0.0
             meta[4] = 1.0 if hold else 0.0
-            self.pub_step.publish(self._step_msg)
+            self._step_out.publish()
         self.latency.add((cmd_ns - self._js_stamp_ns) * 1e-9)
         self.compute.add(time.perf_counter() - t0)
         if hold:
@@ -555,6 +707,7 @@ class PolicyNode(Node):
 
         values = {
             "control_rate_hz": f"{self.rate_hz:g}",
+            "tick_mode": self.tick_mode,
             "achieved_rate_hz": f(achieved, fmt="{:.1f}"),
             "latency_obs_to_cmd_p50_ms": f(lat.p50, 1e3), "latency_obs_to_cmd_p99_ms": f(lat.p99, 1e3),
             "latency_obs_to_cmd_max_ms": f(lat.max, 1e3),
@@ -563,6 +716,7 @@ class PolicyNode(Node):
             "period_p99_ms": f(per.p99, 1e3), "period_max_ms": f(per.max, 1e3),
             "tick_lateness_p99_ms": f(late.p99, 1e3), "tick_lateness_max_ms": f(late.max, 1e3),
             "missed_ticks": str(self.rate.missed), "missed_ticks_window": str(missed_window),
+            "input_outages": str(self.rate.outages),
             "ticks": str(self.tick), "hold_ticks": str(self.hold_ticks),
             "intervention_ticks": str(self.intervention_ticks),
             "watchdog": "ok" if not reason else reason,

@@ -21,6 +21,14 @@ that stop advancing for ``input_lost_s``) is seen in the steps
 (:class:`vla_rl_ros.recorder.EpisodeRecorder`). A ``/twin/reset`` that gets no
 answer in ``twin_reset_timeout_s`` (a twin that died, or is being restarted) is
 asked again.
+
+Long runs (:mod:`vla_rl_ros.buffer.segments`): with ``segment_max_mb`` or
+``segment_max_s`` the store rolls over to a new segment at the first episode end
+past either limit; ``vla-rl-ros data archive`` moves closed segments away.
+A full disk: the writer keeps the steps in memory (up to ``max_pending_steps``;
+then the oldest are dropped and counted) and retries; this node's diagnostic is
+ERROR, saying so, until commits resume. The policy node does not depend on this
+node and keeps the arm going.
 """
 from __future__ import annotations
 
@@ -73,6 +81,12 @@ class RecorderNode(Node):
 
             self.cfg.max_episode_s = DEFAULT_MAX_STEPS[task] / spec.control_hz
         commit_window = d("commit_window_s", 0.1, "Durability window: a crash loses at most this much (s)")
+        segment_mb = declare(self, "segment_max_mb", 0.0, "Roll the store over to a new segment at the first episode "
+                             "end after the current one reaches this size (MB; 0 = one segment)", lo=0.0, hi=1e6)
+        segment_s = declare(self, "segment_max_s", 0.0, "Likewise after the current segment is this old (s; 0 = no "
+                            "limit)", lo=0.0, hi=1e8)
+        max_pending = declare(self, "max_pending_steps", 50_000, "Full disk: steps kept in memory while commits "
+                              "fail; past it the oldest are dropped and counted", lo=1, hi=100_000_000)
         self.twin_reset = d("twin_reset", False, "Sim only: call /twin/reset at each episode end (episode manager)")
         self.reset_timeout = declare(self, "twin_reset_timeout_s", 5.0, "Sim only: ask /twin/reset again when it has "
                                      "not answered in this long (s): the twin died or is being restarted",
@@ -97,7 +111,9 @@ class RecorderNode(Node):
 
         root, name = os.path.split(os.path.abspath(run_dir))
         self.run = create_run(root, name, self.spec, robot_id=robot_id, exist_ok=True)
-        self.writer = self.run.writer(commit_window_s=commit_window)
+        self.writer = self.run.writer(commit_window_s=commit_window, segment_max_bytes=int(segment_mb * 1e6),
+                                      segment_max_s=segment_s, max_pending_steps=max_pending)
+        self._disk_full_logged = 0.0  # monotonic time of the last full-disk log line (0 = not full)
         self.rec = EpisodeRecorder(self.writer, self.spec, self.reward_fn, self.cfg, on_episode_end=self._episode_ended,
                                    armed=not self.twin_reset, on_input_lost=self._input_lost)
         self._last_reject_log = 0.0
@@ -121,7 +137,9 @@ class RecorderNode(Node):
             self.get_logger().warning(f"closed {len(self.writer.recovered_episodes)} episode(s) left open by a crash")
         self.get_logger().info(
             f"recording {task} ({spec.n_arm} joints, obs {spec.obs_dim}, action {spec.action_dim}) into "
-            f"{self.run.buffer_path} (reward {self.reward_fn.config}, commit window {commit_window}s)")
+            f"{self.writer.segment_path} (reward {self.reward_fn.config}, commit window {commit_window}s"
+            f"{f', new segment past {segment_mb:g} MB' if segment_mb else ''}"
+            f"{f', new segment past {segment_s:g} s' if segment_s else ''})")
         if self.twin_reset:
             self._request_twin_reset()
 
@@ -159,6 +177,7 @@ class RecorderNode(Node):
         return response
 
     def _check(self) -> None:
+        self._check_disk()
         if self.rec.check() is not None:
             self.get_logger().warning(f"no step from the policy for {self.cfg.input_lost_s} s: episode closed as crash")
         if (self._reset_pending and self._retry is None
@@ -170,6 +189,23 @@ class RecorderNode(Node):
                 forget(self._reset_future)  # its answer will never come
             self._reset_pending = False
             self._request_twin_reset()
+
+    def _check_disk(self) -> None:
+        """A log line when the disk fills (then every 10 s while it stays full), and one when recording resumes."""
+        w = self.writer
+        now = time.monotonic()
+        if w.disk_full:
+            if not self._disk_full_logged or now - self._disk_full_logged >= 10.0:
+                self._disk_full_logged = now
+                self.get_logger().error(f"{self._disk_message()}")
+        elif self._disk_full_logged:
+            self._disk_full_logged = 0.0
+            self.get_logger().warning(f"space is back: recording resumed ({w.dropped_steps} steps dropped in all)")
+
+    def _disk_message(self) -> str:
+        w = self.writer
+        return (f"disk full: recording paused ({w.disk_full_error}); {w.pending_steps} steps wait in memory, "
+                f"{w.dropped_steps} dropped; retrying until space returns in {w.segment_path.parent}")
 
     def _input_lost(self) -> None:
         """The arm (twin) stopped while an episode was about to begin: the scene it was reset to may be gone."""
@@ -228,12 +264,19 @@ class RecorderNode(Node):
 
     def _publish_diagnostics(self) -> None:
         c = self.rec.counters
+        w = self.writer
         vals = dict(episodes=c.episodes, successes=c.successes, crashes=c.crashes, transitions=c.transitions,
-                    committed=self.writer.committed_steps,
-                    rejected_steps=c.rejected, gaps=c.gaps, hold_ticks=c.hold_ticks, pending=self.writer.pending_steps,
-                    store=str(self.run.buffer_path))
-        publish_status(self, self.pub_diag, "vla_rl_ros: recorder", DiagnosticStatus.WARN if c.rejected else DiagnosticStatus.OK,
-                       c.last_error or "recording", vals, hardware_id=self.writer.robot_id or "sim")
+                    committed=w.committed_steps,
+                    rejected_steps=c.rejected, gaps=c.gaps, hold_ticks=c.hold_ticks, pending=w.pending_steps,
+                    dropped_steps=w.dropped_steps, disk_full=w.disk_full, disk_full_retries=w.disk_full_retries,
+                    segment=w.segment_index, store=str(w.segment_path))
+        if w.disk_full:
+            level, message = DiagnosticStatus.ERROR, self._disk_message()
+        else:
+            level = DiagnosticStatus.WARN if c.rejected else DiagnosticStatus.OK
+            message = c.last_error or "recording"
+        publish_status(self, self.pub_diag, "vla_rl_ros: recorder", level, message, vals,
+                       hardware_id=w.robot_id or "sim")
 
     def destroy_node(self):
         self.close()

@@ -23,7 +23,8 @@ IK expert (:class:`~vla_rl_ros.twin.expert.ScriptedExpert`):
 
 It computes the observation exactly as ``policy_node`` does (same FK, same
 spec layout) from the freshest joint state and task poses, so its actions are
-never a tick stale. ``watch_fraction: 0.0`` turns it off.
+never a tick stale; it reads split joint states and poses in other frames as
+``policy_node`` does (``topics.extra_joint_states``, ``static_transforms``). ``watch_fraction: 0.0`` turns it off.
 """
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from ..kinematics import Kinematics
-from ..runtime.inputs import JointStateMatcher, validate_pose
-from ._common import RateLimitedLog, declare, declare_arm, run_node
+from ..runtime.inputs import validate_pose
+from ._common import (TF_STATIC_DESCRIPTION, RateLimitedLog, declare, declare_arm, declare_frames,
+                      declare_joint_state_topics, make_matcher, run_node)
 
 
 class TeacherNode(Node):
@@ -70,7 +72,7 @@ class TeacherNode(Node):
             self.get_logger().warning(f"the scripted teacher handles pick_place in ee_delta; task {spec.task!r} "
                                       f"({spec.action_mode}): it will not intervene")
         self.kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
-        self.matcher = JointStateMatcher(spec.arm_joints, spec.gripper_joints, spec.gripper_width_of)
+        self.matcher = make_matcher(arm)  # split joint states merged by name, as policy_node does
         self._obj = np.zeros(3)
         self._goal = np.zeros(3)
         self._have = {"object": False, "goal": False}
@@ -81,7 +83,12 @@ class TeacherNode(Node):
 
         self.pub = self.create_publisher(Float64MultiArray, "/rl/intervention", qos_profile_sensor_data)
         self._msg = Float64MultiArray()
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos_profile_sensor_data)
+        js_topic = declare(self, "topics.joint_states", "/joint_states", "sensor_msgs/JointState in")
+        for t in declare_joint_state_topics(self, js_topic):
+            self.create_subscription(JointState, t, self._on_joint_state, qos_profile_sensor_data)
+        self.frames = declare_frames(self, spec.base_link, declare(self, "topics.tf_static", "/tf_static",
+                                                                   TF_STATIC_DESCRIPTION),
+                                     lambda e: self._log_reject(f"rejected transform: {e}"))
         self.create_subscription(PoseStamped, "/task/object_pose", lambda m: self._on_pose(m, "object", self._obj),
                                  qos_profile_sensor_data)
         self.create_subscription(PoseStamped, "/task/goal_pose", lambda m: self._on_pose(m, "goal", self._goal),
@@ -99,11 +106,13 @@ class TeacherNode(Node):
 
     def _on_pose(self, msg: PoseStamped, which: str, out: np.ndarray) -> None:
         p, o = msg.pose.position, msg.pose.orientation
-        err = validate_pose(msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w), self.spec.base_link)
+        err, pos, ori = self.frames.to_base(msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
+        if err is None:
+            err = validate_pose("", pos, ori, self.spec.base_link)
         if err is not None:
             self._log_reject(f"rejected {which} pose: {err}")
             return
-        out[:] = (p.x, p.y, p.z)
+        out[:] = pos
         self._have[which] = True
 
     def _on_episode(self, msg: String) -> None:

@@ -17,10 +17,18 @@ episode: arm home, object and goal drawn with seed ``seed + k`` for the k-th
 episode (episode 0 is the one at start-up); the response message reads
 ``seed=<n> episode=<k> ...``. ``/clock`` is published only when
 ``publish_clock`` is true; stamps are then simulated time.
+
+In ``vla-rl-ros sim`` it is the arm, and it differs from the learner's gate twin by a
+reality gap (:class:`~vla_rl_ros.twin.gap.RealityGap`, the ``gap_*`` parameters,
+scaled by ``gap_scale``): the object's friction, mass and size, commands applied
+``gap_actuation_delay_s`` late (a FIFO, in simulated time), Gaussian noise on the
+published joint positions and object/goal positions (seeded by ``seed``; the
+physics state stays exact), and a moved camera. ``gap_scale`` 0 is no gap.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 import pybullet as pb
@@ -35,6 +43,7 @@ from std_srvs.srv import Trigger
 
 from ..runtime.inputs import validate_command
 from ..twin.core import TwinCore
+from ..twin.gap import RealityGap, SensorNoise
 from ._common import RateLimitedLog, declare, declare_arm, run_node
 
 RELIABLE_10 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -68,9 +77,14 @@ class TwinNode(Node):
                                    lo=1, hi=10000)
         self.executor_kind = declare(self, "executor", "events", "events | single_threaded")
         topics = {k: declare(self, f"topics.{k}", v, desc) for k, (v, desc) in TOPICS.items()}
+        self.gap = gap = declare_gap(self)
+        self._noise = SensorNoise(gap, self.seed)
 
         self.twin = TwinCore(spec, urdf_path=arm.urdf_path, time_step=1.0 / self.physics_rate, scene=arm.scene,
-                             home=arm.home)
+                             home=arm.home, object_scale=gap.object_size_scale)
+        gap.apply_dynamics(self.twin)
+        self._delay_ns = int(round(gap.actuation_delay_s * 1e9))
+        self._pending: deque = deque()  # (due sim ns, "arm" | "gripper", value): commands not yet applied
         self.urdf_path = self.twin.urdf_path
         self.n_arm = spec.n_arm
         self.episode = 0
@@ -104,7 +118,7 @@ class TwinNode(Node):
         if self.camera_enabled:
             from ._camera import Renderer, intrinsics
 
-            self.renderer = Renderer(spec, self.urdf_path, cam_w, cam_h, scene=arm.scene)
+            self.renderer = Renderer(spec, self.urdf_path, cam_w, cam_h, scene=arm.scene, gap=gap)
             self.pub_img = self.create_publisher(Image, topics["image"], qos_profile_sensor_data)
             self.pub_info = self.create_publisher(CameraInfo, topics["camera_info"], qos_profile_sensor_data)
             fx, fy, cx, cy = intrinsics(cam_w, cam_h)
@@ -121,7 +135,8 @@ class TwinNode(Node):
         self.create_timer(1.0 / pose_rate, self._publish_poses)
         self.get_logger().info(
             f"twin_node: {spec.task}, {self.n_arm} arm joints, physics {self.physics_rate:g} Hz, joint states "
-            f"{js_rate:g} Hz, poses {pose_rate:g} Hz, camera {'on' if self.camera_enabled else 'off'}, seed {self.seed}")
+            f"{js_rate:g} Hz, poses {pose_rate:g} Hz, camera {'on' if self.camera_enabled else 'off'}, seed {self.seed}, "
+            f"reality gap: {gap.describe()}")
 
     # ------------------------------------------------------------------ time
     def _stamp(self):
@@ -143,6 +158,8 @@ class TwinNode(Node):
             due = self.max_catchup
             self.get_logger().warning(f"physics fell behind real time; dropped {self.dropped_steps} steps so far",
                                    throttle_duration_sec=5.0)
+        if self._pending:
+            self._apply_due()
         self.twin.step(due)
         self._steps += due
         self._sim_ns += due * self._step_ns
@@ -155,7 +172,7 @@ class TwinNode(Node):
         js = pb.getJointStates(tw.robot, tw.arm_idx + tw.finger_idx, physicsClientId=tw.cid)
         m = self._js
         m.header.stamp = self._stamp()
-        m.position = [s[0] for s in js]
+        m.position = self._noise.joints(s[0] for s in js)
         m.velocity = [s[1] for s in js]
         m.effort = [s[3] for s in js]
         self.pub_js.publish(m)
@@ -166,11 +183,11 @@ class TwinNode(Node):
         stamp = self._stamp()
         o = self._obj_msg
         o.header.stamp = stamp
-        o.pose.position.x, o.pose.position.y, o.pose.position.z = (float(v) for v in pos)
+        o.pose.position.x, o.pose.position.y, o.pose.position.z = self._noise.position(pos)
         o.pose.orientation.x, o.pose.orientation.y, o.pose.orientation.z, o.pose.orientation.w = (float(v) for v in quat)
         g = self._goal_msg
         g.header.stamp = stamp
-        g.pose.position.x, g.pose.position.y, g.pose.position.z = (float(v) for v in tw.goal)
+        g.pose.position.x, g.pose.position.y, g.pose.position.z = self._noise.position(tw.goal)
         self.pub_obj.publish(o)
         self.pub_goal.publish(g)
 
@@ -200,8 +217,7 @@ class TwinNode(Node):
             self.rejected_commands += 1
             self._log_reject(f"{err}: rejected, keeping the previous target")
             return
-        self._arm_target = np.array(msg.data, dtype=np.float64)
-        self.twin.apply_command(self._arm_target, None)
+        self._command("arm", np.array(msg.data, dtype=np.float64))
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         err = validate_command(msg.data, 1, "gripper command")
@@ -209,13 +225,34 @@ class TwinNode(Node):
             self.rejected_commands += 1
             self._log_reject(f"{err}: rejected, keeping the previous target")
             return
-        self.twin.apply_command(self._arm_target, float(msg.data[0]))
+        self._command("gripper", float(msg.data[0]))
+
+    def _command(self, kind: str, value) -> None:
+        """Apply a valid command now, or (reality gap) queue it until ``gap_actuation_delay_s`` of simulated
+        time has passed."""
+        if self._delay_ns <= 0:
+            self._apply(kind, value)
+        else:
+            self._pending.append((self._sim_ns + self._delay_ns, kind, value))
+
+    def _apply(self, kind: str, value) -> None:
+        if kind == "arm":
+            self._arm_target = value
+            self.twin.apply_command(self._arm_target, None)
+        else:
+            self.twin.apply_command(self._arm_target, value)
+
+    def _apply_due(self) -> None:
+        while self._pending and self._pending[0][0] <= self._sim_ns:
+            _, kind, value = self._pending.popleft()
+            self._apply(kind, value)
 
     # ------------------------------------------------------------------ reset
     def _reset_episode(self) -> int:
         seed = self.seed + self.episode
         self.twin.reset_scene(np.random.default_rng(seed), self.spec.task)
         self._arm_target = self.twin.home.copy()
+        self._pending.clear()  # a delayed command of the last episode does not reach the new one
         return seed
 
     def _on_reset(self, request, response):
@@ -233,6 +270,35 @@ class TwinNode(Node):
             self.renderer.close()
         self.twin.close()
         super().destroy_node()
+
+
+def declare_gap(node) -> RealityGap:
+    """The ``gap_*`` parameters (defaults: no gap; ``config/sim.yaml`` sets the sim's small default gap) and
+    ``gap_scale`` (``vla-rl-ros sim --gap``), as the :class:`~vla_rl_ros.twin.gap.RealityGap` they make."""
+    d = RealityGap()
+    scale = declare(node, "gap_scale", 1.0, "reality gap: the gap_* below scaled (factors to this power, the rest "
+                    "multiplied): 0.0 = the gate's twin exactly, 1.0 = as written, 2.0 = twice (vla-rl-ros sim --gap)",
+                    lo=0.0, hi=10.0)
+    gap = RealityGap(
+        object_friction_scale=declare(node, "gap_object_friction_scale", d.object_friction_scale,
+                                      "reality gap: x the object's lateral friction", lo=0.01, hi=100.0),
+        object_mass_scale=declare(node, "gap_object_mass_scale", d.object_mass_scale,
+                                  "reality gap: x the object's mass", lo=0.01, hi=100.0),
+        object_size_scale=declare(node, "gap_object_size_scale", d.object_size_scale,
+                                  "reality gap: x the object's size", lo=0.1, hi=10.0),
+        actuation_delay_s=declare(node, "gap_actuation_delay_s", d.actuation_delay_s,
+                                  "reality gap: s of simulated time before a command is applied", lo=0.0, hi=5.0),
+        joint_noise_std=declare(node, "gap_joint_noise_std", d.joint_noise_std,
+                                "reality gap: rad, Gaussian noise on each published joint position", lo=0.0, hi=1.0),
+        pose_noise_std=declare(node, "gap_pose_noise_std", d.pose_noise_std,
+                               "reality gap: m, Gaussian noise on each published object/goal position axis",
+                               lo=0.0, hi=1.0),
+        camera_shift_m=tuple(declare(node, "gap_camera_shift_m", list(d.camera_shift_m),
+                                     "reality gap: m, [x, y, z] added to the camera's eye and target (camera on)")),
+        camera_pan_rad=declare(node, "gap_camera_pan_rad", d.camera_pan_rad,
+                               "reality gap: rad, the camera turned about the vertical (camera on)", lo=-3.2, hi=3.2),
+    )
+    return gap.scaled(scale)
 
 
 def main(args=None) -> None:

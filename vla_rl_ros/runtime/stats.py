@@ -75,14 +75,22 @@ class RateMonitor:
     ``actual - expected`` is recorded in :attr:`lateness`. Without it, a tick
     more than ``late_factor`` periods after the previous one counts
     ``round(dt / period) - 1`` (at least 1) missed ticks.
+
+    ``outage_s``: a gap longer than this is an input outage, not missed ticks
+    (an event-driven loop, which ticks on each input, does not tick while its
+    input is down; a watchdog holds the arm meanwhile). Outages are counted in
+    :attr:`outages`. Default: no limit, every gap is missed ticks.
     """
 
-    def __init__(self, rate_hz: float, late_factor: float = 1.5, capacity: int = 8192):
+    def __init__(self, rate_hz: float, late_factor: float = 1.5, capacity: int = 8192,
+                 outage_s: float = float("inf")):
         if not rate_hz > 0:
             raise ValueError("rate_hz must be > 0")
         self.rate_hz = float(rate_hz)
         self.period = 1.0 / self.rate_hz
         self.late_threshold = late_factor * self.period
+        self.outage_s = float(outage_s)
+        self.outages = 0
         self.periods = LatencyWindow(capacity)
         self.lateness = LatencyWindow(capacity)
         self.ticks = 0
@@ -104,19 +112,26 @@ class RateMonitor:
                 self.lateness.add(actual - expected)
             le = self._last_expected
             if le is not None:
-                k = int(round((expected - le) * self.rate_hz))
+                gap = expected - le
+                k = int(round(gap * self.rate_hz))
                 if k > 1:
-                    missed = k - 1
-                    self.missed += missed
+                    if gap > self.outage_s:
+                        self.outages += 1
+                    else:
+                        missed = k - 1
+                        self.missed += missed
             self._last_expected = expected
         if last is not None:
             dt = now - last
             self.periods.add(dt)
             if expected is None and dt > self.late_threshold:
-                missed = int(round(dt * self.rate_hz)) - 1
-                if missed < 1:
-                    missed = 1
-                self.missed += missed
+                if dt > self.outage_s:
+                    self.outages += 1
+                else:
+                    missed = int(round(dt * self.rate_hz)) - 1
+                    if missed < 1:
+                        missed = 1
+                    self.missed += missed
         else:
             self._win_start = now
         self._last = now

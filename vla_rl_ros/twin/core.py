@@ -141,6 +141,7 @@ class TwinCore:
         gui: bool = False,
         scene: "Scene | str | None" = None,
         home=None,
+        object_scale: float = 1.0,
     ):
         self.spec = spec or Spec()
         self.urdf_path = urdf_path or default_panda_urdf()
@@ -149,7 +150,10 @@ class TwinCore:
         self.time_step = float(time_step)
         self.scene = sc = scene if isinstance(scene, Scene) else Scene.load(scene)
         self.region = region or sc.region
-        self.object_half = sc.object_half_height
+        # object_scale: the object loaded that much larger (the reality gap of twin_node, vla_rl_ros/twin/gap.py);
+        # objects are drawn resting on the table at its scaled half height
+        self.object_scale = float(object_scale)
+        self.object_half = sc.object_half_height * self.object_scale
         self.cid = pb.connect(pb.GUI if gui else pb.DIRECT)
         c = self.cid
         pb.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=c)
@@ -161,7 +165,8 @@ class TwinCore:
         self.robot = pb.loadURDF(
             pybullet_urdf(self.urdf_path), [0, 0, 0], useFixedBase=True, flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c
         )
-        self.cube = pb.loadURDF(sc.object_urdf, [0.5, 0.0, sc.object_half_height], physicsClientId=c)
+        scaling = {"globalScaling": self.object_scale} if self.object_scale != 1.0 else {}
+        self.cube = pb.loadURDF(sc.object_urdf, [0.5, 0.0, self.object_half], physicsClientId=c, **scaling)
         vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=sc.goal_radius, rgbaColor=list(sc.goal_rgba), physicsClientId=c)
         self.goal_body = pb.createMultiBody(baseMass=0, baseVisualShapeIndex=vis, basePosition=[0.5, 0.2, 0.1], physicsClientId=c)
 

@@ -1,0 +1,357 @@
+"""policy_node at 1 kHz beside a learner: timer and event-driven ticks, with and without SCHED_FIFO.
+
+Issue 11, item 5. The targets, with SCHED_FIFO and the learner saturating the other core: at most 0.1% missed
+ticks; tick compute p50 at most 100 µs; obs→command p99 at most 1 ms in the event-driven mode. The same
+figures are measured without SCHED_FIFO.
+
+Each cell (tick mode × scheduling) starts, in separate processes with their own ROS_DOMAIN_ID (LOCALHOST
+discovery), twin-free:
+
+* a **joint-state feeder** (this script with ``--feeder``): /joint_states at ``--rate`` Hz (sensor-data QoS,
+  stamped at publish time: the stamp is the "obs" time) and the task poses at 10 Hz. It plays the arm's
+  ros2_control: in the SCHED_FIFO cells it runs SCHED_FIFO one priority above policy_node (as
+  ``controller_manager`` at 50 above policy_node's 40 in config/robot.yaml). It counts the periods its own
+  timer skipped and prints them when stopped: in event mode those are ticks the node could not make;
+* **the learner** (this script with ``--hog``): a torch training loop (a 2x256 MLP on random batches of 256,
+  Adam, one thread), pinned to ``--hog-cpu``, saturating that core;
+* ``policy_node`` at ``--rate`` Hz running a 2x256 MLP policy (``test/onnx_models.py`` "mlp": the inference
+  cost of a SAC actor), EventsExecutor, ``tick_mode`` timer or event, its control thread pinned to
+  ``--node-cpu`` (``cpu_affinity``) and, in the SCHED_FIFO cells, ``realtime_priority`` ``--realtime-priority``.
+
+The figures are policy_node's own /diagnostics (1 s windows; the first ``--warmup`` acting windows are
+discarded): missed ticks (timer mode: periods the timer skipped, from its scheduled call times; event mode:
+joint states no command was computed for, from the gaps in their stamps: policy_node's ``_safe_tick``
+comment), achieved rate, tick compute (tick start → all three messages published) and obs→command latency
+(command publish time − joint-state stamp: DDS transport, and in timer mode the wait for the next tick).
+Percentiles are per 1 s window: the table gives the median window and the worst. The floor is bare ONNX
+Runtime inference of the same model in this process, same run, and ``tick_parts`` times the tick's parts
+(ROS-free, in the tick's order) in this process, to show where a tick's time goes.
+
+    .venv/bin/python bench/bench_control_1khz.py                        # 4 cells x 30 s, writes docs/bench/control_1khz.md
+    .venv/bin/python bench/bench_control_1khz.py --seconds 5 --no-fifo --no-write   # a quick check
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "test"))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+sys.path.insert(0, REPO)
+
+TARGET_MISSED_PCT = 0.1
+TARGET_COMPUTE_P50_US = 100.0
+TARGET_LAT_P99_MS = 1.0
+
+
+# ----------------------------------------------------------------------------- helper processes
+from bench_policy import feeder  # noqa: E402 - the one joint-state feeder of the policy benches
+
+
+def hog(cpu: int) -> None:
+    """The learner's compute: a small MLP trained on random data, one thread, on ``cpu``, forever."""
+    if cpu >= 0:
+        os.sched_setaffinity(0, {cpu})
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(30, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+                              torch.nn.Linear(256, 4))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    x, y = torch.randn(256, 30), torch.randn(256, 4)
+    try:
+        while True:
+            loss = ((net(x) - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    except KeyboardInterrupt:
+        pass
+
+
+# ----------------------------------------------------------------------------- the tick's parts
+def tick_parts(model: str, n: int = 5000) -> dict[str, float]:
+    """Median µs of each part of policy_node's tick, ROS-free, in the tick's order (so each part meets the caches
+    the previous one left, as in the node), in this process: hand FK + observation (``runtime.observe``), watchdog
+    check, ONNX inference, action clip, action mapping + safety filter (``Controller.step``), the /rl/step record's fill.
+    The node adds its three publishes and the Python between the parts; the bench's "tick compute" is all of it."""
+    from vla_rl_ros.arm import Arm
+    from vla_rl_ros.kinematics import Kinematics
+    from vla_rl_ros.runtime.control import Controller, SafetyLimits
+    from vla_rl_ros.runtime.observe import Observer
+    from vla_rl_ros.runtime.onnx_policy import load_validated
+    from vla_rl_ros.runtime.watchdog import InputChannel, Watchdog
+    from vla_rl_ros.spec import Spec
+
+    spec = Spec()
+    arm = Arm(spec)
+    kin = Kinematics(arm.urdf, spec.base_link, spec.ee_link, spec.arm_joints)
+    ctl = Controller(spec, kin, SafetyLimits(), ik_iters=3, home=arm.home)
+    ctl.warm_up()
+    observe = Observer(spec, kin)
+    pol = load_validated(model, None, spec)
+    chans = [InputChannel(c, 1e9) for c in ("joint_states", "object_pose", "goal_pose")]
+    wd = Watchdog(chans)
+    for c in chans:
+        c.accept(time.monotonic())
+    q = ctl.mapper.rest.copy()
+    obj, goal = np.array([0.5, 0.0, 0.025]), np.array([0.5, 0.15, 0.3])
+    obs = np.zeros(spec.obs_dim, dtype=np.float32)
+    action = np.zeros(spec.action_dim)
+    step = np.zeros(spec.obs_dim + spec.action_dim + 6)
+    names = ["FK + observation", "watchdog", "ONNX inference", "action clip", "map + safety filter",
+             "step record fill"]
+    t = np.empty((n, len(names)))
+    pc = time.perf_counter
+    for i in range(n + 500):
+        t1 = pc()
+        ee = observe(q, 0.08, obj, goal, obs)
+        t2 = pc()
+        wd.check(time.monotonic())
+        t3 = pc()
+        y = pol.act(obs)
+        t4 = pc()
+        action[:] = y
+        np.minimum(np.maximum(action, -1.0, out=action), 1.0, out=action)
+        t5 = pc()
+        cmd = ctl.step(action, q, 0.08, ee)
+        t6 = pc()
+        step[: spec.obs_dim] = obs
+        step[spec.obs_dim: spec.obs_dim + spec.action_dim] = action
+        step[-6:-1] = (i, 1.0, 2.0, 0.0, 0.0)
+        t7 = pc()
+        if i >= 500:
+            t[i - 500] = (t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6)
+        if cmd.hold:
+            ctl.reset()
+    med = np.median(t, axis=0) * 1e6
+    out = {k: float(v) for k, v in zip(names, med)}
+    out["sum of parts"] = float(med.sum())
+    return out
+
+
+# ----------------------------------------------------------------------------- one cell
+def run_cell(mode: str, rt: int, rate: float, model: str, seconds: int, warmup: int, node_cpu: int, hog_cpu: int,
+             work: str) -> dict:
+    import yaml
+
+    from bench_policy import diagnostics_probe, start, teardown
+    from conftest import reserve_domain_id
+
+    name = f"{mode}_{'fifo' if rt else 'normal'}"
+    domain, lock = reserve_domain_id()
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    params = os.path.join(work, f"p_{name}.yaml")
+    node_params = {"model_path": model, "control_rate_hz": float(rate), "joint_state_timeout_s": 0.1,
+                   "executor": "events", "tick_mode": mode, "realtime_priority": rt}
+    if node_cpu >= 0:
+        node_params["cpu_affinity"] = [node_cpu]
+    with open(params, "w") as f:
+        yaml.safe_dump({"policy_node": {"ros__parameters": node_params}}, f)
+    logs = {k: open(os.path.join(work, f"{k}_{name}.txt"), "wb") for k in ("node", "feeder", "hog")}
+    ctx, node, ex, diags = diagnostics_probe(domain)
+    procs = []
+    me = os.path.abspath(__file__)
+    try:
+        procs.append(start([me, "--hog", "--hog-cpu", str(hog_cpu)], env, logs["hog"]))
+        procs.append(start([me, "--feeder", "--rate", str(rate), "--feeder-rt", str(rt + 1 if rt else 0)], env,
+                           logs["feeder"]))
+        procs.append(start(["-m", "vla_rl_ros.nodes.policy_node", "--ros-args", "--params-file", params], env,
+                           logs["node"]))
+        deadline = time.monotonic() + 90 + seconds + warmup
+        while time.monotonic() < deadline:
+            ex.spin_once(timeout_sec=0.2)
+            if sum(d.get("watchdog") == "ok" for d in diags) >= warmup + seconds + 1:
+                break
+        load_end = os.getloadavg()[0]
+    finally:  # SIGINT, newest first: the feeder prints its count as it stops
+        teardown(procs, ex, node, ctx, logs["hog"], lock)
+        for f in logs.values():
+            f.close()
+    acting = [d for d in diags if d.get("watchdog") == "ok"][warmup:]
+    if len(acting) < 2:
+        raise RuntimeError(f"policy_node never acted in cell {name}; see {work}/node_{name}.txt")
+    node_log = open(os.path.join(work, f"node_{name}.txt"), errors="replace").read()
+    feeder_log = open(os.path.join(work, f"feeder_{name}.txt"), errors="replace").read()
+    fifo = "off"
+    if rt:
+        fifo = "on" if "scheduled SCHED_FIFO" in node_log else "refused"
+    m = re.findall(r"feeder: published (\d+) skipped (\d+)", feeder_log)
+    feeder_pub, feeder_skip = (int(m[-1][0]), int(m[-1][1])) if m else (-1, -1)
+
+    def col(k):
+        return np.array([float(d[k]) for d in acting])
+
+    missed, ticks = col("missed_ticks"), col("ticks")
+    n_missed, n_ticks = int(missed[-1] - missed[0]), int(ticks[-1] - ticks[0])
+    return {
+        "mode": mode, "rt": rt, "fifo": fifo, "rate": rate, "windows": len(acting) - 1,
+        "achieved_hz": float(np.median(col("achieved_rate_hz"))),
+        "missed": n_missed, "ticks": n_ticks, "missed_pct": 100.0 * n_missed / max(1, n_missed + n_ticks),
+        "compute_p50_us": float(np.median(col("tick_compute_p50_us"))),
+        "compute_p99_us": float(np.median(col("tick_compute_p99_us"))),
+        "compute_p50_us_worst": float(np.max(col("tick_compute_p50_us"))),
+        "lat_p50_ms": float(np.median(col("latency_obs_to_cmd_p50_ms"))),
+        "lat_p99_ms": float(np.median(col("latency_obs_to_cmd_p99_ms"))),
+        "lat_p99_ms_worst": float(np.max(col("latency_obs_to_cmd_p99_ms"))),
+        "lat_max_ms": float(np.max(col("latency_obs_to_cmd_max_ms"))),
+        "late_p99_ms": float(np.median(col("tick_lateness_p99_ms"))),
+        "outages": int(col("input_outages")[-1]) if "input_outages" in acting[-1] else 0,
+        "feeder_published": feeder_pub, "feeder_skipped": feeder_skip, "load_end": load_end,
+    }
+
+
+# ----------------------------------------------------------------------------- report
+def verdicts(r: dict) -> dict[str, bool | None]:
+    return {"missed": r["missed_pct"] <= TARGET_MISSED_PCT,
+            "compute": r["compute_p50_us"] <= TARGET_COMPUTE_P50_US,
+            "latency": r["lat_p99_ms"] <= TARGET_LAT_P99_MS if r["mode"] == "event" else None}
+
+
+def sched_label(r: dict) -> str:
+    if not r["rt"]:
+        return "normal"
+    return f"SCHED_FIFO {r['rt']}" + (" (refused: normal)" if r["fifo"] == "refused" else "")
+
+
+def markdown(res: list[dict], floor: dict, parts: dict, info: dict, load_end: float, cmd: str, a) -> str:
+    from bench_learner import machine_line
+
+    def mark(v):
+        return "—" if v is None else ("met" if v else "**missed**")
+
+    lines = [
+        "## policy_node at 1 kHz: timer and event-driven ticks beside a learner (`bench/bench_control_1khz.py`)",
+        "",
+        f"Command: {cmd}. {machine_line(info, load_end)}",
+        "",
+        f"Each cell: a joint-state feeder at {a.rate:g} Hz (stamped at publish; SCHED_FIFO one above policy_node "
+        f"in the SCHED_FIFO cells, as the arm's controller_manager), a learner (torch 2x256 MLP training, one "
+        f"thread) pinned to CPU {a.hog_cpu}, and policy_node at {a.rate:g} Hz (2x256 MLP policy, EventsExecutor, "
+        f"control thread pinned to CPU {a.node_cpu}); {a.seconds} one-second /diagnostics windows after "
+        f"{a.warmup} of warm-up. Percentiles: the median 1 s window (worst window in brackets). Missed ticks: "
+        "timer mode, periods the timer skipped; event mode, joint states no command was computed for (gaps in "
+        "their stamps). The feeder's own skipped periods are listed: in event mode they are states never sent.",
+        "",
+        f"Floor, bare ONNX Runtime inference of the same model in the bench process: p50 {floor['p50_us']:.1f} µs, "
+        f"p99 {floor['p99_us']:.1f} µs.",
+        "",
+        "| tick mode | scheduling | achieved Hz | missed ticks | tick compute p50 µs | p99 µs | obs→cmd p50 ms "
+        "| obs→cmd p99 ms | obs→cmd max ms | feeder skipped | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res:
+        lines.append(
+            f"| {r['mode']} | {sched_label(r)} | {r['achieved_hz']:.1f} "
+            f"| {r['missed']} of {r['missed'] + r['ticks']} ({r['missed_pct']:.2f}%) "
+            f"| {r['compute_p50_us']:.0f} ({r['compute_p50_us_worst']:.0f}) | {r['compute_p99_us']:.0f} "
+            f"| {r['lat_p50_ms']:.3f} | {r['lat_p99_ms']:.3f} ({r['lat_p99_ms_worst']:.3f}) | {r['lat_max_ms']:.2f} "
+            f"| {r['feeder_skipped']} of {r['feeder_published'] + r['feeder_skipped']} | {r['load_end']:.2f} |")
+    lines += [
+        "",
+        f"Targets: missed ticks ≤ {TARGET_MISSED_PCT:g}%, tick compute p50 ≤ {TARGET_COMPUTE_P50_US:g} µs, "
+        f"obs→command p99 ≤ {TARGET_LAT_P99_MS:g} ms (event mode). They are set for the SCHED_FIFO cells; the "
+        "normal-scheduling cells are measured against the same figures.",
+        "",
+        "| tick mode | scheduling | missed ≤ 0.1% | compute p50 ≤ 100 µs | obs→cmd p99 ≤ 1 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for r in res:
+        v = verdicts(r)
+        lines.append(f"| {r['mode']} | {sched_label(r)} | {mark(v['missed'])} ({r['missed_pct']:.2f}%) "
+                     f"| {mark(v['compute'])} ({r['compute_p50_us']:.0f} µs) "
+                     f"| {mark(v['latency'])}" + (f" ({r['lat_p99_ms']:.3f} ms)" if v["latency"] is not None else "")
+                     + " |")
+    misses = []
+    for r in res:
+        v = verdicts(r)
+        where = f"{r['mode']}, {sched_label(r)}"
+        if v["missed"] is False:
+            why = []
+            if r["mode"] == "event" and r["feeder_skipped"] > 0:
+                why.append(f"the feeder itself skipped {r['feeder_skipped']} periods (states never sent)")
+            if r["rt"] and r["fifo"] == "refused":
+                why.append("SCHED_FIFO was refused")
+            misses.append(f"* {where}: {r['missed_pct']:.2f}% missed ticks ({r['missed']})"
+                          + (f"; {'; '.join(why)}" if why else "") + ".")
+        if v["compute"] is False:
+            misses.append(f"* {where}: tick compute p50 {r['compute_p50_us']:.0f} µs "
+                          f"({r['compute_p50_us'] / floor['p50_us']:.1f}x the ORT floor).")
+        if v["latency"] is False:
+            misses.append(f"* {where}: obs→command p99 {r['lat_p99_ms']:.3f} ms.")
+    lines += ["", "Misses, with their figures:" if misses else "Every target met.", ""] + misses
+    lines += ["", "Where a tick's time goes: its parts, ROS-free, in the tick's order, in the bench process "
+              "(`tick_parts`: median µs; the node adds three publishes of preserialized messages and the Python "
+              "between the parts):", "",
+              "| " + " | ".join(parts) + " |", "|" + "---|" * len(parts),
+              "| " + " | ".join(f"{v:.1f}" for v in parts.values()) + " |"]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=1000.0, help="control rate = joint-state rate (Hz)")
+    ap.add_argument("--seconds", type=int, default=30, help="measured 1 s windows per cell")
+    ap.add_argument("--warmup", type=int, default=3, help="acting windows discarded at the start of a cell")
+    ap.add_argument("--modes", default="timer,event", help="tick modes to run")
+    ap.add_argument("--realtime-priority", type=int, default=40,
+                    help="policy_node's SCHED_FIFO priority in the SCHED_FIFO cells (the feeder runs one above)")
+    ap.add_argument("--no-fifo", action="store_true", help="skip the SCHED_FIFO cells (not permitted here)")
+    ap.add_argument("--node-cpu", type=int, default=0, help="CPU of policy_node's control thread (-1: any)")
+    ap.add_argument("--hog-cpu", type=int, default=-1, help="CPU of the learner (default: the last one)")
+    ap.add_argument("--no-write", action="store_true", help="print the markdown instead of writing it")
+    ap.add_argument("--out", default=os.path.join(REPO, "docs", "bench", "control_1khz.md"))
+    ap.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--feeder-rt", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--hog", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.hog_cpu < 0:
+        a.hog_cpu = max(os.sched_getaffinity(0))
+    if a.feeder:
+        feeder(a.rate, a.feeder_rt)
+        return 0
+    if a.hog:
+        hog(a.hog_cpu)
+        return 0
+
+    import onnx_models as om
+    from bench_learner import machine_info
+    from bench_policy import ort_floor
+    from vla_rl_ros.spec import Spec
+
+    cmd = "`.venv/bin/python bench/bench_control_1khz.py" + "".join(" " + x for x in sys.argv[1:]) + "`"
+    info = machine_info()
+    work = tempfile.mkdtemp(prefix="bench_1khz_")
+    model = om.write(os.path.join(work, "mlp.onnx"), Spec(), "mlp", version="bench-mlp")
+    floor = ort_floor(model)
+    print(f"ORT floor: {json.dumps(floor)}; logs in {work}", flush=True)
+    parts = tick_parts(model)
+    print(f"tick parts (µs): {json.dumps(parts)}", flush=True)
+    cells = [(m, rt) for rt in ([a.realtime_priority] if not a.no_fifo else []) + [0]
+             for m in a.modes.split(",")]
+    res = []
+    for mode, rt in cells:
+        r = run_cell(mode, rt, a.rate, model, a.seconds, a.warmup, a.node_cpu, a.hog_cpu, work)
+        print(json.dumps(r), flush=True)
+        res.append(r)
+    md = markdown(res, floor, parts, info, os.getloadavg()[0], cmd, a)
+    if a.no_write:
+        print(md)
+    else:
+        from collect import write_section
+
+        write_section(md, a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
