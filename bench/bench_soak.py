@@ -360,6 +360,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=10.0, help="minutes left out of the slopes")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "soak.md"))
     ap.add_argument("--report-only", action="store_true", help="report from the run's soak.jsonl")
+    ap.add_argument("--note", default="", help="what else ran on the machine meanwhile (goes in the report)")
     args = ap.parse_args()
     from bench_continual import hold_domain, sim_command
     from bench_learner import machine_info, machine_line
@@ -396,7 +397,8 @@ def main() -> int:
            f"{f' --teacher {args.teacher:g}' if args.teacher is not None else ''}"
            f"{f' --seed {args.seed}' if args.seed else ''} --run {os.path.relpath(run_dir, ROOT)}`")
     s = summarise(samples, args.warmup)
-    machine = machine_line(info, os.getloadavg()[0])
+    machine = (machine_line(info, load=False) if args.report_only else machine_line(info, os.getloadavg()[0])) + \
+        (f" {args.note}" if args.note else "")
     report(samples, s, how, args.out, run_dir, args.warmup, machine)
     return 0
 
