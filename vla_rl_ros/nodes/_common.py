@@ -118,7 +118,15 @@ def spin(node, kind: str) -> None:
     ex.add_node(node)
     try:
         while rclpy.ok():
-            ex.spin_once(timeout_sec=0.1)
+            try:
+                ex.spin_once(timeout_sec=0.1)
+            except Exception:
+                # SIGINT/SIGTERM shut the context down between rclpy.ok() and the wait: rclpy then fails to
+                # build its wait set (RCLError "context is not valid") instead of raising
+                # ExternalShutdownException. That is a clean stop; anything else is not.
+                if rclpy.ok():
+                    raise
+                break
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
