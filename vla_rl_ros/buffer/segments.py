@@ -26,7 +26,6 @@ stores, readable by any SQLite tool or by pointing a reader at them.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,8 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+
+from ..runtime.onnx_policy import sha256_file
 
 MANIFEST = "archive.json"
 ARCHIVE_DIR = "archive"
@@ -90,14 +91,6 @@ def archived_segments(base: str | Path) -> list[dict[str, Any]]:
     return [r for r in read_manifest(base.parent) if r.get("series") == base.name]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _describe(path: Path) -> dict[str, Any]:
     """What a closed segment holds, for the manifest (read before it moves)."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -122,7 +115,7 @@ def _move(src: Path, dst: Path, sha256: str | None) -> None:
     shutil.copy2(src, dst)
     with open(dst, "rb") as f:
         os.fsync(f.fileno())
-    if sha256 is not None and _sha256(dst) != sha256:
+    if sha256 is not None and sha256_file(dst) != sha256:
         raise OSError(f"{dst}: the copy's digest differs from {src}'s; {src} is left in place")
     src.unlink()
 
@@ -153,7 +146,7 @@ def archive_segments(base: str | Path, *, keep: int = 0, dest: str | Path | None
         if wal.exists() and wal.stat().st_size > 0:
             continue  # still being closed by its writer: next time
         rec = {"series": base.name, "segment": seg.name, "index": series_of(seg)[1], "bytes": seg.stat().st_size,
-               **_describe(seg), "sha256": _sha256(seg), "archived_at": time.time(),
+               **_describe(seg), "sha256": sha256_file(seg), "archived_at": time.time(),
                "moved_to": os.path.relpath(dest / seg.name, run_dir)}  # relative: the run folder may move
         if not dry_run:
             dest.mkdir(parents=True, exist_ok=True)
