@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,19 @@ def run_sim(run_dir: Path, duration: float, domain_id: int, teacher: float | Non
     return time.time() - t0
 
 
+def gap_sentence(run_dir: Path) -> str:
+    """How the arm's twin differed from the gate's in this run, from the line `vla-rl-ros sim` printed at start."""
+    log = run_dir.parent / f"{run_dir.name}.console.log"
+    m = re.search(r"reality gap(?: x([\d.]+)|: the params file's)", log.read_text(errors="replace")) if log.exists() else None
+    if m is None:  # made before the sim had a reality gap (issue 9)
+        return "No reality gap: the arm's twin and the gate's were identical."
+    if m.group(1) is not None and float(m.group(1)) == 0.0:
+        return "No reality gap (`--gap 0`): the arm's twin and the gate's were identical."
+    scale = "the params file's" if m.group(1) is None else f"x{m.group(1)}"
+    return (f"Reality gap on ({scale}, README \"The reality gap\"): the arm's twin, which the policy acts in, differs "
+            "from the twin of the learner's gate, its monitor and this offline evaluation.")
+
+
 def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "") -> str:
     from vla_rl_ros.buffer import Replay
     from vla_rl_ros.learner.evaluate import evaluate_onnx
@@ -199,7 +213,7 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
            f"ticks); {pct(float(np.mean([e.success for e in eps if e.intervention.any()])))} of the episodes it "
            "corrected ended in success (the gym replay of the teacher with a late action: `docs/bench/teacher.md`)"
            if iv_steps else "No one corrected the arm (no intervention in any episode)")
-        + "; the policy acted with exploration noise (std 0.3) throughout.",
+        + "; the policy acted with exploration noise (std 0.3) throughout. " + gap_sentence(run_dir),
         "",
         f"Offline evaluation: the same {episodes_eval} seeded twin episodes (seeds {EVAL_SEED}..{EVAL_SEED + episodes_eval - 1}), "
         "deterministic policy, no noise, no teacher, ONNX Runtime.",
