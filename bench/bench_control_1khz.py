@@ -294,7 +294,50 @@ def markdown(res: list[dict], floor: dict, parts: dict, info: dict, load_end: fl
               "between the parts):", "",
               "| " + " | ".join(parts) + " |", "|" + "---|" * len(parts),
               "| " + " | ".join(f"{v:.1f}" for v in parts.values()) + " |"]
+    lines += ["", "Why the misses (read from the figures above):", ""] + reasons(res, floor, parts)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def reasons(res: list[dict], floor: dict, parts: dict) -> list[str]:
+    """The misses' causes as far as this bench's own figures show them (nothing here is measured anew)."""
+    out = []
+    total = parts.get("sum of parts", sum(v for k, v in parts.items() if k != "sum of parts"))
+    slow = [r for r in res if verdicts(r)["compute"] is False]
+    if slow:
+        best = min(slow, key=lambda r: r["compute_p50_us"])
+        big = sorted(((v, k) for k, v in parts.items() if k != "sum of parts"), reverse=True)[:2]
+        out.append(
+            f"* Tick compute: the tick's parts, timed without ROS, sum to {total:.0f} µs ({big[0][1]} "
+            f"{big[0][0]:.0f}, {big[1][1]} {big[1][0]:.0f}; the ONNX Runtime floor alone is {floor['p50_us']:.0f}); "
+            f"the best cell's p50 is {best['compute_p50_us']:.0f} µs, so {best['compute_p50_us'] - total:.0f} µs "
+            "go to what the node adds around them: three rclpy publishes (each a Python call into rcl, even with "
+            "preserialized bytes) and the Python glue between the parts. That overhead plus the ONNX Runtime "
+            f"floor is {best['compute_p50_us'] - total + floor['p50_us']:.0f} µs, leaving "
+            f"{TARGET_COMPUTE_P50_US - (best['compute_p50_us'] - total + floor['p50_us']):.0f} µs of the "
+            f"{TARGET_COMPUTE_P50_US:g} µs for IK, the safety filter and the observation, which take "
+            f"{total - sum(v for k, v in parts.items() if 'ONNX' in k):.0f} µs together (with the clip, the "
+            "watchdog and the step record): the target needs the tick out of Python (a C++ node, or a publish path without rclpy's "
+            "per-call overhead).")
+    for r in res:
+        v = verdicts(r)
+        if v["missed"] is False and r["rt"] and r["mode"] == "event":
+            own = r["missed"] - (r["feeder_skipped"] if r["feeder_skipped"] <= r["missed"] else 0)
+            total_n = r["missed"] + r["ticks"]
+            out.append(
+                f"* Missed ticks, event mode with SCHED_FIFO: {r['feeder_skipped']} of the {r['missed']} are "
+                "states the feeder (the stand-in for the controller's broadcaster, on the same 2 cores) never "
+                f"sent; the node's own share is {own} ({100 * own / max(total_n, 1):.2f}%"
+                + (f", within the {TARGET_MISSED_PCT:g}% target)" if 100 * own / max(total_n, 1) <= TARGET_MISSED_PCT
+                   else ")")
+                + ". With the tick's p99 at "
+                f"{r['compute_p99_us']:.0f} µs against a {1e6 / r['rate']:.0f} "
+                "µs period, a state is missed only when the control thread is held off its CPU; what holds it off "
+                "is not isolated here.")
+        elif v["missed"] is False and not r["rt"]:
+            out.append(f"* Missed ticks, {r['mode']} mode without SCHED_FIFO: {r['missed_pct']:.2f}%: under normal "
+                       "scheduling the control thread competes at equal priority with everything else on its core "
+                       "(DDS's threads, the feeder); the SCHED_FIFO cells are the configuration the target is set for.")
+    return out
 
 
 def main() -> int:
@@ -313,7 +356,22 @@ def main() -> int:
     ap.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--feeder-rt", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--hog", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--render", action="store_true",
+                    help="re-write the section from the figures the last run saved beside --out (measures nothing)")
     a = ap.parse_args()
+    if a.render:
+        with open(os.path.splitext(a.out)[0] + ".json") as f:
+            saved = json.load(f)
+        for k, v in saved["args"].items():
+            setattr(a, k, v)
+        md = markdown(saved["res"], saved["floor"], saved["parts"], saved["info"], saved["load_end"], saved["cmd"], a)
+        if a.no_write:
+            print(md)
+        else:
+            from collect import write_section
+
+            write_section(md, a.out)
+        return 0
     if a.hog_cpu < 0:
         a.hog_cpu = max(os.sched_getaffinity(0))
     if a.feeder:
@@ -343,7 +401,15 @@ def main() -> int:
         r = run_cell(mode, rt, a.rate, model, a.seconds, a.warmup, a.node_cpu, a.hog_cpu, work)
         print(json.dumps(r), flush=True)
         res.append(r)
-    md = markdown(res, floor, parts, info, os.getloadavg()[0], cmd, a)
+    load_end = os.getloadavg()[0]
+    raw = os.path.splitext(a.out)[0] + ".json"  # the measured figures: --render re-writes the section from them
+    if not a.no_write:
+        with open(raw + ".tmp", "w") as f:
+            json.dump({"res": res, "floor": floor, "parts": parts, "info": info, "load_end": load_end, "cmd": cmd,
+                       "args": {k: getattr(a, k) for k in ("rate", "seconds", "warmup", "node_cpu", "hog_cpu")}},
+                      f, indent=1)
+        os.replace(raw + ".tmp", raw)
+    md = markdown(res, floor, parts, info, load_end, cmd, a)
     if a.no_write:
         print(md)
     else:
