@@ -121,6 +121,18 @@ def run_sim(run_dir: Path, duration: float, domain_id: int, teacher: float | Non
     return time.time() - t0
 
 
+def paired_drop(parent: list[int], child: list[int]) -> tuple[int, int, float]:
+    """Seeds the child lost and won against its parent (same seeded episodes) and the exact one-sided sign-test
+    p-value P(wins <= won | wins + losses discordant pairs, each a fair coin): McNemar's exact test of "the child
+    is no worse"."""
+    from math import comb
+
+    lost = sum(1 for a, b in zip(parent, child) if a and not b)
+    won = sum(1 for a, b in zip(parent, child) if b and not a)
+    n = lost + won
+    return lost, won, sum(comb(n, i) for i in range(won + 1)) / 2 ** n if n else 1.0
+
+
 def gap_sentence(run_dir: Path) -> str:
     """How the arm's twin differed from the gate's in this run, from the line `vla-rl-ros sim` printed at start."""
     log = run_dir.parent / f"{run_dir.name}.console.log"
@@ -164,10 +176,11 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
         un = [e for _, e in mine if not e.intervention.any()]
         first = mine[0][0] if mine else None
         key = f"{v}/{episodes_eval}/{EVAL_SEED}"
-        if key not in cache:  # deterministic (seeded episodes, no noise): a report again reuses it
+        if key not in cache or "successes" not in cache[key]:  # deterministic (seeded, no noise): reused
             res = evaluate_onnx(str(run_dir / "models" / f"{v}.onnx"), "pick_place", episodes=episodes_eval,
                                 seed=EVAL_SEED)
-            cache[key] = {"success_rate": res.success_rate, "ci95": list(res.wilson_interval())}
+            cache[key] = {"success_rate": res.success_rate, "ci95": list(res.wilson_interval()),
+                          "successes": [int(x) for x in res.successes]}  # per seed: the paired test below
             cache_file.with_suffix(".tmp").write_text(json.dumps(cache, indent=1))
             os.replace(cache_file.with_suffix(".tmp"), cache_file)
         res_rate, (lo, hi) = cache[key]["success_rate"], cache[key]["ci95"]
@@ -182,7 +195,7 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
             "gate": None if gate is None else (gate["candidate"]["success_rate"], gate["incumbent"]["success_rate"],
                                                gate.get("wins"), gate.get("losses"), gate.get("p_value"),
                                                gate.get("pairs", gate["candidate"].get("episodes"))),
-            "eval": res_rate, "eval_ci": (lo, hi),
+            "eval": res_rate, "eval_ci": (lo, hi), "successes": cache[key]["successes"],
             "monitor": (monitor.get(v) or {}).get("success_rate"),
             "monitor_at_min": None if v not in monitor else (monitor[v]["finished"] - t_start) / 60.0,
             "assisted_share": (len(mine) - len(un)) / len(mine) if mine else None,
@@ -231,6 +244,9 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
                f"{r['minutes']:.1f} min: episode {r['first_episode'] or '—'} ({r['env_steps_before']:,} steps)")
         mon = "—" if r["monitor"] is None else f"{pct(r['monitor'])} ({r['monitor_at_min']:.1f} min)"
         delta = "—" if k == 0 else f"{100 * (r['eval'] - rows[k - 1]['eval']):+.0f} pts"
+        if k and r["eval"] < rows[k - 1]["eval"]:  # a drop: is it more than the evaluation's own noise?
+            lost, won, p_worse = paired_drop(rows[k - 1]["successes"], r["successes"])
+            delta += f" ({lost} lost / {won} won, p {p_worse:.2f})"
         regressions += int(k > 0 and r["eval"] < rows[k - 1]["eval"] - 0.05)
         share = "—" if r["assisted_share"] is None else f"{100 * r['assisted_share']:.0f}%"
         lines.append(f"| {r['label']} `{r['version']}` | {frm} | {r['live_eps']} ({r['unassisted']}; {share}) | "
@@ -241,7 +257,10 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
         "",
         f"Offline success went {' → '.join(rate(r['eval']) for r in rows)} ({100 * gain:+.0f} points from the "
         f"starting model to the last promoted one); promotions more than 5 points below their parent on these "
-        f"{episodes_eval} episodes: **{regressions}**.",
+        f"{episodes_eval} episodes: **{regressions}**. A drop shows the seeds its model lost and won against its "
+        "parent on these episodes and the exact one-sided sign-test p-value of a drop at least that large if the "
+        "two models were equally good (McNemar): a small p is a real regression, a large one is within what "
+        f"{episodes_eval} deterministic episodes can tell apart.",
         "",
         f"![success rate while the sim stack learns](../img/{Path(out).stem}.png)",
         "",
