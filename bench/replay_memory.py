@@ -17,8 +17,8 @@ and the process's RSS, what each part holds per transition:
   one round of ``recap_round``'s steps; the data it concatenates scales with the episodes held; no gate).
 
 Prints one line per part and the total bytes per own transition held, and what that makes at ``--capacity``.
-The transition learners (``algo: sac``) hold the rings (their relabellings in the derived ring) and the
-relabelling cache, not more.
+The transition learners (``algo: sac``, ``cql``, ``iql``) hold the same and their relabellings in the
+replay's derived ring (its rows counted, at the ring's row size).
 """
 from __future__ import annotations
 
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"episodes: {parts['episodes (tracemalloc)'] / steps:.0f} B/step (RSS {(r2 - r1) / steps:.0f})")
         print(f"relabel cache: {parts['relabel cache (tracemalloc)'] / steps:.0f} B/step of the episodes "
               f"(RSS {(r3 - r2) / steps:.0f})")
+        derived = sum(len(x.actions) for v in L._relabelled.values() for x in v)
+        print(f"SAC, CQL, IQL also: their relabellings as {derived} derived-ring rows = {derived * row / steps:.0f} "
+              f"B/step of the episodes (ring row size x rows)")
         total = (parts["rings (RSS)"] + parts["episodes (tracemalloc)"] + parts["relabel cache (tracemalloc)"]) / n
         print(f"total: {total:.0f} B per transition held -> {total * args.capacity / 2**20:.0f} MiB at "
               f"replay_capacity {args.capacity} (own side; demos and corrections up to as much again)")
