@@ -3,7 +3,11 @@
 One :class:`ContinualLearner` owns the learning side of a run:
 
 * **Data.** A :class:`~vla_rl_ros.buffer.Replay` tails one or more stores
-  (several robots → several stores) incrementally.
+  (several robots → several stores) incrementally, and holds the newest
+  ``replay_capacity`` transitions of the arm's own experience in memory (FIFO,
+  as SERL's and SB3's replay capacity; demonstrations and corrected episodes to
+  the same figure on their own side, so they are never crowded out). The store
+  keeps everything; what is dropped from memory is counted (:meth:`ContinualLearner.memory`).
 * **Training.** A transition learner (:mod:`~vla_rl_ros.algos.learners`:
   ``algo="sac"``, ``"cql"`` or ``"iql"``, one protocol) over the growing buffer:
   batches with ``demo_ratio`` from the demo/intervention side (RLPD), ``utd``
@@ -68,6 +72,11 @@ class LearnerConfig:
     utd: int = 2
     demo_ratio: float = 0.5
     min_transitions: int = 500  # online + demo transitions before the first update
+    # Transitions of the arm's own experience held in memory for learning, the newest (FIFO); Recap's episodes
+    # likewise (whole episodes, the oldest dropped first). Demonstration and intervention data has its own side of
+    # the same size, and hindsight relabellings a ring hindsight_k times the size (Replay). 200,000 is HIL-SERL's
+    # replay capacity; its memory: bench/replay_memory.py.
+    replay_capacity: int = 200_000
     refresh_every_s: float = 1.0
     candidate_every_updates: int = 3000  # SAC
     recap_round_episodes: int = 10  # Recap: new completed episodes per round
@@ -131,7 +140,10 @@ class ContinualLearner:
         self.task = self.spec.task
         self.log = log
         self.registry = Registry(self.run.models_dir)
-        self.replay = Replay([self.run.buffer_path, *(extra_stores or [])])
+        # Hindsight relabellings have a ring of their own, hindsight_k times the capacity: the relabellings of
+        # every held episode fit, and being derived (several per real transition) they never evict real ones.
+        self.replay = Replay([self.run.buffer_path, *(extra_stores or [])], capacity=cfg.replay_capacity,
+                             derived_capacity=cfg.replay_capacity * max(1, cfg.hindsight_k))
         if self.replay.archived:  # archived segments are not learned from: say so
             self.log(f"replay: {self.replay.summary()}")
         self.ckpt_path = self.run.checkpoints_dir / f"learner_{cfg.algo}.pt"
@@ -147,8 +159,8 @@ class ContinualLearner:
         self.gates = 0
         self.rounds = 0
         self.episodes_at_last_round = 0
-        self._relabelled: dict[tuple[str, int], list] = {}
-        self._episodes_relabelled = 0
+        self._relabelled: dict[tuple[str, int], list] = {}  # (store, episode id) -> its relabellings, held episodes'
+        self._episodes_evicted = 0  # the replay's count when the cache was last pruned
         self._reward_fns: dict[str, Any] = {}
         self.hindsight_transitions = 0
         self.last_ckpt = time.monotonic()
@@ -312,9 +324,8 @@ class ContinualLearner:
         from ..algos.hindsight import relabelled_transitions
         from ..rewards import make_reward
 
-        eps = self.replay.episodes()
-        for e in eps[self._episodes_relabelled:]:
-            if e.is_demo:
+        for e in self._held_episodes():
+            if e.is_demo or (e.store, e.id) in self._relabelled:  # relabelled once, when new
                 continue
             rel = self._hindsight(e, raw=True)
             if rel:
@@ -328,7 +339,24 @@ class ContinualLearner:
                 fn = self._reward_fns[key]
                 if fn is not None:
                     self.hindsight_transitions += self.replay.add_transitions(relabelled_transitions(rel, fn))
-        self._episodes_relabelled = len(eps)
+
+    def _held_episodes(self) -> list:
+        """The replay's episodes (newly completed ones loaded), the relabelling cache pruned to those held."""
+        eps = self.replay.episodes()
+        if self.replay.episodes_evicted != self._episodes_evicted:
+            held = {(e.store, e.id) for e in eps}
+            self._relabelled = {k: v for k, v in self._relabelled.items() if k in held}
+            self._episodes_evicted = self.replay.episodes_evicted
+        return eps
+
+    def memory(self) -> dict[str, int]:
+        """What the learner holds in memory and what the capacities have dropped (the store keeps it all)."""
+        r = self.replay
+        return {"replay_capacity": self.cfg.replay_capacity, "transitions": len(r), "demo_transitions": r.n_demo,
+                "online_transitions": r.n_online,
+                "episodes_held": r.n_episodes, "episodes_evicted": r.episodes_evicted,
+                "transitions_evicted": r.evicted["online_transitions"] + r.evicted["demo_transitions"],
+                "relabelled_episodes_held": len(self._relabelled)}
 
     def _init_transition_learner(self) -> None:
         obs = self.replay.all_obs() if hasattr(self.replay, "all_obs") else None
@@ -347,8 +375,8 @@ class ContinualLearner:
         self._initialised = True
 
     def _recap_step(self) -> list[Event]:
-        eps = self.replay.episodes()
-        n_new = len(eps) - self.episodes_at_last_round
+        eps = self._held_episodes()
+        n_new = self.replay.episodes_loaded - self.episodes_at_last_round  # held or already evicted
         if len(eps) < self.cfg.recap_min_episodes or n_new < self.cfg.recap_round_episodes:
             time.sleep(0.5)
             return []
@@ -363,15 +391,17 @@ class ContinualLearner:
         metrics = self.algo.round(data + relabelled)
         metrics["hindsight_episodes"] = len(relabelled)
         self.rounds += 1
-        self.episodes_at_last_round = len(eps)
+        self.episodes_at_last_round = self.replay.episodes_loaded
         if self.writer is not None:
             for k, v in (metrics or {}).items():
                 try:
                     self.writer.add_scalar(f"recap/{k}", float(v), self.rounds)
                 except (TypeError, ValueError):
                     pass
+        evicted = (f"; {self.replay.episodes_evicted} older ones out of memory (replay_capacity "
+                   f"{self.cfg.replay_capacity})" if self.replay.episodes_evicted else "")
         self.log(f"Recap round {self.rounds} on {len(eps)} episodes ({sum(e.success for e in eps)} successful"
-                 f", {len(relabelled)} more relabelled in hindsight) in {time.time() - t0:.0f}s")
+                 f", {len(relabelled)} more relabelled in hindsight{evicted}) in {time.time() - t0:.0f}s")
         return self._candidate(self.algo.export_module(), "recap", extra={"episodes": len(eps)})
 
     def _hindsight(self, e: Any, raw: bool = False) -> list:

@@ -18,6 +18,8 @@ into messages:
   (:mod:`vla_rl_ros.learner.gate_vs_live`; ``data.rows``, also ``<run>/models/gate_vs_live.json``).
 * ``/diagnostics``: updates (SAC), gradient_updates (SAC updates, or Recap's value + actor steps of the
   completed rounds) and updates_per_s (over the last minute), candidates, promotions, incumbent, replay size,
+  what the learner holds in memory and what ``replay_capacity`` (also reported) has dropped from it (``episodes_held``,
+  ``episodes_evicted``, ``transitions_evicted``, ``relabelled_episodes_held``; the store keeps everything),
   monitor (pending, last result).
 
 Subscribes ``/rl/policy_update_result`` to log when the arm took the model.
@@ -66,6 +68,11 @@ class LearnerNode(Node):
             utd=d("utd", 2, "SAC critic updates per actor update (update-to-data ratio)"),
             demo_ratio=d("demo_ratio", 0.5, "Fraction of each batch from demos + interventions (RLPD)"),
             min_transitions=d("min_transitions", 500, "Transitions needed before the first SAC update"),
+            replay_capacity=declare(self, "replay_capacity", LC.replay_capacity, "Transitions of the arm's own "
+                                    "experience held in memory for learning, the newest (FIFO; Recap: whole "
+                                    "episodes, the oldest dropped first). Demonstrations and corrected episodes "
+                                    "have their own side of this size. The store keeps everything",
+                                    lo=1_000, hi=100_000_000),
             candidate_every_updates=d("candidate_every_updates", 3000, "SAC: export + gate a candidate every K updates"),
             recap_round_episodes=d("recap_round_episodes", LC.recap_round_episodes, "Recap: new episodes per round"),
             recap_min_episodes=d("recap_min_episodes", 30, "Recap: episodes needed before the first round"),
@@ -236,7 +243,7 @@ class LearnerNode(Node):
         vals = dict(algo=L.cfg.algo, updates=L.updates, gradient_updates=g, updates_per_s=f"{rate:.1f}",
                     rounds=L.rounds, candidates=self.n_candidates,
                     promotions=self.n_promoted, incumbent=inc["version"] if inc else "",
-                    transitions=len(L.replay), demo_transitions=L.replay.n_demo)
+                    **L.memory())
         if self.monitor is not None:
             last = self.monitor.last
             vals.update(monitor_pending=self.monitor.pending,
