@@ -55,8 +55,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..algos.networks import ObsNormalizer, mlp
+from .onnx_reward import REWARD_DIR, OnnxRewardModel, reward_model_path  # noqa: F401 (re-exported)
 
-REWARD_DIR = "reward"
 ALGORITHM = "reward_bt"
 
 
@@ -344,19 +344,6 @@ def save_reward_model(model: RewardEnsemble, models_dir: str | Path, spec: Any, 
     return SavedRewardModel(path, weights, version, sha, lin)
 
 
-def reward_model_path(models_dir: str | Path, version: str | None = None) -> Path:
-    """The ONNX file of ``version``, or of the newest registered reward model when ``version`` is None."""
-    from ..learner.registry import read_jsonl
-
-    d = Path(models_dir) / REWARD_DIR
-    recs = [r for r in read_jsonl(d / "registry.jsonl") if (d / r["path"]).is_file()]
-    if version is not None:
-        recs = [r for r in recs if r["version"] == version]
-    if not recs:
-        raise FileNotFoundError(f"no reward model{' ' + version if version else ''} in {d}")
-    return d / recs[-1]["path"]
-
-
 def load_reward_model(models_dir: str | Path, version: str | None = None) -> RewardEnsemble:
     """The torch ensemble of ``version`` (newest by default), e.g. to continue training it."""
     path = reward_model_path(models_dir, version).with_suffix(".pt")
@@ -366,40 +353,6 @@ def load_reward_model(models_dir: str | Path, version: str | None = None) -> Rew
     m.load_state_dict(sd["state_dict"])
     m.version = sd["version"]
     return m.eval()
-
-
-class OnnxRewardModel:
-    """A saved reward model run by ONNX Runtime (no torch needed: what the recorder uses).
-
-    ``model(obs, action)`` gives the ensemble mean ``(N,)`` (float64) for batches,
-    a float for one transition; :meth:`members` the per-member rewards.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        import onnxruntime as ort
-
-        from ..algos.export import read_model_metadata
-
-        self.path = Path(path)
-        self.spec, self.lineage, self.version = read_model_metadata(self.path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        self._sess = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-
-    def _run(self, obs: Any, action: Any) -> tuple[np.ndarray, np.ndarray, bool]:
-        o = np.asarray(obs, np.float32)
-        a = np.asarray(action, np.float32)
-        single = o.ndim == 1
-        mean, members = self._sess.run(None, {"obs": o.reshape(-1, o.shape[-1]), "action": a.reshape(-1, a.shape[-1])})
-        return mean, members, single
-
-    def __call__(self, obs: Any, action: Any) -> float | np.ndarray:
-        mean, _, single = self._run(obs, action)
-        return float(mean[0]) if single else mean.astype(np.float64)
-
-    def members(self, obs: Any, action: Any) -> np.ndarray:
-        return self._run(obs, action)[1]
 
 
 def lineage_config(cfg: RewardTrainConfig) -> dict[str, Any]:
