@@ -130,3 +130,18 @@ def test_labels_survive_kill9(tmp_path, seed):
             assert p.info == {"i": k} and p.label == LABELS[k % 4] and p.left.episode == k
         s.add(A, B, "left", "after")  # and it takes new labels
         assert s.count() == len(got) + 1
+
+
+def test_threads_share_one_store(tmp_path):
+    import threading
+
+    with PreferenceStore(tmp_path) as s:
+        def work(k):
+            for i in range(25):
+                s.add(Segment("st", "arm", k, i, i + 5), B, "left", f"thread{k}")
+
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        assert s.count() == 100 and s.integrity_check() == "ok"
+        assert {p.labeller for p in s.labels()} == {f"thread{k}" for k in range(4)}

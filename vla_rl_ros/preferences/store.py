@@ -52,6 +52,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -225,8 +226,8 @@ def prefs_path(run_or_path: str | Path) -> Path:
 
 
 class PreferenceStore:
-    """Read and write a run's preference labels (thread-safe: one connection per call site thread is not needed,
-    SQLite serialises; the connection is opened with ``check_same_thread=False`` and guarded by SQLite's locks).
+    """Read and write a run's preference labels. One connection, shared by the caller's threads under a lock
+    (a web server's handlers); other processes open their own and SQLite serialises the writers.
 
     Args:
         path: a run folder or a ``preferences.sqlite`` path.
@@ -260,6 +261,7 @@ class PreferenceStore:
             con.close()
             raise
         self._con = con
+        self._lock = threading.Lock()
         self.readonly = readonly
 
     # ------------------------------------------------------------------ write
@@ -276,6 +278,11 @@ class PreferenceStore:
         created_at = time.time() if created_at is None else float(created_at)
         info_json = json.dumps(info or {}, sort_keys=True, allow_nan=False)
         con = self._con
+        with self._lock:
+            return self._insert(con, uid, left, right, label, labeller, created_at, info_json, info)
+
+    def _insert(self, con: sqlite3.Connection, uid: str, left: Segment, right: Segment, label: str, labeller: str,
+                created_at: float, info_json: str, info: dict[str, Any] | None) -> Preference:
         con.execute("BEGIN IMMEDIATE")
         try:
             cur = con.execute(
@@ -305,7 +312,9 @@ class PreferenceStore:
         if labeller is not None:
             q += " AND labeller = ?"
             args.append(labeller)
-        for r in self._con.execute(q + " ORDER BY id", args).fetchall():
+        with self._lock:
+            rows = self._con.execute(q + " ORDER BY id", args).fetchall()
+        for r in rows:
             yield Preference(int(r[0]), r[1], Segment(r[2], r[3], int(r[4]), int(r[5]), int(r[6])),
                              Segment(r[7], r[8], int(r[9]), int(r[10]), int(r[11])), r[12], r[13], float(r[14]),
                              json.loads(r[15]) if r[15] else {})
