@@ -4,7 +4,8 @@
   interventions and returns (a RUN is a run folder, a store file, or a folder
   of runs); ``--json`` prints the raw numbers.
 * ``data export RUN --format mcap --out FILE``: write one run's store to MCAP
-  (ROS 2 serialisation) for Foxglove / ``ros2 bag``.
+  (ROS 2 serialisation) for Foxglove / ``ros2 bag``; the run's preference
+  labels, if any, ride along on ``/rl/preference``.
 * ``data archive RUN [--keep N] [--to DIR] [--dry-run]``: move a run's closed
   store segments (all but the newest, which the recorder appends to, and the
   ``N`` newest closed ones) into ``RUN/archive/`` and record them in

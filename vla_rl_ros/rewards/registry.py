@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from ..spec import Spec
 from .core import RewardFn
 from .finishing import PickPlaceTask, ReachCost, ReachTask
+from .learned import LearnedReward
 from .shaping import PotentialShaping
 from .tasks import PickAndPlace, Reach, SparseSuccess, canonical_task
 
@@ -21,6 +22,7 @@ REWARDS: dict[str, type[RewardFn]] = {
     PickPlaceTask.name: PickPlaceTask,
     ReachTask.name: ReachTask,
     ReachCost.name: ReachCost,
+    LearnedReward.name: LearnedReward,  # from preference labels: vla_rl_ros/rewards/learned.py
 }
 #: Also accept the spec's task names.
 ALIASES = {"pick_place": PickAndPlace.name}
