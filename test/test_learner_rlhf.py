@@ -135,3 +135,37 @@ def test_rlhf_trains_exports_and_is_gated_on_true_success(tmp_path, candidate_su
         assert all(torch.equal(ref[k], v) for k, v in R.algo.reference.state_dict().items())
     finally:
         R.close()
+
+
+def test_learner_node_algo_rlhf_waits_for_a_reward_model_then_gates_in_the_twin(launch, probe, tmp_path):
+    """learner_node with ``algo: rlhf``: no reward model, no training; once one is saved it trains on it and its
+    candidate is gated by real seeded twin episodes (the true reach success), the reward model in its lineage."""
+    import json
+
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    from conftest import params_file
+    from vla_rl_ros.buffer import open_run
+    from vla_rl_ros.commands.demos import collect_and_import
+
+    run = make_reach_run(tmp_path, n_episodes=6, ep_len=20, seed=2)
+    collect_and_import(open_run(run.path), "reach", 6, seed=0)  # demos: the BC reference
+    still = tmp_path / "still.onnx"
+    export_onnx(Still(), SPEC, still, {"algorithm": "still"})
+    params = params_file(tmp_path / "sim.yaml", learner_node={
+        "run_dir": str(run.path), "initial_model": str(still), "task": "reach", "algo": "rlhf", "rlhf_beta": 0.2,
+        "min_transitions": 100, "batch_size": 64, "bc_init_steps": 50, "candidate_every_updates": 100,
+        "gate_episodes": 10, "gate_block": 10, "hindsight_k": 0, "monitor_episodes": 0})
+    probe.collect("/rl/learner/events", String, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    node = launch("learner_node", params)
+    probe.wait_for(lambda: "waiting for a reward model" in node.log(), 60, "the learner waiting for a reward model")
+    saved = _save_model(run, 0)
+    ev = probe.wait_for(lambda: [json.loads(m.data) for _, m in probe.get("/rl/learner/events")
+                                 if json.loads(m.data)["kind"] in ("candidate", "promoted")], 240, "a gated candidate")
+    _, lineage, version = read_model_metadata(ev[0]["path"])
+    assert version.startswith("rlhf-") and lineage["algorithm"] == "rlhf"
+    assert lineage["reward"] == {"source": "learned", "reward_model": saved.version, "rlhf_beta": 0.2}
+    gate = lineage["twin_success_at_gate"]
+    assert gate["episodes"] >= 10 and gate["incumbent_rate"] == 0.0  # the still incumbent never reaches: true success
+    assert node.alive
