@@ -233,3 +233,27 @@ def test_real_browser_click_and_key(tmp_path):
         session.close()
     with PreferenceStore(run, readonly=True) as s:  # and they are in the file, not only in the session
         assert s.count() == 4
+
+
+def test_fit_makes_the_runs_reward_model_and_queries_turn_to_disagreement(tmp_path, capsys):
+    from vla_rl_ros.cli import main
+    from vla_rl_ros.preferences.onnx_reward import OnnxRewardModel, reward_model_path
+
+    run = fresh_run(tmp_path, n_episodes=8, ep_len=20, seed=4)
+    assert main(["label", str(run), "--fit"]) == 2  # no labels yet: a clear error, not a traceback
+    s = LabelSession(run, "fitter", segment_len=10, seed=0)
+    for i in range(12):
+        q = s.query()
+        assert q.info["selection"] == "random"
+        s.answer(q.qid, ("left", "right", "equal", "skip")[i % 4])
+    s.close()
+    capsys.readouterr()
+    assert main(["label", str(run), "--fit", "--steps", "30"]) == 0
+    assert "9 labels" in capsys.readouterr().out  # skip is never trained on
+    m = OnnxRewardModel(reward_model_path(run / "models"))
+    dr = m.lineage["data_range"]
+    assert dr["n_labels"] == 9 and dr["labellers"] == ["fitter"] and m.lineage["training_steps"] == 30
+    s = LabelSession(run, "fitter", segment_len=10, seed=1, n_candidates=4)
+    q = s.query()
+    assert q.info["selection"] == "disagreement" and q.info["reward_model"] == m.version
+    s.close()

@@ -1,4 +1,4 @@
-"""``vla-rl-ros label RUN``: compare recorded segments in a browser; the answers train the reward model.
+"""``vla-rl-ros label RUN``: compare recorded segments in a browser; ``--fit`` fits a reward model on the answers.
 
 Serves a local page (:mod:`vla_rl_ros.preferences.labelpage`) that shows two
 segments of the run's episodes side by side (top and side views of the hand,
@@ -12,7 +12,11 @@ The next pair is the one a reward model's ensemble disagrees on most once the
 run has one (``RUN/models/reward/``), a random one before.
 
 ``label RUN --list`` prints the counts and the latest labels instead (as
-``data labels RUN``).
+``data labels RUN``). ``label RUN --fit [--steps N]`` fits a Bradley–Terry
+reward ensemble on all of the run's labels (skip left out) and saves it as the
+run's newest reward model (``RUN/models/reward/``): what ``reward: learned``,
+a learner with ``reward_source: learned`` or ``algo: rlhf``, and this page's
+disagreement queries use from then on.
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="query sampler's seed")
     p.add_argument("--list", action="store_true", help="print label counts and the latest labels, then exit")
     p.add_argument("-n", type=int, default=10, help="with --list: how many of the latest labels (default 10)")
+    p.add_argument("--fit", action="store_true", help="fit a reward model on the run's labels, save it, then exit")
+    p.add_argument("--steps", type=int, default=1000, help="with --fit: Adam steps (default 1000)")
     p.set_defaults(func=run)
     return p
 
@@ -40,6 +46,17 @@ def run(args: argparse.Namespace) -> int:
         from .data import print_labels
 
         return print_labels(args.run, args.n)
+    if args.fit:
+        import torch
+
+        from ..preferences.reward_model import RewardTrainConfig, fit_run_reward_model
+
+        torch.set_num_threads(1)
+        saved, acc = fit_run_reward_model(args.run, RewardTrainConfig(steps=args.steps, seed=args.seed))
+        dr = saved.lineage["data_range"]
+        print(f"reward model {saved.version}: {dr['n_labels']} labels ({dr['labels']}), agrees with "
+              f"{100 * acc:.0f}% of the strict ones it was fit on; saved to {saved.path}")
+        return 0
     try:
         import flask  # noqa: F401
     except ModuleNotFoundError:
