@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 import numpy as np
@@ -68,7 +67,7 @@ def test_page_labels_plots_and_never_reasks(tmp_path):
     s.close(), s2.close()
 
 
-def test_bad_label_refused(run_dir, tmp_path):
+def test_bad_label_refused(run_dir):
     s = LabelSession(run_dir, "tester", segment_len=10)
     c = create_app(s).test_client()
     q = c.get("/api/query").get_json()

@@ -53,7 +53,7 @@ def _capture_batches(L):
 
 def test_learned_reward_in_the_batches_newest_or_pinned(tmp_path):
     run = make_reach_run(tmp_path, n_episodes=8, ep_len=20, seed=0)
-    L = _learner(run, algo="sac", reward_source="learned")
+    L = _learner(run, algo="sac", reward_source="learned", refresh_every_s=0.0)  # look for a newer model every step
     try:
         L.replay.refresh()
         assert L._transition_step() == [] and L.updates == 0  # no reward model yet: it waits

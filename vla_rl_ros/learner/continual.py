@@ -195,6 +195,7 @@ class ContinualLearner:
             raise ValueError(f"reward_source 'learned' needs a transition learner or rlhf, not {cfg.algo!r}")
         self.learned_reward: Any = None  # rewards.learned.LearnedReward, once a reward model exists
         self._waiting_for_reward_logged = False
+        self._reward_checked = 0.0  # monotonic time the reward model registry was last read
         self.writer = None
         if tb:
             from torch.utils.tensorboard import SummaryWriter
@@ -349,8 +350,11 @@ class ContinualLearner:
                     self._waiting_for_reward_logged = True
                 return None
             self.log(f"training on the learned reward, model {self.learned_reward.version}")
-        elif self.learned_reward.refresh():
-            self.log(f"learned reward now model {self.learned_reward.version}")
+            self._reward_checked = time.monotonic()
+        elif time.monotonic() - self._reward_checked >= self.cfg.refresh_every_s:  # a newer model? (its registry)
+            self._reward_checked = time.monotonic()
+            if self.learned_reward.refresh():
+                self.log(f"learned reward now model {self.learned_reward.version}")
         return self.learned_reward
 
     def _transition_step(self) -> list[Event]:
