@@ -56,7 +56,10 @@ setup(
             "ros-trajectory-msgs",
             "ros-lifecycle-msgs",
         ],
-        "test": ["pytest", "pytest-timeout", "hypothesis"],
+        # The labelling page (vla-rl-ros label): Flask, see vla_rl_ros/preferences/labelpage.py for why.
+        "label": ["flask>=3"],
+        # selenium drives Debian's chromium + chromium-driver in test/test_label_page.py (apt, not pip).
+        "test": ["pytest", "pytest-timeout", "hypothesis", "selenium>=4.10", "flask>=3"],
         # References for bench/ (d3rlpy pins gymnasium==1.0.0: install it with --no-deps, see docs/BENCHMARKS.md).
         "bench": ["stable-baselines3"],
     },

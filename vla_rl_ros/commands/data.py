@@ -14,6 +14,8 @@
   the twin beside its live success on the arm (unassisted episodes), so you
   see how far the twin can be trusted (:mod:`vla_rl_ros.learner.gate_vs_live`);
   ``--json`` prints the rows.
+* ``data labels RUN [-n N] [--json]``: the run's preference labels: counts per
+  answer and per labeller, and the ``N`` latest (``vla-rl-ros label``).
 
 A run's store may be split into segments (the recorder's ``segment_max_mb`` /
 ``segment_max_s``); every command reads all of a run's segments together.
@@ -28,7 +30,7 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("data", help="inspect and export recorded runs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="data_cmd", metavar="{stats,export,archive,gap}")
+    sub = p.add_subparsers(dest="data_cmd", metavar="{stats,export,archive,gap,labels}")
     sub.required = True
     s = sub.add_parser("stats", help="per model version episodes, success rate, interventions, returns")
     s.add_argument("runs", nargs="+", metavar="RUN", help="run folder, buffer.sqlite, or a folder of runs")
@@ -51,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("run", metavar="RUN", help="run folder (its models/ registry and its store)")
     g.add_argument("--json", action="store_true", help="print the rows as JSON")
     g.set_defaults(func=run)
+    lb = sub.add_parser("labels", help="a run's preference labels: counts and the latest")
+    lb.add_argument("run", metavar="RUN", help="run folder or preferences.sqlite")
+    lb.add_argument("-n", type=int, default=10, help="how many of the latest labels (default 10)")
+    lb.add_argument("--json", action="store_true", help="print counts and labels as JSON")
+    lb.set_defaults(func=run)
     p.set_defaults(func=run)
     return p
 
@@ -71,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             return _archive(args)
         if args.data_cmd == "gap":
             return _gap(args)
+        if args.data_cmd == "labels":
+            return print_labels(args.run, args.n, as_json=args.json)
     except (FileNotFoundError, FileExistsError, BufferError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -104,6 +113,38 @@ def _gap(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     rows = gate_vs_live(run.models_dir, [run.path])
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    return 0
+
+
+def print_labels(run: str, n: int = 10, *, as_json: bool = False) -> int:
+    """Counts per answer and per labeller, and the ``n`` latest labels, of a run's preference store."""
+    import time
+    from collections import Counter
+
+    from ..preferences.store import PreferenceStore, prefs_path
+
+    path = prefs_path(run)
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no preference labels ({path} does not exist; label with vla-rl-ros label)")
+    with PreferenceStore(path, readonly=True) as s:
+        labels = s.labels()
+        counts = s.counts()
+    by_labeller = dict(Counter(p.labeller for p in labels))
+    latest = labels[-n:][::-1] if n > 0 else []
+    if as_json:
+        print(json.dumps({"path": str(path), "total": len(labels), "counts": counts, "labellers": by_labeller,
+                          "latest": [p.to_json() for p in latest]}, indent=1))
+        return 0
+    print(f"{path}: {len(labels)} labels (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
+    if by_labeller:
+        print("labellers: " + ", ".join(f"{k} {v}" for k, v in sorted(by_labeller.items())))
+    if latest:
+        print(f"latest {len(latest)}:")
+    for p in latest:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.created_at))
+        seg = lambda g: f"{g.run}/ep{g.episode}[{g.t0}:{g.t1}]"  # noqa: E731
+        print(f"  #{p.id:<5} {when}  {p.label:<5}  {seg(p.left)} vs {seg(p.right)}  by {p.labeller}"
+              + (f"  ({p.info['selection']})" if "selection" in p.info else ""))
     return 0
 
 

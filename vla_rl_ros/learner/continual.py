@@ -15,6 +15,11 @@ One :class:`ContinualLearner` owns the learning side of a run:
   initialisation of the actor from the demo side; CQL and IQL started this way
   are offline-to-online learners (they learn from everything recorded, then
   keep learning as the buffer grows).
+  ``algo="rlhf"``: SAC on the learned reward with a KL anchor to the
+  behaviour-cloned actor (:mod:`vla_rl_ros.preferences.rlhf`). Any transition
+  learner trains on the learned reward with ``reward_source="learned"``
+  (``reward_model_version`` pins one), applied when a batch is sampled; the
+  gate below still promotes on the twin's true task success.
   ``algo="recap"``: Recap rounds over the growing buffer (value fit → relabel →
   advantage-conditioned actor) every ``recap_round_episodes`` new episodes; each
   round starts from fresh weights unless ``recap_warm_start``.
@@ -63,11 +68,14 @@ from .registry import Registry
 CONTINUAL_RECAP: dict[str, Any] = {"h_norm": 200, "cfg_weight": 2.0, "demo_ratio": 0.2, "correction_ratio": 0.5}
 
 
+REWARD_SOURCES = ("task", "learned")
+
+
 @dataclass
 class LearnerConfig:
     """Continual-learning settings (the learner_node parameters)."""
 
-    algo: str = "recap"  # sac | cql | iql (transition learners, algos/learners.py) | recap
+    algo: str = "recap"  # sac | cql | iql (transition learners, algos/learners.py) | rlhf | recap
     batch_size: int = 256
     utd: int = 2
     demo_ratio: float = 0.5
@@ -109,6 +117,16 @@ class LearnerConfig:
     cql_overrides: dict[str, Any] = field(default_factory=dict)
     iql_overrides: dict[str, Any] = field(default_factory=dict)
     recap_overrides: dict[str, Any] = field(default_factory=dict)  # on top of CONTINUAL_RECAP
+    # The reward the transition learners train on: "task" (the recorded reward) | "learned" (a reward model
+    # learnt from preference labels, <run>/models/reward/: rewards/learned.py), applied when a batch is sampled
+    # (preferences/rlhf.py: learned_reward_sampler), so a newer model relabels all held data at once. Promotion
+    # is unchanged: the twin gate's true task success.
+    reward_source: str = "task"
+    reward_model_version: str = ""  # "" = the newest reward model (moved to as new ones appear), else pinned
+    # algo "rlhf" (RLHF's third stage): SAC (sac_overrides apply) on the learned reward, whatever reward_source
+    # says, with rlhf_beta * KL(pi || pi_ref) in the actor loss; pi_ref is the actor after behaviour cloning on
+    # the demos (bc_init_steps; the initial actor if there are none), the SFT model of RLHF.
+    rlhf_beta: float = 0.1
     seed: int = 0
 
 
@@ -168,7 +186,16 @@ class ContinualLearner:
         self._gate_vs_live_rows: list | None = None
         self.last_refresh = 0.0
         self.algo: Any = None
-        self.transitions = cfg.algo in TRANSITION_LEARNERS  # learns from batches of transitions (else Recap rounds)
+        # learns from batches of transitions (else Recap rounds)
+        self.transitions = cfg.algo in TRANSITION_LEARNERS or cfg.algo == "rlhf"
+        if cfg.reward_source not in REWARD_SOURCES:
+            raise ValueError(f"reward_source must be one of {REWARD_SOURCES}, got {cfg.reward_source!r}")
+        self.reward_source = "learned" if cfg.algo == "rlhf" else cfg.reward_source
+        if self.reward_source == "learned" and not self.transitions:
+            raise ValueError(f"reward_source 'learned' needs a transition learner or rlhf, not {cfg.algo!r}")
+        self.learned_reward: Any = None  # rewards.learned.LearnedReward, once a reward model exists
+        self._waiting_for_reward_logged = False
+        self._reward_checked = 0.0  # monotonic time the reward model registry was last read
         self.writer = None
         if tb:
             from torch.utils.tensorboard import SummaryWriter
@@ -202,7 +229,23 @@ class ContinualLearner:
     def _build_algo(self) -> None:
         if self.algo is not None:
             return
-        if self.transitions:
+        if self.cfg.algo == "rlhf":
+            import dataclasses as dc
+
+            from ..algos.sac import SACConfig
+            from ..preferences.rlhf import RLHFSAC
+
+            fields = {f.name for f in dc.fields(SACConfig)}
+            kw = {k: v for k, v in dict(batch_size=self.cfg.batch_size, utd=self.cfg.utd,
+                                        demo_ratio=self.cfg.demo_ratio, bc_init_steps=self.cfg.bc_init_steps,
+                                        init_alpha=0.05, seed=self.cfg.seed).items() if k in fields}
+            kw.update(self.cfg.sac_overrides)
+            unknown = sorted(set(kw) - fields)
+            if unknown:
+                raise ValueError(f"rlhf (SAC) has no settings {unknown}; valid: {sorted(fields)}")
+            # the reference is set to the behaviour-cloned actor in _init_transition_learner
+            self.algo = RLHFSAC(self.spec.obs_dim, self.spec.action_dim, None, self.cfg.rlhf_beta, SACConfig(**kw))
+        elif self.transitions:
             import dataclasses as dc
             import importlib
 
@@ -221,7 +264,7 @@ class ContinualLearner:
             kw.update(self.cfg.recap_overrides)
             self.algo = RecapTrainer(self.spec.obs_dim, self.spec.action_dim, RecapConfig(**kw))
         else:
-            raise ValueError(f"unknown algo {self.cfg.algo!r} ({' | '.join(TRANSITION_LEARNERS)} | recap)")
+            raise ValueError(f"unknown algo {self.cfg.algo!r} ({' | '.join(TRANSITION_LEARNERS)} | rlhf | recap)")
 
     def _resume(self) -> None:
         if not self.ckpt_path.exists():
@@ -292,15 +335,47 @@ class ContinualLearner:
         return [Event("gate_vs_live", replaced or "", reason="promotion" if replaced else "periodic",
                       data={"rows": rows, "replaced": replaced})]
 
+    def _learned_reward(self) -> Any:
+        """The learned reward (built once a reward model exists, then moved to the newest unless pinned), or None."""
+        from ..rewards import make_reward
+
+        if self.learned_reward is None:
+            params = {"models_dir": str(self.run.models_dir), "version": self.cfg.reward_model_version or None,
+                      "task": self.task}
+            try:
+                self.learned_reward = make_reward({"name": "learned", "params": params}, self.spec)
+            except FileNotFoundError as e:
+                if not self._waiting_for_reward_logged:
+                    self.log(f"reward_source learned: waiting for a reward model ({e})")
+                    self._waiting_for_reward_logged = True
+                return None
+            self.log(f"training on the learned reward, model {self.learned_reward.version}")
+            self._reward_checked = time.monotonic()
+        elif time.monotonic() - self._reward_checked >= self.cfg.refresh_every_s:  # a newer model? (its registry)
+            self._reward_checked = time.monotonic()
+            if self.learned_reward.refresh():
+                self.log(f"learned reward now model {self.learned_reward.version}")
+        return self.learned_reward
+
     def _transition_step(self) -> list[Event]:
         if len(self.replay) < self.cfg.min_transitions:
             time.sleep(0.2)
             return []
+        reward = None
+        if self.reward_source == "learned":
+            reward = self._learned_reward()
+            if reward is None:
+                time.sleep(0.2)
+                return []
         self._build_algo()
         if not getattr(self, "_initialised", False):
             self._init_transition_learner()
         cfg = self.cfg
         sample = replay_sampler(self.replay, self.algo.cfg)
+        if reward is not None:
+            from ..preferences.rlhf import learned_reward_sampler
+
+            sample = learned_reward_sampler(sample, reward)
         m = None
         for _ in range(10):
             m = self.algo.train_step(sample)
@@ -313,7 +388,11 @@ class ContinualLearner:
             self.writer.add_scalar("data/transitions", len(self.replay), self.updates)
             self.writer.add_scalar("data/hindsight_transitions", self.hindsight_transitions, self.updates)
         if self.updates // cfg.candidate_every_updates > self.gates:
-            return [*self._candidate(self.algo.policy_module(), cfg.algo)]
+            extra = None
+            if reward is not None:  # which reward it learnt from; the gate below still measures the true success
+                extra = {"reward": {"source": "learned", "reward_model": reward.version,
+                                    **({"rlhf_beta": self.algo.beta} if cfg.algo == "rlhf" else {})}}
+            return [*self._candidate(self.algo.policy_module(), cfg.algo, extra)]
         return []
 
     def _hindsight_transitions(self) -> None:
@@ -372,6 +451,8 @@ class ContinualLearner:
             self.algo.bc_pretrain(demo_pairs, self.cfg.bc_init_steps)
             self.log(f"{self.cfg.algo.upper()} actor initialised by behaviour cloning on {self.replay.n_demo} "
                      "demo transitions")
+        if hasattr(self.algo, "set_reference"):  # RLHF: anchored to the behaviour-cloned (SFT) actor
+            self.algo.set_reference(self.algo.actor)
         self._initialised = True
 
     def _recap_step(self) -> list[Event]:
@@ -435,7 +516,7 @@ class ContinualLearner:
             "algorithm": algo,
             "parent_version": inc["version"] if inc else None,
             "data_range": self._data_range(),
-            "training_steps": self.updates if algo in TRANSITION_LEARNERS else self.rounds,
+            "training_steps": self.updates if self.transitions else self.rounds,
             **(extra or {}),
         }
         tmp_path = self.run.models_dir / f".candidate-{self.gates}.onnx"

@@ -63,7 +63,16 @@ class LearnerNode(Node):
         LC = LearnerConfig()  # the defaults
         cfg = LearnerConfig(
             algo=d("algo", "recap", "sac (online, RLPD sampling) | cql | iql (offline-to-online over the growing "
-                   "buffer, same sampling) | recap (advantage-conditioned rounds)"),
+                   "buffer, same sampling) | rlhf (SAC on the learned reward, KL-anchored to the behaviour-cloned "
+                   "actor with weight rlhf_beta) | recap (advantage-conditioned rounds)"),
+            reward_source=d("reward_source", LC.reward_source, "Reward a transition learner trains on: task (the "
+                            "recorded one) | learned (the reward model learnt from preference labels in "
+                            "<run_dir>/models/reward/, applied when batches are sampled; rlhf always uses it). "
+                            "Promotion stays on the twin's true task success"),
+            reward_model_version=d("reward_model_version", LC.reward_model_version, "Learned reward: a pinned "
+                                   "reward model version ('' = the newest, followed as new ones are saved)"),
+            rlhf_beta=declare(self, "rlhf_beta", LC.rlhf_beta, "rlhf: weight of KL(pi || pi_ref) in the actor loss "
+                              "(0 = plain SAC on the learned reward)", lo=0.0, hi=1000.0),
             batch_size=d("batch_size", 256, "Gradient batch size"),
             utd=d("utd", 2, "SAC critic updates per actor update (update-to-data ratio)"),
             demo_ratio=d("demo_ratio", 0.5, "Fraction of each batch from demos + interventions (RLPD)"),

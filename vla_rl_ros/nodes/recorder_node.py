@@ -33,6 +33,7 @@ node and keeps the arm going.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -62,7 +63,9 @@ class RecorderNode(Node):
         self.spec = spec = self.arm.spec
         task = spec.task
         reward = d("reward", "", "Reward: reach_cost | reach_task | pick_place_task | sparse_success | pick_and_place "
-                   "| reach ('' = the task's default: reach_cost | pick_place_task)")
+                   "| reach | learned (the newest reward model learnt from preference labels in <run_dir>/models/"
+                   "reward/, or reward_params_json's version; rewards/learned.py) ('' = the task's default: "
+                   "reach_cost | pick_place_task)")
         reward_params = d("reward_params_json", "{}", "JSON object of reward constants overriding the defaults")
         potential = d("shaping_potential", "", "Potential for shaping F = γΦ(s') − Φ(s) ('' = none)")
         gamma = d("shaping_gamma", 0.99, "γ of the potential-based shaping")
@@ -101,13 +104,14 @@ class RecorderNode(Node):
             params = json.loads(reward_params or "{}")
         except json.JSONDecodeError as e:
             raise ValueError(f"reward_params_json is not valid JSON: {e}") from e
+        if rcfg["name"] == "learned":  # the run's own reward models and the arm's task unless the params say
+            params.setdefault("models_dir", os.path.join(os.path.abspath(run_dir), "models"))
+            params.setdefault("task", task)
         if params:
             rcfg["params"] = params
         if potential:
             rcfg["shaping"] = {"potential": potential, "gamma": gamma}
         self.reward_fn = make_reward(rcfg, self.spec)
-
-        import os
 
         root, name = os.path.split(os.path.abspath(run_dir))
         self.run = create_run(root, name, self.spec, robot_id=robot_id, exist_ok=True)
@@ -222,6 +226,13 @@ class RecorderNode(Node):
         msg = String()
         msg.data = json.dumps(summary, default=str)
         self.pub_episode.publish(msg)
+        refresh = getattr(self.reward_fn, "refresh", None)  # reward: learned moves to a newer model between episodes
+        if refresh is not None:
+            try:
+                if refresh():
+                    self.get_logger().info(f"reward model now {self.reward_fn.config['params']['version']}")
+            except Exception as e:  # keep the model in use; say why
+                self.get_logger().warning(f"reward model refresh failed: {e}")
         if self.twin_reset:
             self._request_twin_reset()
         elif self.auto_rearm:

@@ -360,3 +360,29 @@ def lineage_config(cfg: RewardTrainConfig) -> dict[str, Any]:
     d["hidden"] = list(d["hidden"])
     return d
 
+
+
+def fit_run_reward_model(run: str | Path, cfg: RewardTrainConfig | None = None) -> tuple[SavedRewardModel, float]:
+    """Fit a reward model on every trainable label of a run's preference store (``vla-rl-ros label RUN --fit``)
+    and save it as the run's newest (``<run>/models/reward/``), the previous newest named as its parent.
+
+    Returns the saved model and its agreement with the labels it was fit on (``equal`` left out).
+    """
+    from ..buffer import open_run
+    from .segments import EpisodeIndex
+    from .store import PreferenceStore
+
+    cfg = cfg or RewardTrainConfig()
+    r = open_run(run)
+    with PreferenceStore(r.path, create=False, readonly=True) as store:
+        prefs, meta = store.labels(trainable=True), store.meta()
+    batch, used = labelled_pairs(prefs, EpisodeIndex.from_paths([r.path]))
+    try:
+        parent = OnnxRewardModel(reward_model_path(r.models_dir)).version
+    except FileNotFoundError:
+        parent = None
+    model, _ = train_reward_model(batch, cfg, obs_dim=r.spec.obs_dim, action_dim=r.spec.action_dim)
+    saved = save_reward_model(model, r.models_dir, r.spec, {
+        "algorithm": ALGORITHM, "parent_version": parent, "data_range": data_range(used, meta),
+        "training_steps": int(cfg.steps), "config": lineage_config(cfg)})
+    return saved, agreement(model, batch)

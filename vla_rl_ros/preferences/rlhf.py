@@ -58,22 +58,40 @@ class RLHFSAC(SAC):
 
     Args:
         reference: the SFT/BC actor (frozen copy kept); its architecture must match ``config.hidden``.
+            ``None``: this SAC's own initial actor, until :meth:`set_reference` (the continual learner sets it
+            to the actor after its behaviour-cloning initialisation on the demos: the SFT model).
         beta: the KL weight (``>= 0``).
     """
 
     algo_name = "rlhf_sac"
 
-    def __init__(self, obs_dim: int, action_dim: int, reference: SquashedGaussianActor, beta: float = 0.1,
-                 config: SACConfig | None = None) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, reference: SquashedGaussianActor | None = None,
+                 beta: float = 0.1, config: SACConfig | None = None) -> None:
         if beta < 0:
             raise ValueError("beta must be >= 0")
         super().__init__(obs_dim, action_dim, config)
         self.beta = float(beta)
+        self.set_reference(self.actor if reference is None else reference)
+
+    def set_reference(self, reference: SquashedGaussianActor) -> None:
+        """Anchor to (a frozen copy of) ``reference`` and start the actor from it."""
         self.reference = copy.deepcopy(reference).eval().requires_grad_(False)
-        self.actor.load_state_dict(self.reference.state_dict())
+        if reference is not self.actor:
+            self.actor.load_state_dict(self.reference.state_dict())
 
     def actor_regularizer(self, batch: Batch, action: torch.Tensor, logp: torch.Tensor,
                           metrics: dict[str, torch.Tensor]) -> torch.Tensor:
         kl = (logp - self.reference.log_prob(batch.obs, action)).mean()
         metrics["kl_ref"] = kl.detach()
         return self.beta * kl
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["reference"] = self.reference.state_dict()
+        sd["beta"] = self.beta
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        super().load_state_dict(sd)
+        self.reference.load_state_dict(sd["reference"])
+        self.beta = float(sd.get("beta", self.beta))

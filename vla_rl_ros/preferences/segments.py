@@ -70,9 +70,15 @@ class EpisodeIndex:
     @classmethod
     def from_paths(cls, paths: Sequence[str | Path]) -> "EpisodeIndex":
         """Every completed episode of the given runs / stores."""
-        from ..buffer import open_replay
+        import sys
 
-        r = open_replay(list(paths), capacity=1)
+        from ..buffer.replay import Replay
+        from ..buffer.run import list_stores
+
+        # Only episodes() is wanted: a 1-row sampling ring (never refreshed), and no cap on the episodes held
+        # (Replay holds episodes() to its capacities since the replay_capacity change, which capacity=1 emptied).
+        r = Replay(list_stores(paths), capacity=1)
+        r.capacity = r.demo_capacity = sys.maxsize
         try:
             return cls(r.episodes())
         finally:
