@@ -16,6 +16,12 @@ Kinds of scene (one drawn per frame, from a seeded generator):
   ``neg_min`` to 3 x ``tolerance`` from the goal), ``hand_at_goal`` (the empty
   hand at the goal, the cube elsewhere on the table).
 
+Every frame shows the goal marker, as a person labelling it needs to: a pose is
+drawn again while the line of sight from the camera to the goal's centre is
+blocked by the arm (and, for a negative, by the cube: a cube in front of the
+goal, 7.5 cm or more nearer the camera, looks placed from this camera). A
+positive's goal sits inside the cube, which is what placed looks like.
+
 The default margins (``pos_max`` 0.5, ``neg_min`` 1.5: positives within 2.5 cm,
 negatives beyond 7.5 cm at the 5 cm tolerance) make the classes those a person
 would label without hesitation; ``boundary=True`` draws the cube uniformly 0 to
@@ -121,13 +127,27 @@ class SuccessFrameGenerator:
         v = rng.normal(size=3)
         return d * v / np.linalg.norm(v)
 
+    def goal_in_sight(self, positive: bool) -> bool:
+        """Whether the camera's line of sight to the goal's centre is clear (a positive's may end on the cube)."""
+        t = self.twin
+        goal = pb.getBasePositionAndOrientation(t.goal_body, physicsClientId=t.cid)[0]
+        hit = pb.rayTest(list(t.scene.camera_eye), list(goal), physicsClientId=t.cid)[0][0]
+        return hit == -1 or (positive and hit == t.cube)
+
     def pose(self, rng: np.random.Generator, positive: bool | None = None, kind: str | None = None,
-             boundary: bool = False) -> str:
-        """Pose the scene for one frame; returns the kind."""
+             boundary: bool = False, attempts: int = 50) -> str:
+        """Pose the scene for one frame, the goal in sight (:meth:`goal_in_sight`); returns the kind."""
         if kind is None:
             if positive is None:
                 positive = rng.random() < self.positive_fraction
             kind = str(rng.choice(POSITIVE_KINDS if positive else NEGATIVE_KINDS))
+        for _ in range(attempts):
+            self._pose(rng, kind, boundary)
+            if self.goal_in_sight(kind in POSITIVE_KINDS and (not boundary or self.distance() < self.tol)):
+                return kind
+        raise RuntimeError(f"no {kind} pose with the goal in sight in {attempts} attempts")
+
+    def _pose(self, rng: np.random.Generator, kind: str, boundary: bool) -> None:
         r = self.twin.region
         tol = self.tol
         yaw = rng.uniform(-np.pi / 4, np.pi / 4)
@@ -190,7 +210,6 @@ class SuccessFrameGenerator:
             self._hand_to(goal, grip_yaw, rng.uniform(0.0, self.twin.spec.gripper_open))
         else:
             raise ValueError(f"unknown kind {kind!r}; known: {POSITIVE_KINDS + NEGATIVE_KINDS}")
-        return kind
 
     # ------------------------------------------------------------ frames
     def distance(self) -> float:
