@@ -31,7 +31,7 @@ from .success import CLASSIFIER_KEY, DEFAULT_INPUT_SIZE, DEFAULT_ROI, INPUT_NAME
 
 @dataclass
 class ClassifierConfig:
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 32
     lr: float = 1e-3  # Adam, annealed to 0 along a cosine over the epochs
     weight_decay: float = 1e-4
