@@ -12,7 +12,7 @@ from ..spec import Spec
 from .core import RewardFn
 from .finishing import PickPlaceTask, ReachCost, ReachTask
 from .shaping import PotentialShaping
-from .tasks import PickAndPlace, Reach, SparseSuccess, canonical_task
+from .tasks import ClassifierSuccess, PickAndPlace, Reach, SparseSuccess, canonical_task
 
 REWARDS: dict[str, type[RewardFn]] = {
     SparseSuccess.name: SparseSuccess,
@@ -21,6 +21,7 @@ REWARDS: dict[str, type[RewardFn]] = {
     PickPlaceTask.name: PickPlaceTask,
     ReachTask.name: ReachTask,
     ReachCost.name: ReachCost,
+    ClassifierSuccess.name: ClassifierSuccess,
 }
 #: Also accept the spec's task names.
 ALIASES = {"pick_place": PickAndPlace.name}
