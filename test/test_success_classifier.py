@@ -215,3 +215,23 @@ def test_recorder_ends_episode_on_the_classifiers_success(tmp_path, trained, gen
     with pytest.raises(NotImplementedError):
         fn.is_success(obs)
     w.close()
+
+
+def test_label_then_train_classifier_cli_versions_a_model_into_the_run(tmp_path, gen, capsys):
+    """Frames saved as the recorder saves them, labelled with --accept-suggested, trained by the CLI verb."""
+    from vla_rl_ros.cli import main
+
+    store = FrameStore(tmp_path)
+    frames = gen.batch(40, seed=21)
+    for i in range(0, 40, 2):  # each "episode": two frames, the outcome of its last
+        store.add_episode(i // 2, [(0.0, frames[i].rgb), (1.0, frames[i + 1].rgb)], frames[i + 1].label, "x")
+    assert main(["data", "label", str(tmp_path), "--accept-suggested"]) == 0
+    assert len(store.labels()) == 40
+    assert main(["train-classifier", str(tmp_path), "--epochs", "2", "--holdout", "0.25"]) == 0
+    out = capsys.readouterr().out
+    assert "held out (10 frames): accuracy" in out
+    models = sorted((tmp_path / "models").glob("classifier-*.onnx"))
+    assert len(models) == 1 and models[0].with_suffix(".json").is_file()
+    meta = json.loads(models[0].with_suffix(".json").read_text())
+    assert meta["n_positive"] + meta["n_negative"] == 30 and meta["holdout"]["n"] == 10
+    assert main(["train-classifier", str(tmp_path / "nothing")]) == 2  # no labelled frames: a clear error
