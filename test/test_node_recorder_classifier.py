@@ -83,3 +83,36 @@ def test_classifier_reward_ends_episode_and_frames_are_saved(launch, probe, tmp_
     middle = cv2.imread(str(store.dir / rows["middle"]["file"]))
     assert last.shape == (64, 64, 3) and last.mean() > 150 and middle.mean() < 80  # bright at the end, dark before
     assert rec.alive
+
+
+def test_twin_camera_frames_are_saved_per_episode(launch, probe, tmp_path):
+    """The sim graph with the twin's camera on: the recorder keeps each episode's middle and last rendered frame,
+    suggested label = the episode's recorded outcome. (Episodes that end before the camera's renderer process
+    has its first frame, seconds on a loaded machine, have none.)"""
+    from conftest import REPO
+    import os
+
+    run_dir = tmp_path / "run"
+    params = params_file(tmp_path / "sim.yaml",
+                         twin_node={"seed": 7, "task": "pick_place", "camera_enabled": True, "camera_width": 160,
+                                    "camera_height": 160, "camera_rate_hz": 10.0},
+                         policy_node={"model_path": os.path.join(REPO, "models", "pick_place_bc.onnx"),
+                                      "task": "pick_place", "exploration_std": 0.0},
+                         recorder_node={"run_dir": str(run_dir), "task": "pick_place", "twin_reset": True,
+                                        "save_frames": True, "max_episode_s": 3.0})
+    probe.collect("/rl/episode", String, RELIABLE)
+    launch("twin_node", params)
+    launch("policy_node", params)
+    launch("recorder_node", params)
+    store = FrameStore(run_dir)
+    probe.wait_for(lambda: len({r["episode"] for r in store.index()}) >= 2, 180, "two episodes' frames")
+    summaries = {s["idx"]: s for s in (json.loads(m.data) for _, m in probe.get("/rl/episode"))}
+    for s in [summaries[e] for e in sorted({r["episode"] for r in store.index()})]:
+        rows = {r["tag"]: r for r in store.index() if r["episode"] == s["idx"]}
+        assert set(rows) == {"middle", "last"}, rows
+        assert rows["last"]["suggested"] is bool(s["success"]) and rows["last"]["end_reason"] == s["end_reason"]
+        assert 0.0 < rows["middle"]["t"] < rows["last"]["t"] <= 3.5
+        last = store.load(store.dir / rows["last"]["file"])
+        middle = store.load(store.dir / rows["middle"]["file"])
+        assert last.shape == (160, 160, 3) and last.std() > 20  # a rendered scene, not a blank frame
+        assert np.abs(last.astype(int) - middle).mean() > 0.1  # the arm moved between them
