@@ -3,7 +3,7 @@
 Layout, in ``<run>/frames/``::
 
     ep000012_middle.png   ep000012_last.png     RGB frames (PNG, cv2.imwrite)
-    frames.jsonl          one line per frame: file, episode, t (s into the episode), tag,
+    frames.jsonl          one line per frame: file, episode, t (s since the episode's first frame), tag,
                           suggested (the episode's recorded outcome: True for success), end_reason
     labels.jsonl          one line per label given: file, label (true/false), by (person | suggested |
                           csv), at (unix time); the last line for a file wins

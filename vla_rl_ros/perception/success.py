@@ -18,6 +18,7 @@ row at or above the threshold.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -90,10 +91,9 @@ class SuccessClassifier:
         path = os.fspath(path)
         with open(path, "rb") as f:
             data = f.read()
+        self.sha256 = hashlib.sha256(data).hexdigest()
         if sha256:
-            import hashlib
-
-            got = hashlib.sha256(data).hexdigest()
+            got = self.sha256
             if got != sha256:
                 raise ValueError(f"{path}: sha256 {got} != expected {sha256}")
         so = ort.SessionOptions()
@@ -104,7 +104,6 @@ class SuccessClassifier:
         if CLASSIFIER_KEY not in meta:
             raise ValueError(f"{path}: not a success classifier (no {CLASSIFIER_KEY} metadata)")
         self.path = path
-        self.sha256 = __import__("hashlib").sha256(data).hexdigest()
         self.meta = json.loads(meta[CLASSIFIER_KEY])
         self.roi = tuple(self.meta.get("roi", DEFAULT_ROI))
         self.input_size = tuple(self.meta.get("input_size", DEFAULT_INPUT_SIZE))
