@@ -16,6 +16,12 @@
   ``--json`` prints the rows.
 * ``data labels RUN [-n N] [--json]``: the run's preference labels: counts per
   answer and per labeller, and the ``N`` latest (``vla-rl-ros label``).
+* ``data label-frames RUN``: label the camera frames the recorder saved
+  (``save_frames``, in ``RUN/frames/``) as success or not, for the success
+  classifier (``vla-rl-ros train-classifier``): one frame at a time (its path
+  and the episode's recorded outcome as a suggestion; y/n/s(kip)/q(uit)),
+  ``--accept-suggested`` to take every suggestion, or ``--from CSV``
+  (columns ``file,label``). ``--list`` prints the unlabelled frames.
 
 A run's store may be split into segments (the recorder's ``segment_max_mb`` /
 ``segment_max_s``); every command reads all of a run's segments together.
@@ -30,7 +36,7 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("data", help="inspect and export recorded runs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="data_cmd", metavar="{stats,export,archive,gap,labels}")
+    sub = p.add_subparsers(dest="data_cmd", metavar="{stats,export,archive,gap,labels,label-frames}")
     sub.required = True
     s = sub.add_parser("stats", help="per model version episodes, success rate, interventions, returns")
     s.add_argument("runs", nargs="+", metavar="RUN", help="run folder, buffer.sqlite, or a folder of runs")
@@ -53,11 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("run", metavar="RUN", help="run folder (its models/ registry and its store)")
     g.add_argument("--json", action="store_true", help="print the rows as JSON")
     g.set_defaults(func=run)
-    lb = sub.add_parser("labels", help="a run's preference labels: counts and the latest")
-    lb.add_argument("run", metavar="RUN", help="run folder or preferences.sqlite")
-    lb.add_argument("-n", type=int, default=10, help="how many of the latest labels (default 10)")
-    lb.add_argument("--json", action="store_true", help="print counts and labels as JSON")
-    lb.set_defaults(func=run)
+    sub = p.add_subparsers(dest="data_cmd", metavar="{stats,export,archive,gap,labels,label-frames}")
     p.set_defaults(func=run)
     return p
 
@@ -80,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
             return _gap(args)
         if args.data_cmd == "labels":
             return print_labels(args.run, args.n, as_json=args.json)
+        if args.data_cmd == "label-frames":
+            return _label(args)
     except (FileNotFoundError, FileExistsError, BufferError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -146,6 +150,53 @@ def print_labels(run: str, n: int = 10, *, as_json: bool = False) -> int:
         print(f"  #{p.id:<5} {when}  {p.label:<5}  {seg(p.left)} vs {seg(p.right)}  by {p.labeller}"
               + (f"  ({p.info['selection']})" if "selection" in p.info else ""))
     return 0
+
+
+def _label(args: argparse.Namespace, ask=input) -> int:
+    from pathlib import Path
+
+    from ..perception.frames import FrameStore
+
+    if not Path(args.run).is_dir():
+        raise FileNotFoundError(f"{args.run}: no such run folder")
+    store = FrameStore(args.run)
+    index = store.index()
+    if not index:
+        raise FileNotFoundError(f"{store.dir}: no frames (record with the recorder's save_frames and the camera on)")
+    if args.accept_suggested:
+        n = store.accept_suggested()
+        print(f"labelled {n} frame(s) with their episodes' outcomes; {len(store.unlabelled())} left unlabelled")
+    elif args.from_csv:
+        print(f"labelled {store.from_csv(args.from_csv)} frame(s) from {args.from_csv}")
+    elif args.list:
+        for r in store.unlabelled():
+            print(f"{store.dir / r['file']}  episode {r['episode']} {r['tag']} t={r['t']}s  suggested "
+                  f"{_yn(r.get('suggested'))} ({r.get('end_reason', '')})")
+    else:
+        todo = store.unlabelled()
+        print(f"{len(todo)} unlabelled frame(s) in {store.dir}: y = success, n = not, s = skip, q = quit")
+        for r in todo:
+            prompt = (f"{store.dir / r['file']}  (episode {r['episode']} {r['tag']}, suggested "
+                      f"{_yn(r.get('suggested'))}) [y/n/s/q]: ")
+            while True:
+                try:
+                    a = ask(prompt).strip().lower()
+                except EOFError:
+                    a = "q"
+                if a in ("y", "n", "s", "q", ""):
+                    break
+            if a == "q":
+                break
+            if a in ("y", "n"):
+                store.label(r["file"], a == "y", by="person")
+    labels = store.labels()
+    pos = sum(labels.values())
+    print(f"{len(labels)} labelled ({pos} success, {len(labels) - pos} not) of {len(index)} frames")
+    return 0
+
+
+def _yn(v) -> str:
+    return "?" if v is None else ("success" if v else "failure")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from .core import RewardFn
 from .finishing import PickPlaceTask, ReachCost, ReachTask
 from .learned import LearnedReward
 from .shaping import PotentialShaping
-from .tasks import PickAndPlace, Reach, SparseSuccess, canonical_task
+from .tasks import ClassifierSuccess, PickAndPlace, Reach, SparseSuccess, canonical_task
 
 REWARDS: dict[str, type[RewardFn]] = {
     SparseSuccess.name: SparseSuccess,
@@ -23,6 +23,7 @@ REWARDS: dict[str, type[RewardFn]] = {
     ReachTask.name: ReachTask,
     ReachCost.name: ReachCost,
     LearnedReward.name: LearnedReward,  # from preference labels: vla_rl_ros/rewards/learned.py
+    ClassifierSuccess.name: ClassifierSuccess,
 }
 #: Also accept the spec's task names.
 ALIASES = {"pick_place": PickAndPlace.name}

@@ -1,0 +1,1 @@
+"""Perception (no ROS inside): camera frames to what the learner needs."""
