@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-VERBS = ("sim", "eval", "ship", "train", "data", "demos", "keygen")
+VERBS = ("sim", "eval", "ship", "train", "data", "demos", "keygen", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,7 +46,8 @@ class MarkerConfig:
     max_view_angle_deg: float = 80.0  # angle between the marker's normal and the line of sight
     ambiguity_ratio: float = 0.8  # IPPE's two poses closer than this in error ratio ...
     ambiguity_px: float = 0.5  # ... or both within this RMS reprojection error (px): the up_prior decides
-    up_prior: tuple = (0.0, 0.0, 1.0)  # base frame: the direction the marker's normal most likely points
+    up_prior: tuple | None = (0.0, 0.0, 1.0)  # base frame: where the marker's normal most likely points;
+    # None: always the pose of least error (the flag `ambiguous` still says when the two were close)
     corner_noise_px: float = 0.3  # floor of the corner noise used for the covariance
 
     def __post_init__(self):
@@ -194,7 +195,8 @@ class MarkerPoseEstimator:
         self._find = _detector(config.dictionary, "SUBPIX")
         self._refine = _detector(config.dictionary, "APRILTAG")
         self._obj = marker_object_points(config.marker_size)
-        self._up = np.asarray(config.up_prior, dtype=float) / max(np.linalg.norm(config.up_prior), 1e-12)
+        up = config.up_prior if config.up_prior is not None else (0.0, 0.0, 1.0)
+        self._up = np.asarray(up, dtype=float) / max(float(np.linalg.norm(up)), 1e-12)
 
     def set_camera(self, K, dist=None) -> None:
         """New intrinsics (``K`` 3x3 or 9 values, ``dist`` the distortion coefficients; None or zeros: none)."""
@@ -272,7 +274,7 @@ class MarkerPoseEstimator:
         sols.sort(key=lambda s: s[0])
         ambiguous = len(sols) > 1 and (sols[0][0] >= self.config.ambiguity_ratio * sols[1][0]
                                        or sols[1][0] <= self.config.ambiguity_px)
-        if ambiguous:  # the flip: take the pose whose normal points most along the up prior
+        if ambiguous and self.config.up_prior is not None:  # the flip: the pose whose normal is most along the prior
             Rb = self.T_base_camera[:3, :3]
             e, T = max(sols[:2], key=lambda s: float(self._up @ (Rb @ s[1][:3, 2])))
         else:
