@@ -57,3 +57,35 @@ def test_no_pose_without_a_marker(launch, probe, tmp_path):
     probe.wait_for(lambda: len(probe.get("/camera/image_raw")) >= n0 + 8, 120, "8 more camera frames")
     assert probe.get("/twin/object_pose"), "the twin runs"
     assert probe.get("/task/object_pose") == [] and probe.get("/perception/object_pose") == []
+
+
+def test_bad_camera_input_is_refused_and_the_node_lives(launch, probe, tmp_path):
+    """Malformed frames and intrinsics (no twin: the probe is the camera): each refused with a log line, no pose,
+    no crash; a frame the node cannot read is never taken for a marker."""
+    from sensor_msgs.msg import CameraInfo
+
+    probe.collect("/task/object_pose", PoseStamped, RELIABLE)
+
+    node = launch("perception_node", params_file(tmp_path / "p.yaml", perception_node={"extrinsic_from_scene": True}))
+    probe.wait_for(lambda: "perception_node:" in node.log(), 60, "perception_node up")
+    info = probe.publisher("/camera/camera_info", CameraInfo)
+    img = probe.publisher("/camera/image_raw", Image)
+    bad_info = CameraInfo(width=64, height=48)
+    bad_info.k = [0.0] * 9
+    good_info = CameraInfo(width=64, height=48)
+    good_info.k = [50.0, 0.0, 32.0, 0.0, 50.0, 24.0, 0.0, 0.0, 1.0]
+    frames = [Image(height=48, width=64, encoding="rgb8", step=192, data=bytes(100)),  # too short
+              Image(height=48, width=64, encoding="yuv422", step=128, data=bytes(48 * 128)),  # unknown encoding
+              Image(height=48, width=64, encoding="rgb8", step=10, data=bytes(480)),  # step < width * 3
+              Image(height=48, width=64, encoding="mono8", step=64, data=bytes(range(256)) * 12)]  # valid, no marker
+    for _ in range(3):
+        info.publish(bad_info)
+        for f in frames:
+            img.publish(f)
+    probe.wait_for(lambda: "camera_info refused" in node.log(), 20, "the zero K refused")
+    for _ in range(3):
+        info.publish(good_info)
+        for f in frames:
+            img.publish(f)
+    probe.wait_for(lambda: "image refused" in node.log(), 20, "a malformed image refused")
+    assert node.alive and probe.get("/task/object_pose") == []
