@@ -89,3 +89,45 @@ def test_bad_camera_input_is_refused_and_the_node_lives(launch, probe, tmp_path)
             img.publish(f)
     probe.wait_for(lambda: "image refused" in node.log(), 20, "a malformed image refused")
     assert node.alive and probe.get("/task/object_pose") == []
+
+
+def test_the_policy_acts_on_perceived_poses_and_holds_when_perception_goes_quiet(launch, probe, tmp_path):
+    """The `sim --perception` wiring, three processes: twin_node (camera on, ground truth aside), perception_node
+    and policy_node on the shipped pick_place model. The policy acts, on the object position perception gives
+    (within 1 cm of the truth); perception_node stopped, the policy holds once pose_timeout_s passes."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import Float64MultiArray
+
+    from ros_helpers import last_diag, steps
+    from vla_rl_ros.graph import PERCEPTION_CAMERA, TWIN_TRUTH_TOPIC
+    from vla_rl_ros.spec import Spec
+
+    spec = Spec(task="pick_place")
+    probe.collect(TWIN_TRUTH_TOPIC, PoseStamped, RELIABLE)
+    probe.collect("/task/object_pose", PoseStamped, RELIABLE)
+    probe.collect("/rl/step", Float64MultiArray, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+    probe.collect("/diagnostics", DiagnosticArray, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    p = params_file(tmp_path / "p.yaml", common={"task": "pick_place"},
+                    twin_node={**PERCEPTION_CAMERA, "camera_rate_hz": 5.0, "seed": 3,
+                               "topics": {"object_pose": TWIN_TRUTH_TOPIC}},
+                    perception_node={"extrinsic_from_scene": True},
+                    policy_node={"model_path": "models/pick_place_bc.onnx", "exploration_std": 0.0,
+                                 "pose_timeout_s": 1.5})
+    launch("twin_node", p)
+    perception = launch("perception_node", p)
+    launch("policy_node", p)
+
+    def decoded():
+        return steps(probe, obs_dim=spec.obs_dim, action_dim=spec.action_dim)
+
+    acting = probe.wait_for(lambda: [s for _, s in decoded() if not s.hold], 180, "the policy acting")[0]
+    truth = probe.get(TWIN_TRUTH_TOPIC)[0][1].pose.position  # the cube rests until the hand reaches it
+    seen = np.asarray(acting.obs)[spec.obs_slice("object_pos")]
+    assert np.linalg.norm(seen - [truth.x, truth.y, truth.z]) < 0.01, (seen, truth)
+    assert all(m.header.frame_id == spec.base_link for _, m in probe.get("/task/object_pose"))
+
+    perception.stop()
+    t0 = len(decoded())
+    probe.wait_for(lambda: any(s.hold for _, s in decoded()[t0:]), 30, "a hold once perception is quiet")
+    probe.wait_for(lambda: "object_pose" in (last_diag(probe) or {}).get("watchdog", ""), 30,
+                   "object_pose stale in diagnostics")
