@@ -132,7 +132,9 @@ def main() -> int:
     e = 1000 * m["pos_err"]
     met = {"position median <= 5 mm": np.median(e) <= 5.0, "p95 <= 15 mm": np.percentile(e, 95) <= 15.0,
            "yaw median <= 3 deg": np.median(m["yaw_err"]) <= 3.0, ">= 30 Hz on one core": 1 / np.median(m["cpu"]) >= 30}
-    cmd = " ".join(["nice -n 19 .venv/bin/python bench/bench_perception.py"] + sys.argv[1:])
+    import shlex
+
+    cmd = "nice -n 19 .venv/bin/python bench/bench_perception.py " + shlex.join(sys.argv[1:])
     text = f"""## Perception: the cube's pose from the twin camera's ArUco marker (`bench/bench_perception.py`)
 
 Command: `{cmd}`
@@ -151,7 +153,7 @@ rendering excluded, OpenCV on one thread; median of per-frame CPU time (what one
 time on this shared machine.
 
 Targets (issue 9): position median ≤ 5 mm, p95 ≤ 15 mm; yaw median ≤ 3°; ≥ 30 Hz on one core.
-Met: {', '.join(f"{k}: {'yes' if v else '**no**'}" for k, v in met.items())}.
+Met (first row, the camera as calibrated): {', '.join(f"{k}: {'yes' if v else '**no**'}" for k, v in met.items())}.
 
 | camera | poses | detected | position error median (mm) | p95 (mm) | max (mm) | yaw error median (°) | p95 (°) | core rate, CPU time (per frame) | core rate, wall | render (wall, per frame) | frames without a pose |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
