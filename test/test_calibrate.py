@@ -68,3 +68,33 @@ def test_twin_calibration_finds_the_twin_camera(tmp_path):
     assert p["extrinsic_from_scene"] is False
     dp3, dr3 = pose_error(extrinsic_from_xyzquat(p["camera_xyz"], p["camera_quat"]), truth)
     assert dp3 < 0.004 and dr3 < 0.3, (dp3, dr3)
+
+
+def test_record_saves_frames_joints_and_intrinsics_from_a_live_camera(launch, probe, ros_env, tmp_path):
+    """`calibrate --record DIR --every S`: from twin_node's 640x480 camera and joint states, a samples.yaml that
+    `--samples` reads (the arm's joints in the spec's order, the CameraInfo's intrinsics, one PNG per sample)."""
+    import subprocess
+    import sys
+
+    import cv2
+    from sensor_msgs.msg import Image
+
+    from conftest import REPO, params_file
+    from vla_rl_ros.nodes._camera import intrinsics
+    from vla_rl_ros.runtime.control import PANDA_HOME
+
+    probe.collect("/camera/image_raw", Image)
+    launch("twin_node", params_file(tmp_path / "p.yaml", twin_node={
+        "camera_enabled": True, "camera_width": 640, "camera_height": 480, "camera_rate_hz": 5.0, "seed": 3}))
+    probe.wait_for(lambda: probe.get("/camera/image_raw"), 90, "camera frames")
+    out = tmp_path / "rec"
+    res = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "calibrate", "--record", str(out), "--every", "0.5",
+                          "--count", "3"], env=ros_env.env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = yaml.safe_load((out / "samples.yaml").read_text())
+    assert len(doc["samples"]) == 3
+    np.testing.assert_allclose(doc["intrinsics"], intrinsics(640, 480))
+    for s in doc["samples"]:
+        np.testing.assert_allclose(s["joints"], PANDA_HOME, atol=0.05)
+        assert cv2.imread(str(out / s["image"])).shape == (480, 640, 3)
+    assert "marker found" in res.stdout  # the cube's marker (DICT_4X4_50 id 0) is in view at seed 3
