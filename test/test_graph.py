@@ -172,6 +172,7 @@ def test_perception_owns_the_object_pose_in_the_sim(monkeypatch, task):
     marker = scene["object"]["marker"]  # the perception node looks for the marker the twin draws
     assert (cfg["marker_dictionary"], cfg["marker_id"], cfg["marker_size"]) == (marker["dictionary"], marker["id"],
                                                                                marker["size"])
+    assert cfg["side_marker_ids"] == marker["sides"]
     assert cfg["center_offset"] == scene["object"]["half_height"]
     plain = _evaluate_launch(monkeypatch, "sim.launch.py", task=task)
     assert "topics.object_pose" not in plain["twin_node"][1] and "camera_enabled" not in plain["twin_node"][1]

@@ -2,8 +2,9 @@
 
 A thin rclpy shell over :class:`~vla_rl_ros.perception.aruco.MarkerPoseEstimator`. It reads
 ``/camera/image_raw`` (``rgb8``, ``bgr8`` or ``mono8``) and ``/camera/camera_info`` (the intrinsics: ``K``
-and ``D``), both with sensor-data QoS, and for each frame in which it finds the marker, sure enough,
-publishes
+and ``D``), both with sensor-data QoS, and for each frame in which it finds one of the object's markers (on
+its top face, ``marker_id``, and on its sides, ``side_marker_ids``: the top is hidden while the hand holds
+it), sure enough, publishes the pose from the surest one:
 
 * ``/task/object_pose`` (``geometry_msgs/PoseStamped``, frame ``base_link``, the image's stamp): the
   object's centre and the marker's orientation, what ``policy_node`` reads;
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -52,7 +55,12 @@ class PerceptionNode(Node):
         cfg = MarkerConfig(
             dictionary=declare(self, "marker_dictionary", d.dictionary, "cv2.aruco dictionary of the marker",
                                additional=" | ".join(DICTIONARIES)),
-            marker_id=declare(self, "marker_id", d.marker_id, "id of the object's marker", lo=0, hi=1023),
+            marker_id=declare(self, "marker_id", d.marker_id, "id of the marker on the object's top face (-1: none)",
+                              lo=-1, hi=1023),
+            side_ids=tuple(self.declare_parameter(
+                "side_marker_ids", Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
+                    description="ids of the markers on the object's side faces +x, +y, -x, -y (upright; -1 = "
+                                "none on that face); unset = none", read_only=True)).value or ()),
             marker_size=declare(self, "marker_size", d.marker_size, "m: side of the marker's black square",
                                 lo=0.001, hi=2.0),
             center_offset=declare(self, "center_offset", d.center_offset, "m from the marker's centre to the "
@@ -92,7 +100,8 @@ class PerceptionNode(Node):
         self.create_subscription(Image, topics["image"], self._on_image, qos_profile_sensor_data)
         xyz_s = np.round(T[:3, 3], 4).tolist()
         self.get_logger().info(
-            f"perception_node: {cfg.dictionary} id {cfg.marker_id}, {1000 * cfg.marker_size:g} mm, camera at "
+            f"perception_node: {cfg.dictionary} id {cfg.marker_id} (top), {list(cfg.side_ids)} (sides), "
+            f"{1000 * cfg.marker_size:g} mm, camera at "
             f"{xyz_s} in {self.base_frame} ({'twin scene' if from_scene else 'camera_xyz/camera_quat'}); "
             f"publishes {topics['object_pose']} when the predicted position std <= {cfg.max_position_std_m} m")
 

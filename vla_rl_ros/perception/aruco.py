@@ -2,19 +2,21 @@
 
 The pipeline, one frame at a time (:meth:`MarkerPoseEstimator.estimate`):
 
-1. detect the configured marker (dictionary + id) with ``cv2.aruco.ArucoDetector``, corners refined to
-   sub-pixel;
+1. detect the configured markers (a dictionary; one id on the object's top face, and optionally one on each
+   side face, upright: the hand hides the top while it holds the object) with ``cv2.aruco.ArucoDetector``,
+   corners refined to sub-pixel; the top marker's pose is used when it gives one, else the surest side's;
 2. its pose in the camera's optical frame (x right, y down, z forward) with ``cv2.solvePnPGeneric``
    (``SOLVEPNP_IPPE_SQUARE``), from the intrinsics (``fx, fy, cx, cy``: a ``CameraInfo``'s ``K``). IPPE
    gives the two poses a small square cannot tell apart (the tilt "flip"); where their reprojection errors
    are close (:attr:`MarkerConfig.ambiguity_ratio`) or both small (:attr:`MarkerConfig.ambiguity_px`: a
    15 px marker's two poses often both reproject within 0.3 px), the one whose normal is closer to the base frame's
-   ``up_prior`` is taken (a marker on top of an object on a table faces up);
+   ``up_prior`` is taken for the object's z axis (an object on a table, or in a hand, stands upright);
 3. into the base frame through the camera->base extrinsic (a 4x4, :func:`extrinsic_from_look_at` or
    :func:`extrinsic_from_xyzquat`), and from the marker's centre to the object's centre:
-   :attr:`MarkerConfig.center_offset` metres into the object along the marker's normal (half the cube's
-   height for a marker on its top face);
-4. the object's yaw from the marker's x axis in the base frame, and a first-order position covariance
+   :attr:`MarkerConfig.center_offset` metres into the object along the marker's normal (half a cube's
+   side, for a marker on any of its faces);
+4. the object's orientation from the marker's and its face's rotation (:func:`face_rotation`), its yaw from
+   the object's x axis, and a first-order position covariance
    (lateral: the corner noise over the focal length; along the ray: the marker's apparent size).
 
 It returns ``None`` when it is unsure: marker not found, smaller than ``min_side_px``, reprojection error
@@ -37,8 +39,9 @@ class MarkerConfig:
     """The marker and the thresholds below which a detection is dropped."""
 
     dictionary: str = "DICT_4X4_50"
-    marker_id: int = 0
+    marker_id: int = 0  # on the object's top face
     marker_size: float = 0.045  # m: side of the black square (the twin's cube: 4.5 cm on its 5 cm top face)
+    side_ids: tuple = ()  # ids of markers on the side faces +x, +y, -x, -y (as many as there are; -1: none)
     center_offset: float = 0.025  # m from the marker's centre into the object, along its normal (cube: half height)
     min_side_px: float = 8.0  # shorter side of the marker in the image
     max_reprojection_px: float = 1.5  # RMS reprojection error of the chosen pose
@@ -55,6 +58,36 @@ class MarkerConfig:
             raise ValueError(f"marker dictionary {self.dictionary!r} is not one of {DICTIONARIES}")
         if not self.marker_size > 0:
             raise ValueError(f"marker_size must be > 0 m, got {self.marker_size}")
+        if len(self.side_ids) > 4:
+            raise ValueError(f"side_ids: at most 4 (faces +x, +y, -x, -y), got {list(self.side_ids)}")
+        ids = [i for i in (self.marker_id, *self.side_ids) if i >= 0]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"marker ids must differ, got top {self.marker_id} and sides {list(self.side_ids)}")
+
+    def faces(self) -> dict[int, np.ndarray]:
+        """{marker id: its face's rotation in the object's frame} (:func:`face_rotation`)."""
+        out = {self.marker_id: face_rotation("top")} if self.marker_id >= 0 else {}
+        for i, face in zip(self.side_ids, SIDE_FACES):
+            if i >= 0:
+                out[int(i)] = face_rotation(face)
+        return out
+
+
+SIDE_FACES = ("+x", "+y", "-x", "-y")
+
+
+def face_rotation(face: str) -> np.ndarray:
+    """The marker frame (x right and y up in the marker image, z out of the face) of a face of a box, in the
+    object's frame: ``top`` is the identity; on a side face the marker stands upright (its y along the object's
+    z), its z along the face's outward normal."""
+    if face == "top":
+        return np.eye(3)
+    normals = {"+x": (1.0, 0.0, 0.0), "+y": (0.0, 1.0, 0.0), "-x": (-1.0, 0.0, 0.0), "-y": (0.0, -1.0, 0.0)}
+    if face not in normals:
+        raise ValueError(f"face must be top or one of {SIDE_FACES}, got {face!r}")
+    z = np.array(normals[face])
+    y = np.array([0.0, 0.0, 1.0])
+    return np.column_stack([np.cross(y, z), y, z])
 
 
 @dataclass
@@ -62,13 +95,14 @@ class ObjectPose:
     """One estimate: the object's centre and yaw in the base frame, and how sure it is."""
 
     position: np.ndarray  # (3,) m, base frame
-    quaternion: np.ndarray  # (4,) x, y, z, w: the marker's orientation in the base frame
-    yaw: float  # rad: the marker's x axis about the base z axis
+    quaternion: np.ndarray  # (4,) x, y, z, w: the object's orientation in the base frame (from its marker's)
+    yaw: float  # rad: the object's x axis about the base z axis
     covariance: np.ndarray  # (3, 3) m^2, base frame (first-order, from the corner noise)
     reprojection_px: float  # RMS, of the chosen pose
     side_px: float  # shorter side of the marker in the image
     ambiguous: bool  # IPPE's two poses were close and the up prior chose
     marker_in_camera: np.ndarray  # (4, 4) the marker's pose in the camera's optical frame
+    marker_id: int = 0  # the marker it came from (the surest of those seen)
 
     @property
     def position_std(self) -> float:
@@ -197,6 +231,7 @@ class MarkerPoseEstimator:
         self._obj = marker_object_points(config.marker_size)
         up = config.up_prior if config.up_prior is not None else (0.0, 0.0, 1.0)
         self._up = np.asarray(up, dtype=float) / max(float(np.linalg.norm(up)), 1e-12)
+        self._faces = config.faces()
 
     def set_camera(self, K, dist=None) -> None:
         """New intrinsics (``K`` 3x3 or 9 values, ``dist`` the distortion coefficients; None or zeros: none)."""
@@ -208,16 +243,26 @@ class MarkerPoseEstimator:
         self.dist = d
 
     def detect(self, image: np.ndarray) -> np.ndarray | None:
-        """The marker's four image corners (4, 2), or None."""
+        """The top marker's (or the first configured marker's) four image corners (4, 2), or None."""
+        found = self.detect_all(image)
+        return next(iter(found.values()), None)
+
+    def detect_all(self, image: np.ndarray) -> dict[int, np.ndarray]:
+        """{marker id: its four refined image corners (4, 2)} of the configured markers in the frame, in the
+        configuration's order (top first)."""
         import cv2
 
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        found = self._first(self._find, grey)
-        if found is None:
-            return None
-        return self._refined(grey, found)
+        out = {}
+        found = self._all(self._find, grey)
+        for i in self._faces:
+            if i in found:
+                refined = self._refined(grey, found[i], i)
+                if refined is not None:
+                    out[i] = refined
+        return out
 
-    def _refined(self, grey: np.ndarray, found: np.ndarray) -> np.ndarray | None:
+    def _refined(self, grey: np.ndarray, found: np.ndarray, marker_id: int | None = None) -> np.ndarray | None:
         """The corners refined in a crop (one marker side around it) scaled up 2x, else 3x (the AprilTag
         refinement misses a marker under ~20 px 1 time in 8 at 1x, ~1 in 60 at 2x); None where it loses it."""
         import cv2
@@ -229,7 +274,7 @@ class MarkerPoseEstimator:
         x1, y1 = int(min(w, np.ceil(found[:, 0].max() + m))), int(min(h, np.ceil(found[:, 1].max() + m)))
         for k in (2.0, 3.0):
             crop = cv2.resize(grey[y0:y1, x0:x1], None, fx=k, fy=k, interpolation=cv2.INTER_LINEAR)
-            refined = self._first(self._refine, crop)
+            refined = self._all(self._refine, crop).get(self.config.marker_id if marker_id is None else marker_id)
             if refined is None:
                 continue
             refined = (refined + 0.5) / k - 0.5 + (x0, y0)  # pixel centres of the scaled crop -> the frame's
@@ -237,21 +282,51 @@ class MarkerPoseEstimator:
                 return refined
         return None
 
-    def _first(self, detector, grey: np.ndarray) -> np.ndarray | None:
+    def _all(self, detector, grey: np.ndarray) -> dict[int, np.ndarray]:
         corners, ids, _ = detector.detectMarkers(grey)
-        if ids is None:
-            return None
-        for c, i in zip(corners, ids.ravel()):
-            if int(i) == self.config.marker_id:
-                return c.reshape(4, 2).astype(np.float64)
-        return None
+        out: dict[int, np.ndarray] = {}
+        for c, i in zip(corners, ids.ravel() if ids is not None else ()):
+            if int(i) in self._faces and int(i) not in out:
+                out[int(i)] = c.reshape(4, 2).astype(np.float64)
+        return {i: out[i] for i in self._faces if i in out}  # the configuration's order: the top first
+
+    def _first(self, detector, grey: np.ndarray) -> np.ndarray | None:
+        return self._all(detector, grey).get(self.config.marker_id)
 
     def estimate(self, image: np.ndarray) -> ObjectPose | None:
-        corners = self.detect(image)
-        return None if corners is None else self.pose_from_corners(corners)
+        """The object's pose from its top marker if it gives one, else from the surest of its side markers
+        (least predicted position error), or None. The top comes first: in the twin a side marker, seen from
+        above at a steeper angle, is less accurate (median 6 mm, against 3 mm for the top)."""
+        return self.estimate_why(image)[0]
 
-    def marker_in_camera(self, corners: np.ndarray) -> tuple[np.ndarray, float, bool] | None:
-        """(4x4 marker pose in the optical frame, RMS reprojection px, ambiguous) from four corners, or None."""
+    def estimate_why(self, image: np.ndarray) -> tuple[ObjectPose | None, str | None]:
+        """:meth:`estimate`, and why it gave no pose: ``no marker found``, ``refinement lost them`` or
+        ``dropped by a gate``. Side markers are refined only when the top one gives no pose."""
+        import cv2
+
+        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        found = self._all(self._find, grey)
+        if not found:
+            return None, "no marker found"
+        refined_any, best = False, None
+        for i, f in found.items():  # the top first (the configuration's order)
+            c = self._refined(grey, f, i)
+            if c is None:
+                continue
+            refined_any = True
+            p = self.pose_from_corners(c, i)
+            if p is not None and i == self.config.marker_id:
+                return p, None
+            if p is not None and (best is None or p.position_std < best.position_std):
+                best = p
+        if best is not None:
+            return best, None
+        return None, "dropped by a gate" if refined_any else "refinement lost them"
+
+    def marker_in_camera(self, corners: np.ndarray, face: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, float, bool] | None:
+        """(4x4 marker pose in the optical frame, RMS reprojection px, ambiguous) from four corners, or None.
+        ``face``: the marker's rotation in the object's frame; the up prior is for the object's z axis."""
         import cv2
 
         try:
@@ -274,21 +349,25 @@ class MarkerPoseEstimator:
         sols.sort(key=lambda s: s[0])
         ambiguous = len(sols) > 1 and (sols[0][0] >= self.config.ambiguity_ratio * sols[1][0]
                                        or sols[1][0] <= self.config.ambiguity_px)
-        if ambiguous and self.config.up_prior is not None:  # the flip: the pose whose normal is most along the prior
+        if ambiguous and self.config.up_prior is not None:  # the flip: the object's z most along the prior
             Rb = self.T_base_camera[:3, :3]
-            e, T = max(sols[:2], key=lambda s: float(self._up @ (Rb @ s[1][:3, 2])))
+            z_in_marker = (face if face is not None else np.eye(3))[2, :]  # the object's z axis, marker frame
+            e, T = max(sols[:2], key=lambda s: float(self._up @ (Rb @ s[1][:3, :3] @ z_in_marker)))
         else:
             e, T = sols[0]
         return T, e, ambiguous
 
-    def pose_from_corners(self, corners: np.ndarray) -> ObjectPose | None:
+    def pose_from_corners(self, corners: np.ndarray, marker_id: int | None = None) -> ObjectPose | None:
+        """The object's pose from one marker's corners (``marker_id``: which; default the top one)."""
         cfg = self.config
+        marker_id = cfg.marker_id if marker_id is None else marker_id
+        face = self._faces.get(marker_id, np.eye(3))
         corners = np.asarray(corners, dtype=np.float64).reshape(4, 2)
         sides = np.linalg.norm(corners - np.roll(corners, 1, axis=0), axis=1)
         side_px = float(sides.min())
         if side_px < cfg.min_side_px:
             return None
-        sol = self.marker_in_camera(corners)
+        sol = self.marker_in_camera(corners, face)
         if sol is None:
             return None
         T_cm, reproj, ambiguous = sol
@@ -300,14 +379,14 @@ class MarkerPoseEstimator:
         if cos_view < math.cos(math.radians(cfg.max_view_angle_deg)):
             return None
         T_bm = self.T_base_camera @ T_cm
-        R = T_bm[:3, :3]
-        centre = T_bm[:3, 3] - cfg.center_offset * R[:, 2]
+        centre = T_bm[:3, 3] - cfg.center_offset * T_bm[:3, 2]  # into the object along the marker's normal
+        R = T_bm[:3, :3] @ face.T  # the object's orientation
         cov = self._covariance(T_cm, side_px, reproj, depth)
         if not math.sqrt(max(np.linalg.eigvalsh(cov).max(), 0.0)) <= cfg.max_position_std_m:
             return None
         return ObjectPose(position=centre, quaternion=matrix_to_quat(R), yaw=yaw_of(R), covariance=cov,
                           reprojection_px=float(reproj), side_px=side_px, ambiguous=bool(ambiguous),
-                          marker_in_camera=T_cm)
+                          marker_in_camera=T_cm, marker_id=int(marker_id))
 
     def _covariance(self, T_cm: np.ndarray, side_px: float, reproj: float, depth: float) -> np.ndarray:
         """First-order position covariance in the base frame: corner noise ``s`` px (the reprojection error,

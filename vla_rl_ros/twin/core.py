@@ -54,13 +54,18 @@ class TaskRegion:
 
 @dataclass(frozen=True)
 class MarkerSpec:
-    """An ArUco marker on the object's top face: ``size`` m is the black square's side (a printed sticker:
-    it keeps its size when the reality gap scales the object), centred, its x axis along the object's x axis
-    (so the marker's yaw is the object's), on a white face."""
+    """ArUco markers on the object: ``id`` on its top face, its x axis along the object's x axis (so the
+    marker's yaw is the object's), and ``sides`` on the side faces +x, +y, -x, -y (upright: seen while the hand
+    holds the object and hides its top). ``size`` m is the black square's side (a printed sticker: it keeps its
+    size when the reality gap scales the object), centred on a white face."""
 
     dictionary: str = "DICT_4X4_50"
     id: int = 0
     size: float = 0.045
+    sides: tuple = (1, 2, 3, 4)
+
+    def __post_init__(self):
+        object.__setattr__(self, "sides", tuple(int(i) for i in self.sides))
 
 
 @dataclass
@@ -132,7 +137,7 @@ def _gripper_mimics(urdf_path: str, gripper_joints, joint_index: dict) -> list[t
     return out
 
 
-def marker_texture(marker: MarkerSpec, face: float) -> str:
+def marker_texture(marker: MarkerSpec, face: float, marker_id: int | None = None) -> str:
     """A PNG of ``marker`` centred on a white square of side ``face`` m (the object's top face), written once
     into the temp dir (atomically: several twins may make it at once); its path."""
     import tempfile
@@ -142,11 +147,12 @@ def marker_texture(marker: MarkerSpec, face: float) -> str:
     px = 40 * 6  # 6 cells across a 4x4 marker (with its border), 40 px each
     margin = max(0, int(round(px * (face - marker.size) / marker.size / 2.0)))
     d = os.path.join(tempfile.gettempdir(), "vla_rl_ros_textures")
-    path = os.path.join(d, f"aruco_{marker.dictionary}_{marker.id}_{px}_{margin}.png")
+    marker_id = marker.id if marker_id is None else marker_id
+    path = os.path.join(d, f"aruco_{marker.dictionary}_{marker_id}_{px}_{margin}.png")
     if not os.path.isfile(path):
         os.makedirs(d, exist_ok=True)
         img = cv2.aruco.generateImageMarker(cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, marker.dictionary)),
-                                            int(marker.id), px)
+                                            int(marker_id), px)
         img = cv2.copyMakeBorder(img, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=255)
         tmp = f"{path}.{os.getpid()}.png"
         cv2.imwrite(tmp, cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
@@ -154,7 +160,7 @@ def marker_texture(marker: MarkerSpec, face: float) -> str:
     return path
 
 
-def _marker_plate(marker: MarkerSpec, object_half: float, cid: int) -> int:
+def _marker_plate(marker: MarkerSpec, object_half: float, cid: int, marker_id: int | None = None) -> int:
     """A visual-only textured square covering the object's top face (its frame: the object's, at the face)."""
     h = max(object_half, marker.size / 2.0)
     verts = [[-h, -h, 0.0], [h, -h, 0.0], [h, h, 0.0], [-h, h, 0.0]]
@@ -162,7 +168,7 @@ def _marker_plate(marker: MarkerSpec, object_half: float, cid: int) -> int:
     vis = pb.createVisualShape(pb.GEOM_MESH, vertices=verts, indices=[0, 1, 2, 0, 2, 3], uvs=uvs,
                                normals=[[0.0, 0.0, 1.0]] * 4, physicsClientId=cid)
     body = pb.createMultiBody(baseMass=0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=vis, physicsClientId=cid)
-    tex = pb.loadTexture(marker_texture(marker, 2.0 * h), physicsClientId=cid)
+    tex = pb.loadTexture(marker_texture(marker, 2.0 * h, marker_id), physicsClientId=cid)
     pb.changeVisualShape(body, -1, textureUniqueId=tex, rgbaColor=[1, 1, 1, 1], physicsClientId=cid)
     return body
 
@@ -248,7 +254,7 @@ class TwinCore:
         self.home = np.clip(check_home(home, self.spec), self.arm_lower, self.arm_upper)
         self.gripper_mimics = _gripper_mimics(self.urdf_path, self.spec.gripper_joints, idx)
         self.goal = np.array([0.5, 0.2, 0.1])
-        self._marker_body: int | None = None  # the object's marker, made at the first render
+        self._marker_body: list | None = None  # the object's markers, made at the first render
         self.sim_time = 0.0
         self._last_arm_target = self.home.copy()
         self._last_grip_target = self.spec.gripper_open
@@ -334,7 +340,7 @@ class TwinCore:
     def render(self, width: int = 84, height: int = 84) -> np.ndarray:
         """RGB frame (H, W, 3) uint8 from a fixed camera looking at the workspace (TinyRenderer).
 
-        The scene's object marker (:class:`MarkerSpec`) is drawn on the object's top face: a visual-only body
+        The scene's object markers (:class:`MarkerSpec`) are drawn on the object's faces: visual-only bodies
         (no collision, no mass), made at the first render and moved onto the object before each one."""
         c = self.cid
         sc = self.scene
@@ -347,12 +353,20 @@ class TwinCore:
         return np.ascontiguousarray(rgba[:, :, :3])
 
     def _place_marker(self) -> None:
+        from ..perception.aruco import SIDE_FACES, face_rotation, matrix_to_quat
+
         c = self.cid
-        if self._marker_body is None:
-            self._marker_body = _marker_plate(self.scene.object_marker, self.object_half, c)
+        m = self.scene.object_marker
+        if self._marker_body is None:  # [(body, offset in the object's frame, orientation in it)]
+            self._marker_body = []
+            for i, face in [(m.id, "top"), *zip(m.sides, SIDE_FACES)]:
+                R = face_rotation(face)
+                self._marker_body.append((_marker_plate(m, self.object_half, c, marker_id=i),
+                                          ((self.object_half + 2e-4) * R[:, 2]).tolist(), matrix_to_quat(R).tolist()))
         pos, quat = pb.getBasePositionAndOrientation(self.cube, physicsClientId=c)
-        top, _ = pb.multiplyTransforms(pos, quat, [0.0, 0.0, self.object_half + 2e-4], [0, 0, 0, 1], physicsClientId=c)
-        pb.resetBasePositionAndOrientation(self._marker_body, top, quat, physicsClientId=c)
+        for body, offset, q in self._marker_body:
+            p, o = pb.multiplyTransforms(pos, quat, offset, q, physicsClientId=c)
+            pb.resetBasePositionAndOrientation(body, p, o, physicsClientId=c)
 
     def close(self) -> None:
         if self.cid is not None and self.cid >= 0:
