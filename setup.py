@@ -43,6 +43,8 @@ setup(
             "mcap-ros2-support",
             "opencv-python-headless",
         ],
+        # perception_node (camera + ArUco marker -> object pose); the twin's marker texture is drawn with it too.
+        "perception": ["opencv-python-headless"],
         # ROS 2 Kilted from PyPI wheels, for machines without a system ROS 2.
         # Never install this extra on a robot: it would shadow the system rclpy.
         "ros": [
@@ -76,6 +78,7 @@ setup(
             "recorder_node = vla_rl_ros.nodes.recorder_node:main",
             "learner_node = vla_rl_ros.nodes.learner_node:main",
             "teacher_node = vla_rl_ros.nodes.teacher_node:main",
+            "perception_node = vla_rl_ros.nodes.perception_node:main",
         ],
     },
 )
