@@ -59,7 +59,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("run", metavar="RUN", help="run folder (its models/ registry and its store)")
     g.add_argument("--json", action="store_true", help="print the rows as JSON")
     g.set_defaults(func=run)
-    sub = p.add_subparsers(dest="data_cmd", metavar="{stats,export,archive,gap,labels,label-frames}")
+    lb = sub.add_parser("labels", help="a run's preference labels: counts and the latest")
+    lb.add_argument("run", metavar="RUN", help="run folder or preferences.sqlite")
+    lb.add_argument("-n", type=int, default=10, help="how many of the latest labels (default 10)")
+    lb.add_argument("--json", action="store_true", help="print counts and labels as JSON")
+    lb.set_defaults(func=run)
+    la = sub.add_parser("label-frames", help="label a run's saved camera frames as success or not (for the classifier)")
+    la.add_argument("run", metavar="RUN", help="run folder (its frames/ folder)")
+    how = la.add_mutually_exclusive_group()
+    how.add_argument("--accept-suggested", action="store_true",
+                     help="label every unlabelled frame with its episode's recorded outcome")
+    how.add_argument("--from", dest="from_csv", metavar="CSV", help="labels from a CSV with columns file,label")
+    how.add_argument("--list", action="store_true", help="list the unlabelled frames and the labels so far")
+    la.set_defaults(func=run)
     p.set_defaults(func=run)
     return p
 
