@@ -28,7 +28,7 @@ def trained(gen, tmp_path_factory):
     """A classifier trained on 160 twin frames (80 positive), scored on 120 frames from other seeds."""
     train = gen.batch(160, seed=11, n_positive=80)
     test = gen.batch(120, seed=12345)
-    cfg = ClassifierConfig(epochs=25, holdout=0.0, seed=0)
+    cfg = ClassifierConfig(epochs=40, holdout=0.0, seed=0)  # 25 epochs gave 65% once the cube wore its ArUco markers
     tc = train_classifier(prepare_frames([f.rgb for f in train], cfg), [f.label for f in train], cfg)
     run = tmp_path_factory.mktemp("run")
     meta = version_into_run(tc, run, check_inputs=prepare_frames([f.rgb for f in test[:8]], cfg))
@@ -90,7 +90,7 @@ def test_onnx_export_parity_on_rendered_frames(trained):
 
 
 def test_short_training_beats_chance_on_held_out_frames(trained):
-    """25 epochs on 160 frames: >= 85 % on 120 frames of other seeds (chance 50 %; the bench's full set reaches
+    """40 epochs on 160 frames: >= 85 % on 120 frames of other seeds (chance 50 %; the bench's full set reaches
     more, docs/bench/classifier.md)."""
     tc, meta, test, _ = trained
     clf = SuccessClassifier(meta["path"])
