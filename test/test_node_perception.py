@@ -78,16 +78,19 @@ def test_bad_camera_input_is_refused_and_the_node_lives(launch, probe, tmp_path)
               Image(height=48, width=64, encoding="yuv422", step=128, data=bytes(48 * 128)),  # unknown encoding
               Image(height=48, width=64, encoding="rgb8", step=10, data=bytes(480)),  # step < width * 3
               Image(height=48, width=64, encoding="mono8", step=64, data=bytes(range(256)) * 12)]  # valid, no marker
-    for _ in range(3):
-        info.publish(bad_info)
+    # the node's subscriptions are best effort (sensor data): a message sent before discovery has matched is lost
+    probe.wait_for(lambda: info.get_subscription_count() > 0 and img.get_subscription_count() > 0, 60,
+                   "perception_node subscribed to the camera topics")
+
+    def send(camera_info) -> None:  # sent again at every poll until the node has said what it refused
+        info.publish(camera_info)
         for f in frames:
             img.publish(f)
-    probe.wait_for(lambda: "camera_info refused" in node.log(), 20, "the zero K refused")
-    for _ in range(3):
-        info.publish(good_info)
-        for f in frames:
-            img.publish(f)
-    probe.wait_for(lambda: "image refused" in node.log(), 20, "a malformed image refused")
+
+    probe.wait_for(lambda: send(bad_info) or "camera_info refused" in node.log(), 60, "the zero K refused",
+                   poll=0.2)
+    probe.wait_for(lambda: send(good_info) or "image refused" in node.log(), 60, "a malformed image refused",
+                   poll=0.2)
     assert node.alive and probe.get("/task/object_pose") == []
 
 
