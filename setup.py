@@ -43,6 +43,8 @@ setup(
             "mcap-ros2-support",
             "opencv-python-headless",
         ],
+        # perception_node (camera + ArUco marker -> object pose); the twin's marker texture is drawn with it too.
+        "perception": ["opencv-python-headless"],
         # ROS 2 Kilted from PyPI wheels, for machines without a system ROS 2.
         # Never install this extra on a robot: it would shadow the system rclpy.
         "ros": [
@@ -56,7 +58,10 @@ setup(
             "ros-trajectory-msgs",
             "ros-lifecycle-msgs",
         ],
-        "test": ["pytest", "pytest-timeout", "hypothesis"],
+        # The labelling page (vla-rl-ros label): Flask, see vla_rl_ros/preferences/labelpage.py for why.
+        "label": ["flask>=3"],
+        # selenium drives Debian's chromium + chromium-driver in test/test_label_page.py (apt, not pip).
+        "test": ["pytest", "pytest-timeout", "hypothesis", "selenium>=4.10", "flask>=3"],
         # References for bench/ (d3rlpy pins gymnasium==1.0.0: install it with --no-deps, see docs/BENCHMARKS.md).
         "bench": ["stable-baselines3"],
     },
@@ -73,6 +78,7 @@ setup(
             "recorder_node = vla_rl_ros.nodes.recorder_node:main",
             "learner_node = vla_rl_ros.nodes.learner_node:main",
             "teacher_node = vla_rl_ros.nodes.teacher_node:main",
+            "perception_node = vla_rl_ros.nodes.perception_node:main",
         ],
     },
 )

@@ -361,6 +361,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "soak.md"))
     ap.add_argument("--report-only", action="store_true", help="report from the run's soak.jsonl")
     ap.add_argument("--note", default="", help="what else ran on the machine meanwhile (goes in the report)")
+    ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE",
+                    help="passed to sim (launch mode), e.g. learner_node.replay_capacity:=5000")
     args = ap.parse_args()
     from bench_continual import hold_domain, sim_command
     from bench_learner import machine_info, machine_line
@@ -385,7 +387,7 @@ def main() -> int:
                 shutil.rmtree(run_dir)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             samples_path.unlink(missing_ok=True)
-            cmd = sim_command(run_dir, args.duration, domain, args.teacher, args.seed)
+            cmd = sim_command(run_dir, args.duration, domain, args.teacher, args.seed, args.set)
             log = open(console, "w")
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         samples = sample_loop(run_dir, console, domain, args.duration, args.interval, proc, samples_path)
@@ -395,7 +397,8 @@ def main() -> int:
            f"(started by `bench/bench_continual.py`, see its section)" if args.attach else
            f"`.venv/bin/python bench/bench_soak.py --duration {args.duration:.0f}"
            f"{f' --teacher {args.teacher:g}' if args.teacher is not None else ''}"
-           f"{f' --seed {args.seed}' if args.seed else ''} --run {os.path.relpath(run_dir, ROOT)}`")
+           f"{f' --seed {args.seed}' if args.seed else ''}{''.join(f' --set {x}' for x in args.set)} "
+           f"--run {os.path.relpath(run_dir, ROOT)}`")
     s = summarise(samples, args.warmup)
     machine = (machine_line(info, load=False) if args.report_only else machine_line(info, os.getloadavg()[0])) + \
         (f" {args.note}" if args.note else "")

@@ -3,9 +3,10 @@
     ros2 launch vla_rl_ros robot.launch.py params_file:=/path/to/robot.yaml \
         joint_states:=/joint_states arm_commands:=/arm_controller/commands \
         gripper_commands:=/gripper_controller/commands run_dir:=/data/vla_rl_ros/run1 [model:=M.onnx] \
-        [arm:=ARM.yaml] [respawn:=true|false] [respawn_delay:=S] [max_restarts:=N]
+        [arm:=ARM.yaml] [respawn:=true|false] [respawn_delay:=S] [max_restarts:=N] [perception:=true]
 
-Every robot-facing topic can be remapped from the command line. The learner
+Every robot-facing topic can be remapped from the command line. ``perception:=true`` adds
+``perception_node`` (the object's pose from a camera and an ArUco marker; its section of the params file). The learner
 can run on another machine (same ROS_DOMAIN_ID): start this file with
 ``learner:=false`` on the robot and ``learner_node`` on the workstation.
 The nodes and what each gets on top of the params file come from
@@ -41,7 +42,8 @@ def _nodes(context):
         return LaunchConfiguration(name).perform(context)
 
     nodes = node_parameters("robot", run_dir=arg("run_dir"), model=arg("model") or None,
-                            learner=arg("learner").lower() in ("true", "1", "yes"))
+                            learner=arg("learner").lower() in ("true", "1", "yes"),
+                            perception=arg("perception").lower() in ("true", "1", "yes"))
     remaps = [(topic, arg(name)) for name, topic in TOPICS.items()]
     files = [arg("params_file")] + ([arg("arm")] if arg("arm") else [])  # an arm's file after: its /** wins
     respawn = _respawn(arg)
@@ -64,6 +66,9 @@ def generate_launch_description():
         DeclareLaunchArgument("run_dir", default_value=os.path.join(os.path.expanduser("~"), "vla_rl_ros_runs", "robot")),
         DeclareLaunchArgument("model", default_value="", description="starting ONNX model ('' = the params file's)"),
         DeclareLaunchArgument("learner", default_value="true"),
+        DeclareLaunchArgument("perception", default_value="false",
+                              description="start perception_node: the object's pose from the camera's ArUco "
+                                          "marker (camera topics and extrinsic: the params file's perception_node)"),
         DeclareLaunchArgument("arm", default_value="",
                               description="a params file declaring another arm (its /** section: spec, urdf_path, "
                                           "scene, home), given to every node after params_file, e.g. "

@@ -3,11 +3,13 @@
     ros2 launch vla_rl_ros sim.launch.py [task:=pick_place|reach] [model:=M.onnx] [run_dir:=DIR]
                                          [teacher:=FRACTION] [learner:=true|false] [params_file:=...]
                                          [arm:=ARM.yaml] [respawn:=true|false] [respawn_delay:=S]
-                                         [max_restarts:=N] [gap:=K]
+                                         [max_restarts:=N] [gap:=K] [perception:=true|false]
 
 The same graph as ``vla-rl-ros sim`` on machines without ``ros2 launch``: both ask
 :func:`vla_rl_ros.graph.node_parameters` which nodes to start and what each gets on top of the params file
 (the task, the task's shipped model unless ``model:=``, the run folder; test/test_graph.py checks they agree).
+``perception:=true`` (``vla-rl-ros sim --perception``) adds ``perception_node``: the policy then runs on the
+object pose the twin camera's ArUco marker gives, not on the twin's ground truth (``/twin/object_pose``).
 Unlike ``vla-rl-ros sim`` it does not create the run, its signing key pair (``<run>/keys/``: the learner
 signs promotions with it and policy_node trusts only it) or import demos; run ``vla-rl-ros sim`` once for that.
 A node that dies is started again (``respawn``) after ``respawn_delay``, up to ``max_restarts`` times where
@@ -33,7 +35,8 @@ def _nodes(context):
     nodes = node_parameters("sim", task=arg("task"), run_dir=arg("run_dir") or None, model=arg("model") or None,
                             teacher=float(teacher) if teacher else None,
                             learner=arg("learner").lower() in ("true", "1", "yes"),
-                            gap=float(gap) if gap else None)
+                            gap=float(gap) if gap else None,
+                            perception=arg("perception").lower() in ("true", "1", "yes"))
     files = [arg("params_file")] + ([arg("arm")] if arg("arm") else [])  # an arm's file after: its /** wins
     respawn = _respawn(arg)
     # teacher_node: the twin's stand-in for a human who corrects the arm over /rl/intervention
@@ -60,6 +63,10 @@ def generate_launch_description():
                               description="pick_place: fraction of episodes the scripted teacher watches "
                                           "('' = the params file's; 0 = no teacher)"),
         DeclareLaunchArgument("learner", default_value="true"),
+        DeclareLaunchArgument("perception", default_value="false",
+                              description="start perception_node: the object's pose from the twin camera's "
+                                          "ArUco marker (the camera on at 640x480; the twin's ground truth moves "
+                                          "to /twin/object_pose)"),
         DeclareLaunchArgument("gap", default_value="",
                               description="the reality gap between the arm's twin and the gate's, scaled ('' = the "
                                           "params file's as written; 0 = identical twins; 2 = twice)"),

@@ -16,8 +16,9 @@ def tagged(ep, t):
     return o
 
 
-def write_episode(w, tag, length, *, end="timeout", terminated=False, intervention=(), model="v1", reward=None):
-    w.begin_episode()
+def write_episode(w, tag, length, *, end="timeout", terminated=False, intervention=(), model="v1", reward=None,
+                  demo=False):
+    w.begin_episode(is_demo=demo)
     for t in range(length):
         last = t == length - 1
         w.add_step(tagged(tag, t), A, float(tag if reward is None else reward), tagged(tag, t + 1),
@@ -162,6 +163,47 @@ def test_episodes_for_recap_are_incremental_and_complete(tmp_path):
     w.flush()
     eps = r.episodes()
     assert [len(e) for e in eps] == [10, 12, 2] and eps[2].end_reason == "estop" and r.episode_rows_fetched == 24
+    w.close()
+    r.close()
+
+
+def test_capacity_holds_the_newest_own_episodes_and_every_demo(tmp_path):
+    """A days-long run: with a capacity of 120 transitions the arm's own episodes held (and the online ring) stay
+    within it, the newest kept; demonstrations and corrected episodes are held beside them, all of them; what
+    was dropped is counted, and derived transitions never evict real ones."""
+    store = tmp_path / "buffer.sqlite"
+    w = Writer(store, spec=SPEC)
+    write_episode(w, 100, 20, demo=True)
+    write_episode(w, 101, 20, demo=True)
+    for i in range(5):
+        write_episode(w, i, 50)
+    write_episode(w, 102, 30, intervention=(4, 5))  # corrected by a person: an anchor, like a demo
+    w.flush()
+    r = Replay([store], capacity=120, demo_capacity=1000, derived_capacity=200)
+
+    def held():
+        return [int(e.obs[0, 0]) for e in r.episodes()]
+
+    assert held() == [100, 101, 3, 4, 102]  # own: the newest 2 x 50 <= 120; anchors: all, in order
+    assert r.episodes_loaded == 8 and r.n_episodes == 5
+    assert (r.episodes_evicted, r.episode_steps_evicted) == (3, 150)
+    for i in range(5, 9):
+        write_episode(w, i, 50)
+    w.flush()
+    assert held() == [100, 101, 102, 7, 8] and r.episodes_loaded == 12 and r.episodes_evicted == 7
+    # the rings: the online side at capacity, the demo side holds every demo and intervention step
+    r.refresh()
+    assert r._online.size == 120 and r.n_demo == 20 + 20 + 2
+    assert r.evicted["online_transitions"] == 9 * 50 + 28 - 120 and r.evicted["demo_transitions"] == 0
+    assert sorted(set(r._online.obs[:, 0].astype(int).tolist())) == [6, 7, 8]  # the newest 120 rows
+    # derived (hindsight) transitions: their own ring, bounded, the arm's rows untouched
+    cols = {k: getattr(r._online, k)[:100].copy() for k in ("obs", "action", "reward", "next_obs", "terminated",
+                                                             "intervention", "is_demo")}
+    for _ in range(3):
+        r.add_transitions(cols)
+    assert r._online.size == 120 and r._derived.size == 200 and r.n_online == 320
+    assert sorted(set(r._online.obs[:, 0].astype(int).tolist())) == [6, 7, 8]
+    assert r.sample(64, demo_ratio=0.0)["obs"].shape == (64, SPEC.obs_dim)
     w.close()
     r.close()
 

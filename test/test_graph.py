@@ -136,6 +136,8 @@ SIM_CASES = [  # (launch arguments, the same on the CLI)
      ["--task", "reach", "--arm", "config/xarm6.yaml", "--model", "models/xarm6_reach_bc.onnx"]),
     ({"task": "pick_place", "gap": "0"}, ["--task", "pick_place", "--gap", "0"]),
     ({"task": "reach", "gap": "2"}, ["--task", "reach", "--gap", "2"]),
+    ({"task": "pick_place", "perception": "true"}, ["--task", "pick_place", "--perception"]),
+    ({"task": "reach", "perception": "true", "gap": "0"}, ["--task", "reach", "--perception", "--gap", "0"]),
 ]
 
 
@@ -149,6 +151,31 @@ def test_sim_launch_file_and_cli_give_each_node_the_same_parameters(monkeypatch,
         assert os.path.realpath(files[0]) == os.path.join(ROOT, "config", "sim.yaml")
         assert len(files) == 1 + ("arm" in launch_args)  # an arm's file after the graph's
         assert overrides == cli[name][1], name
+
+
+@pytest.mark.parametrize("task", ["reach", "pick_place"])
+def test_perception_owns_the_object_pose_in_the_sim(monkeypatch, task):
+    """--perception: the twin's camera on at 640x480, its ground truth moved aside, so that perception_node is
+    the only publisher of /task/object_pose (the topic policy_node and teacher_node read)."""
+    import yaml
+
+    from vla_rl_ros.graph import TWIN_TRUTH_TOPIC
+
+    nodes = _evaluate_launch(monkeypatch, "sim.launch.py", task=task, perception="true")
+    twin, perception = nodes["twin_node"][1], nodes["perception_node"][1]
+    assert twin["camera_enabled"] is True and (twin["camera_width"], twin["camera_height"]) == (640, 480)
+    assert twin["topics.object_pose"] == TWIN_TRUTH_TOPIC != "/task/object_pose"
+    assert perception["extrinsic_from_scene"] is True
+    cfg = yaml.safe_load(open(os.path.join(ROOT, "config", "sim.yaml")))["perception_node"]["ros__parameters"]
+    assert cfg["topics"]["object_pose"] == "/task/object_pose"
+    scene = yaml.safe_load(open(os.path.join(ROOT, "sim", "panda_table.yaml")))
+    marker = scene["object"]["marker"]  # the perception node looks for the marker the twin draws
+    assert (cfg["marker_dictionary"], cfg["marker_id"], cfg["marker_size"]) == (marker["dictionary"], marker["id"],
+                                                                               marker["size"])
+    assert cfg["side_marker_ids"] == marker["sides"]
+    assert cfg["center_offset"] == scene["object"]["half_height"]
+    plain = _evaluate_launch(monkeypatch, "sim.launch.py", task=task)
+    assert "topics.object_pose" not in plain["twin_node"][1] and "camera_enabled" not in plain["twin_node"][1]
 
 
 @pytest.mark.parametrize("task", ["reach", "pick_place"])
@@ -170,6 +197,7 @@ def test_each_task_gets_its_model_and_task_everywhere(monkeypatch, task):
     ({"run_dir": "/data/r1", "model": "/m/a.onnx", "learner": "false"},
      ["robot", "--run", "/data/r1", "--model", "/m/a.onnx", "--no-learner"]),
     ({"run_dir": "/data/r1", "arm": "config/xarm6.yaml"}, ["robot", "--run", "/data/r1", "--arm", "config/xarm6.yaml"]),
+    ({"run_dir": "/data/r1", "perception": "true"}, ["robot", "--run", "/data/r1", "--perception"]),
 ])
 def test_robot_launch_file_and_cli_give_each_node_the_same_parameters(monkeypatch, launch_args, cli_args):
     launched = _evaluate_launch(monkeypatch, "robot.launch.py", **launch_args)
@@ -190,7 +218,8 @@ def test_launch_file_and_cli_name_the_same_graph(monkeypatch, graph, launch):
     assert _launch_params_files(os.path.join(ROOT, "launch", launch)) == {g.params_file}
     assert os.path.isfile(os.path.join(ROOT, "config", g.params_file))
     args = {"task": "pick_place"} if graph == "sim" else {}
-    assert list(_evaluate_launch(monkeypatch, launch, **args)) == list(g.nodes)  # everything on, every node
+    assert list(_evaluate_launch(monkeypatch, launch, perception="true", **args)) == list(g.nodes)  # all on: all
+    assert "perception_node" not in _evaluate_launch(monkeypatch, launch, **args)  # off unless asked
 
 
 @pytest.mark.parametrize("graph,launch", [("sim", "sim.launch.py"), ("robot", "robot.launch.py")])
@@ -200,7 +229,7 @@ def test_launch_files_and_cli_restart_every_node_with_the_same_defaults(monkeypa
     from vla_rl_ros.supervision import RestartPolicy
 
     d = RestartPolicy()
-    args = {"task": "pick_place"} if graph == "sim" else {}
+    args = {"task": "pick_place", "perception": "true"} if graph == "sim" else {"perception": "true"}
     respawn: dict = {}
     _evaluate_launch(monkeypatch, launch, respawn_out=respawn, **args)
     assert list(respawn) == list(GRAPHS[graph].nodes)

@@ -169,3 +169,95 @@ def test_sac_learner_adds_hindsight_transitions_of_new_episodes(tmp_path):
         assert L.hindsight_transitions == n_rel  # each episode is relabelled once
     finally:
         L.close()
+
+
+def _carry_run(tmp_path):
+    """A pick_place run and a writer of episodes that carry the cube 25 cm (each relabels in hindsight)."""
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_hindsight import SPEC as PP, carry, episode
+
+    from vla_rl_ros.rewards import make_reward
+
+    r = create_run(tmp_path, "pp", PP, robot_id="test")
+    obs, act = episode(carry([0.42, -0.15, 0.025], [0.62, 0.12, 0.10], moving=20, resting=6))
+    fn = make_reward("pick_place_task", PP)
+    w = r.writer()
+
+    def write(n, demo=False):
+        for _ in range(n):
+            w.begin_episode("pick_place", seed=1, reward_config=fn.config, is_demo=demo,
+                            info={"success": {"task": "pick_place", "tolerance": 0.05, "n_consecutive": 3}})
+            for t in range(len(act)):
+                w.add_step(obs[t], act[t], float(fn(obs[t], act[t], obs[t + 1], False)), obs[t + 1],
+                           truncated=t == len(act) - 1)
+            w.end_episode("timeout", False)
+        w.flush()
+
+    return r, w, write, len(act)
+
+
+def _held_keys(L, own=True):
+    return {(e.store, e.id) for e in L.replay.episodes() if not (own and e.is_demo)}
+
+
+def test_replay_capacity_bounds_what_the_sac_learner_holds_and_prunes_its_relabellings(tmp_path):
+    """replay_capacity 60 (two 27-step episodes): the own ring and the episodes held stay within it, the demo is
+    kept, the newest episodes are the ones held (and relabelled once each, as they arrive), the relabelling
+    cache holds only held episodes, and memory() says what was dropped."""
+    r, w, write, T = _carry_run(tmp_path)
+    write(1, demo=True)
+    write(4)
+    cfg = LearnerConfig(algo="sac", min_transitions=10**9, checkpoint_every_s=1e9, refresh_every_s=0.0,
+                        hindsight_k=4, replay_capacity=60, goal_low=(0.40, -0.20, 0.025), goal_high=(0.65, 0.20, 0.15))
+    L = ContinualLearner(str(r.path), cfg, log=lambda m: None, tb=False)
+    try:
+        L.step()
+        held = [e.id for e in L.replay.episodes()]
+        assert held == [1, 4, 5]  # the demo, then the newest two of the arm's own
+        assert set(L._relabelled) == _held_keys(L) and len(L._relabelled) == 2
+        n_rel = L.hindsight_transitions
+        assert n_rel > 0 and L.replay._online.size == 60 and L.replay.n_demo == T
+        assert L.replay._derived.size == n_rel <= L.replay.derived_capacity == 240
+        write(3)
+        L.step()
+        assert [e.id for e in L.replay.episodes()] == [1, 7, 8]
+        assert set(L._relabelled) == _held_keys(L) and len(L._relabelled) == 2  # 4 and 5 pruned
+        assert L.hindsight_transitions > n_rel  # the new ones relabelled, though the held count did not grow
+        L.step()
+        n = L.hindsight_transitions
+        L.step()
+        assert L.hindsight_transitions == n  # each episode relabelled once
+        m = L.memory()
+        assert m["episodes_held"] == 3 and m["episodes_evicted"] == 5 and m["relabelled_episodes_held"] == 2
+        assert m["transitions_evicted"] == 7 * T - 60 and m["transitions"] == 60 + T + L.replay._derived.size
+    finally:
+        L.close()
+        w.close()
+
+
+def test_recap_rounds_go_on_once_the_replay_capacity_is_reached(tmp_path):
+    """Recap counts new episodes by what the store completed, not by what is held: once the capacity holds
+    the number of episodes steady, every recap_round_episodes new ones still start a round, on the held ones."""
+    from vla_rl_ros.learner.evaluate import evaluate_onnx
+
+    r, w, write, T = _carry_run(tmp_path)
+    write(4)
+    logs: list[str] = []
+    cfg = LearnerConfig(algo="recap", checkpoint_every_s=1e9, hindsight_k=4, replay_capacity=60,
+                        recap_min_episodes=2, recap_round_episodes=2, gate_episodes=1, gate_block=1,
+                        goal_low=(0.40, -0.20, 0.025), goal_high=(0.65, 0.20, 0.15),
+                        recap_overrides={"value_steps": 5, "actor_steps": 5, "h_norm": 50})
+    L = ContinualLearner(str(r.path), cfg, evaluate=evaluate_onnx, log=logs.append, tb=False)
+    try:
+        L.replay.refresh()
+        assert len(L._recap_step()) == 1 and L.rounds == 1 and L.episodes_at_last_round == 4
+        assert "2 episodes" in logs[-2] and "2 older ones out of memory (replay_capacity 60)" in logs[-2]
+        write(1)
+        assert L._recap_step() == [] and L.rounds == 1  # one new: not yet a round
+        write(1)
+        assert len(L._recap_step()) == 1 and L.rounds == 2 and L.episodes_at_last_round == 6
+        assert L.replay.n_episodes == 2 and set(L._relabelled) == _held_keys(L)
+    finally:
+        L.close()
+        w.close()

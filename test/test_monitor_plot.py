@@ -211,7 +211,7 @@ def test_learner_node_measures_its_incumbent_and_publishes_it(launch, probe, tmp
     r = create_run(tmp_path, "run", Spec(task="reach"), robot_id="test")
     params = params_file(tmp_path / "sim.yaml", learner_node={
         "run_dir": str(r.path), "initial_model": REACH, "task": "reach", "algo": "recap",
-        "monitor_episodes": 3, "monitor_seed": 777})
+        "monitor_episodes": 3, "monitor_seed": 777, "replay_capacity": 5000})
     probe.collect("/rl/learner/events", String, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     probe.collect("/diagnostics", DiagnosticArray)
     node = launch("learner_node", params)
@@ -230,4 +230,7 @@ def test_learner_node_measures_its_incumbent_and_publishes_it(launch, probe, tmp
     d = probe.wait_for(lambda: [x for x in (diag(m) for _, m in probe.get("/diagnostics"))
                                 if x.get("monitor_last_version") == version], 30, "diagnostics with the monitor")[-1]
     assert float(d["updates_per_s"]) >= 0 and int(d["gradient_updates"]) == 0 and d["monitor_pending"] == "0"
+    # the replay's capacity reaches the learner, and what it holds and dropped is reported
+    assert d["replay_capacity"] == "5000" and d["episodes_held"] == "0" and d["episodes_evicted"] == "0"
+    assert d["transitions_evicted"] == "0" and d["transitions"] == "0"
     assert node.alive

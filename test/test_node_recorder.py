@@ -217,3 +217,39 @@ def test_a_non_panda_spec_reaches_the_recorder_and_run_json(launch, probe, tmp_p
         con.close()
     assert sizes == {(spec.obs_dim, spec.action_dim)}
     assert rec.alive
+
+
+def test_reward_learned_rewards_steps_with_the_reward_model(launch, probe, tmp_path):
+    """``reward: learned``: each stored step's reward is the saved reward model's r(s, a), and the episode's reward
+    config names the model's version (so the store says which model rewarded it)."""
+    import torch
+
+    from vla_rl_ros.preferences.onnx_reward import OnnxRewardModel
+    from vla_rl_ros.preferences.reward_model import RewardEnsemble, save_reward_model
+
+    torch.manual_seed(0)
+    saved = save_reward_model(RewardEnsemble(SPEC.obs_dim, SPEC.action_dim, hidden=(16,)), tmp_path / "models",
+                              SPEC, {"training_steps": 0})
+    run_dir = tmp_path / "run"
+    params = params_file(tmp_path / "sim.yaml", recorder_node={
+        "run_dir": str(run_dir), "task": "reach", "twin_reset": False, "max_episode_s": 100.0, "reward": "learned",
+        "reward_params_json": json.dumps({"models_dir": str(tmp_path / "models")})})
+    probe.collect("/diagnostics", DiagnosticArray, RELIABLE)
+    rec = launch("recorder_node", params)
+    src = StepSource(probe, rate_hz=50.0)
+    probe.wait_for(lambda: (lambda x: x and int(x["transitions"]) >= 20)(_recorder_diag(probe)), 60, "transitions")
+    src.paused = True
+    time.sleep(0.5)  # one commit window
+    model = OnnxRewardModel(saved.path)
+    con = _db(run_dir / "buffer.sqlite")
+    try:
+        rows = con.execute("SELECT obs, action, reward FROM steps ORDER BY id").fetchall()
+        [(cfg,)] = con.execute("SELECT reward_config FROM episodes").fetchall()
+    finally:
+        con.close()
+    obs = np.stack([np.frombuffer(r["obs"], np.float32) for r in rows])
+    act = np.stack([np.frombuffer(r["action"], np.float32) for r in rows])
+    np.testing.assert_allclose([r["reward"] for r in rows], model(obs, act), atol=1e-5)
+    cfg = json.loads(cfg)
+    assert cfg["name"] == "learned" and cfg["params"]["version"] == saved.version and cfg["params"]["task"] == "reach"
+    assert rec.alive

@@ -108,7 +108,8 @@ def test_camera_and_sim_clock_when_asked(launch, probe, tmp_path):
     assert (img.encoding, img.width, img.height, img.step, len(img.data)) == ("rgb8", 32, 24, 96, 32 * 24 * 3)
     assert len(set(bytes(img.data))) > 1  # a rendered scene, not a blank buffer
     info = latest(probe, "/camera/camera_info")
-    assert (info.width, info.height) == (32, 24) and info.k[2] == pytest.approx(16.0) and info.k[5] == pytest.approx(12.0)
+    # the principal point as TinyRenderer draws (vla_rl_ros/nodes/_camera.py intrinsics: measured, y one pixel up)
+    assert (info.width, info.height) == (32, 24) and info.k[2] == pytest.approx(16.0) and info.k[5] == pytest.approx(11.0)
     clocks = [c.clock.sec + c.clock.nanosec * 1e-9 for _, c in probe.get("/clock")]
     assert len(clocks) > 10 and all(b >= a for a, b in zip(clocks, clocks[1:]))
     st = latest(probe, "/joint_states").header.stamp

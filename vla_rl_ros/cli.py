@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-VERBS = ("sim", "eval", "ship", "train", "data", "demos", "keygen")
+VERBS = ("sim", "eval", "ship", "train", "train_classifier", "data", "demos", "label", "keygen", "calibrate")  # modules; a verb's name may differ
 
 
 def build_parser() -> argparse.ArgumentParser:

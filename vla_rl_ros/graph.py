@@ -25,9 +25,16 @@ class Graph:
 
 GRAPHS = {
     "sim": Graph(params_file="sim.yaml",
-                 nodes=("twin_node", "policy_node", "recorder_node", "learner_node", "teacher_node")),
-    "robot": Graph(params_file="robot.yaml", nodes=("policy_node", "recorder_node", "learner_node")),
+                 nodes=("twin_node", "perception_node", "policy_node", "recorder_node", "learner_node",
+                        "teacher_node")),
+    "robot": Graph(params_file="robot.yaml", nodes=("perception_node", "policy_node", "recorder_node", "learner_node")),
 }
+
+#: the sim's twin camera in perception mode: large enough for a 4.5 cm marker (15-25 px across)
+PERCEPTION_CAMERA = {"camera_enabled": True, "camera_width": 640, "camera_height": 480}
+#: where the twin publishes its ground-truth object pose in perception mode (perception_node owns
+#: /task/object_pose then); kept for comparison
+TWIN_TRUTH_TOPIC = "/twin/object_pose"
 
 
 def repo_root() -> str:
@@ -73,7 +80,7 @@ def sim_keys(run_dir: str) -> tuple[str, str]:
 
 def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None = None, model: str | None = None,
                     teacher: float | None = None, learner: bool = True,
-                    gap: float | None = None) -> dict[str, dict[str, Any]]:
+                    gap: float | None = None, perception: bool = False) -> dict[str, dict[str, Any]]:
     """The nodes of ``graph`` to start, in order, each with the parameters it gets on top of the params file.
 
     The one place the launch files and the CLI compute them (plain Python, no ``launch`` needed).
@@ -88,6 +95,10 @@ def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None 
     * ``learner``: ``False`` leaves ``learner_node`` out.
     * ``gap`` (sim): ``twin_node``'s ``gap_scale``, the reality gap's preset scale (``None`` = the params file's
       gap as written; 0 = the arm's twin is the gate's exactly).
+    * ``perception``: start ``perception_node`` (left out otherwise). In the sim it takes the object's pose from
+      the twin's camera (on, 640x480: :data:`PERCEPTION_CAMERA`) through the scene's camera pose, and the twin's
+      ground truth moves to :data:`TWIN_TRUTH_TOPIC`, so ``/task/object_pose`` has one publisher: perception.
+      On a robot the params file gives the camera's topics and extrinsic.
     * signing (sim): ``learner_node`` signs with the run's key (:func:`sim_keys`), and ``policy_node`` trusts only
       that key and runs only models inside ``<run>/models``, newer than any it ran (``<run>/keys/
       policy_node_replay.json``); on a robot the params file names the keys.
@@ -115,13 +126,18 @@ def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None 
         "learner_node": {**({"run_dir": run_dir} if run_dir else {}), **({"initial_model": model} if model else {}),
                          **signing["learner_node"]},
         "teacher_node": {"watch_fraction": float(teacher)} if teacher is not None else {},
-        "twin_node": {"gap_scale": float(gap)} if gap is not None else {},
+        "twin_node": {**({"gap_scale": float(gap)} if gap is not None else {}),
+                      **({**PERCEPTION_CAMERA, "topics.object_pose": TWIN_TRUTH_TOPIC}
+                         if perception and graph == "sim" else {})},
+        "perception_node": {"extrinsic_from_scene": True} if graph == "sim" else {},
     }
     out: dict[str, dict[str, Any]] = {}
     for name in g.nodes:
         if name == "learner_node" and not learner:
             continue
         if name == "teacher_node" and (task != "pick_place" or teacher == 0.0):
+            continue
+        if name == "perception_node" and not perception:
             continue
         out[name] = {**common, **per_node.get(name, {})}
     return out

@@ -344,6 +344,7 @@ class SAC:
                 bc = bc_loss(self.actor, b.obs[b.demo], b.action[b.demo].clamp(-1.0, 1.0), "mse")
                 actor_loss = actor_loss / q_pi.detach().abs().mean().clamp_min(1e-3) + cfg.bc_weight * bc
                 metrics["bc_loss"] = bc.detach()
+            actor_loss = actor_loss + self.actor_regularizer(b, a, logp, metrics)
             loss = loss + actor_loss
             logp = logp.detach()
             metrics.update(actor_loss=actor_loss.detach(), entropy=-logp.mean(), alpha=alpha)
@@ -359,6 +360,12 @@ class SAC:
         self.num_critic_updates += 1
         self.num_actor_updates += int(update_actor)
         return metrics
+
+    def actor_regularizer(self, batch: Batch, action: torch.Tensor, logp: torch.Tensor,
+                          metrics: dict[str, torch.Tensor]) -> torch.Tensor:
+        """An extra term added to the actor loss (0 for SAC); ``action``/``logp`` are the reparameterised
+        sample on ``batch.obs`` and its log-prob (RLHF's KL anchor: :mod:`vla_rl_ros.preferences.rlhf`)."""
+        return logp.new_zeros(())
 
     def critic_regularizer(self, batch: Batch, q: torch.Tensor, metrics: dict[str, torch.Tensor]) -> torch.Tensor:
         """An extra term added to the critic loss (0 for SAC); ``q`` is ``[E, B]`` on the

@@ -14,6 +14,11 @@ Channels, all standard message types:
   the episode's end.
 * ``/camera/image_raw/compressed`` (``sensor_msgs/msg/CompressedImage``): stored
   frames, if any.
+* ``/rl/preference`` (``std_msgs/msg/String``): when the run folder has a
+  preference store (:mod:`vla_rl_ros.preferences.store`), each label as JSON
+  (``uid``, ``left``/``right`` segments, ``label``, ``labeller``, ``created_at``,
+  ``info``), logged at its ``created_at``; the channel (and its count) is only
+  there for a run with one.
 
 Log times are the writer's receive stamps (ns). The run's spec, robot id and
 schema version are written as MCAP metadata ``vla_rl_ros.store``. A store
@@ -109,6 +114,7 @@ def export_mcap(run: Any, out_path: str | Path, *, frames: bool = True) -> dict[
                 con.execute("COMMIT")
             finally:
                 con.close()
+        _export_preferences(series_of(stores[0])[0].parent, w, sch, counts)
         w.finish()
     return counts
 
@@ -163,3 +169,16 @@ def _export_store(con: Any, spec: Any, w: Any, sch: dict[str, int], counts: dict
                         {"data": json.dumps(e, sort_keys=True)},
                         log_time=_ns(e["ended_at"] or e["started_at"]))
         counts["/rl/episode"] += 1
+
+
+def _export_preferences(run_dir: Path, w: Any, sch: dict[str, int], counts: dict[str, int]) -> None:
+    """The run's preference labels, if it has any store of them, on ``/rl/preference``."""
+    from ..preferences.store import PREFS_FILE, iter_label_dicts
+
+    if not (run_dir / PREFS_FILE).is_file():
+        return
+    counts["/rl/preference"] = 0
+    for seq, d in enumerate(iter_label_dicts(run_dir / PREFS_FILE)):
+        w.write_message("/rl/preference", sch["std_msgs/msg/String"], {"data": json.dumps(d, sort_keys=True)},
+                        log_time=_ns(d["created_at"]), sequence=seq)
+        counts["/rl/preference"] += 1

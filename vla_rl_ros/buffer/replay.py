@@ -13,6 +13,15 @@ the demo side and the rest from the online side, uniformly within each (all
 from one side if the other is empty). Each side is a FIFO ring of fixed
 capacity, so a long run cannot evict the demonstrations.
 
+Derived transitions (hindsight relabellings, :meth:`Replay.add_transitions`)
+belong to the online side but have a ring of their own (``derived_capacity``):
+they are several per recorded one, and in a shared ring they would evict the
+arm's real experience (4:1 with four relabellings per episode). With a derived
+ring ``hindsight_k`` times the size of the online one (the continual learner's
+choice), the newest ``capacity`` real transitions and up to every relabelling
+of them are kept, so the mix the learner samples is the one it had before the
+online ring filled.
+
 :meth:`Replay.refresh` reads only step rows with ``id`` greater than the last
 one it saw in each store (the primary-key index makes this a range scan), so a
 refresh costs in proportion to what is new. Readers see committed transactions
@@ -22,7 +31,11 @@ a terminal step has ``done = 1`` (no bootstrapping), a truncated one keeps
 ``done = 0`` and bootstraps from its stored ``next_obs``.
 
 :meth:`Replay.episodes` gives Recap whole *completed* episodes with their
-outcome, also loaded incrementally (and only if asked for).
+outcome, also loaded incrementally (and only if asked for). They are held to the
+same capacities as the rings: the arm's own episodes (neither a demonstration
+nor holding an intervention step) up to ``capacity`` steps in all, the rest up
+to ``demo_capacity``; past that the oldest are dropped from memory (never from
+the store) and counted in :attr:`Replay.episodes_evicted`.
 
 Segments (:mod:`.segments`): a store path (or run folder) names its whole
 series. Every segment is read, oldest first, as one store would be (episode ids
@@ -115,6 +128,11 @@ class _Ring:
         self.size = min(self.size + n, self.capacity)
         self.total_added += n
 
+    @property
+    def evicted(self) -> int:
+        """Rows added and since overwritten (FIFO)."""
+        return self.total_added - self.size
+
     def gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return {k: getattr(self, k)[idx] for k in _STEP_FIELDS}
 
@@ -124,8 +142,12 @@ class Replay:
 
     Args:
         stores: store files (see :func:`~vla_rl_ros.buffer.run.list_stores`).
-        capacity: transitions kept on the online side (FIFO).
-        demo_capacity: transitions kept on the demo side (default: ``capacity``).
+        capacity: transitions kept on the online side (FIFO), and steps of the arm's own episodes kept by
+            :meth:`episodes` (the oldest whole episodes dropped first).
+        demo_capacity: likewise for the demo side and for demonstration and intervention episodes (default:
+            ``capacity``).
+        derived_capacity: derived transitions (:meth:`add_transitions`) kept, in a ring of their own sampled
+            as part of the online side (default: ``capacity``).
         spec: expected spec; every store must match it (and each other).
         device: torch device for :meth:`sample`'s tensors.
         seed: sampling RNG seed.
@@ -137,18 +159,28 @@ class Replay:
     """
 
     def __init__(self, stores: Iterable[str | Path] = (), *, capacity: int = 1_000_000,
-                 demo_capacity: int | None = None, spec: Spec | None = None, device: str = "cpu",
-                 seed: int | None = None, chunk_rows: int = 20_000) -> None:
+                 demo_capacity: int | None = None, derived_capacity: int | None = None, spec: Spec | None = None,
+                 device: str = "cpu", seed: int | None = None, chunk_rows: int = 20_000) -> None:
         self.spec = spec
         self.device = device
         self.capacity = int(capacity)
         self.demo_capacity = int(demo_capacity if demo_capacity is not None else capacity)
+        self.derived_capacity = int(derived_capacity if derived_capacity is not None else capacity)
+        if min(self.capacity, self.demo_capacity, self.derived_capacity) < 1:
+            raise ValueError("Replay capacities must be at least 1")
         self.chunk_rows = int(chunk_rows)
         self.rng = np.random.default_rng(seed)
         self._stores: list[dict[str, Any]] = []
         self._online: _Ring | None = None
         self._demo: _Ring | None = None
+        self._derived: _Ring | None = None
         self._episodes: list[Episode] = []
+        self._episode_steps = {False: 0, True: 0}  # steps held by episodes(): own (False), demo/intervention (True)
+        #: completed episodes loaded by episodes() so far (held or evicted): grows with the store.
+        self.episodes_loaded = 0
+        #: episodes (and their steps) dropped from memory by episodes() to stay within the capacities.
+        self.episodes_evicted = 0
+        self.episode_steps_evicted = 0
         self._series: dict[Path, Path] = {}  # resolved base -> base: series whose new segments refresh() adds
         #: step rows read from SQLite by refresh() (each row is read once).
         self.rows_fetched = 0
@@ -193,6 +225,7 @@ class Replay:
         if self._online is None:
             self._online = _Ring(self.capacity, self.spec.obs_dim, self.spec.action_dim)
             self._demo = _Ring(self.demo_capacity, self.spec.obs_dim, self.spec.action_dim)
+            self._derived = _Ring(self.derived_capacity, self.spec.obs_dim, self.spec.action_dim)
         self._stores.append({"path": path.resolve(), "con": con, "last_step": 0, "last_episode": 0})
 
     @property
@@ -257,15 +290,16 @@ class Replay:
 
     def add_transitions(self, cols: dict[str, np.ndarray]) -> int:
         """Add derived transitions (e.g. hindsight-relabelled ones, :mod:`vla_rl_ros.algos.hindsight`) to the
-        online side; columns ``obs, action, reward, next_obs, terminated, intervention, is_demo``. They live in
-        memory only: the store keeps exactly what the arm did. Returns how many were added."""
+        online side, in their own ring (``derived_capacity``: they never evict the arm's real experience); columns
+        ``obs, action, reward, next_obs, terminated, intervention, is_demo``. They live in memory only: the store
+        keeps exactly what the arm did. Returns how many were added."""
         if self._online is None or not cols:
             return 0
         n = len(cols["reward"])
         for k in _STEP_FIELDS:
             if k not in cols or len(cols[k]) != n:
                 raise ValueError(f"add_transitions: column {k!r} missing or not of length {n}")
-        self._online.add(cols)
+        self._derived.add(cols)
         return n
 
     # --------------------------------------------------------------- sampling
@@ -275,7 +309,21 @@ class Replay:
 
     @property
     def n_online(self) -> int:
-        return self._online.size if self._online else 0
+        """Online-side transitions held: the arm's own and derived ones."""
+        return self._online.size + self._derived.size if self._online else 0
+
+    @property
+    def n_episodes(self) -> int:
+        """Episodes :meth:`episodes` holds."""
+        return len(self._episodes)
+
+    @property
+    def evicted(self) -> dict[str, int]:
+        """What the capacities have dropped from memory so far (the store keeps it all): transitions of each
+        ring, and whole episodes (with their steps) of :meth:`episodes`."""
+        rings = {"online": self._online, "demo": self._demo, "derived": self._derived}
+        out = {f"{k}_transitions": r.evicted if r else 0 for k, r in rings.items()}
+        return out | {"episodes": self.episodes_evicted, "episode_steps": self.episode_steps_evicted}
 
     def __len__(self) -> int:
         return self.n_demo + self.n_online
@@ -305,9 +353,11 @@ class Replay:
         parts = []
         if n_demo:
             parts.append(self._demo.gather(self.rng.integers(0, nd_avail, n_demo)))
-        if batch_size - n_demo:
-            parts.append(self._online.gather(self.rng.integers(0, no_avail, batch_size - n_demo)))
-        batch = {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in _STEP_FIELDS}
+        if batch_size - n_demo:  # uniform over the online side: the arm's own rows, then the derived ones
+            idx = self.rng.integers(0, no_avail, batch_size - n_demo)
+            own = idx < self._online.size
+            parts += [self._online.gather(idx[own]), self._derived.gather(idx[~own] - self._online.size)]
+        batch = {k: np.concatenate([p[k] for p in parts]) for k in _STEP_FIELDS}
         out = {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in
                ("obs", "action", "reward", "next_obs", "is_demo", "intervention")}
         out["done"] = torch.from_numpy(batch["terminated"])
@@ -317,10 +367,15 @@ class Replay:
 
     # --------------------------------------------------------------- episodes
     def episodes(self) -> list[Episode]:
-        """Every completed episode of every store (demos included), oldest first per store.
+        """The completed episodes of every store (demos included) held in memory, in the order loaded (oldest
+        first per store).
 
         Loaded incrementally: each call reads only episodes completed since the
         previous call. An open episode (and any after it) waits for its end.
+        Held within the capacities: the arm's own episodes (not demonstrations,
+        no intervention step) up to ``capacity`` steps in all, demonstration
+        and intervention episodes up to ``demo_capacity``; past either, the
+        oldest loaded of that kind are dropped (:attr:`episodes_evicted`).
         """
         self._discover()
         od, ad = self.spec.obs_dim if self.spec else 0, self.spec.action_dim if self.spec else 0
@@ -353,16 +408,41 @@ class Replay:
                         terminated=np.asarray(cols[4], bool), truncated=np.asarray(cols[5], bool),
                         intervention=np.asarray(cols[6], bool), model_version=list(cols[7]),
                         info=_json_dict(info)))
+                    self._episode_steps[_anchor(self._episodes[-1])] += len(rows)
+                    self.episodes_loaded += 1
                     s["last_episode"] = eid
             finally:
                 con.execute("COMMIT")
+        self._evict_episodes()
         return list(self._episodes)
+
+    def _evict_episodes(self) -> None:
+        """Drop the oldest episodes of each kind (own; demonstration or intervention) beyond its capacity."""
+        over = {False: self._episode_steps[False] - self.capacity, True: self._episode_steps[True] - self.demo_capacity}
+        if max(over.values()) <= 0:
+            return
+        kept = []
+        for e in self._episodes:  # oldest first: drop while its kind is still over
+            kind = _anchor(e)
+            if over[kind] > 0:
+                over[kind] -= len(e)
+                self._episode_steps[kind] -= len(e)
+                self.episodes_evicted += 1
+                self.episode_steps_evicted += len(e)
+            else:
+                kept.append(e)
+        self._episodes = kept
 
     def __enter__(self) -> "Replay":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _anchor(e: Episode) -> bool:
+    """A demonstration or an episode a person corrected: held to ``demo_capacity``, not ``capacity``."""
+    return bool(e.is_demo or e.intervention.any())
 
 
 def open_replay(paths: Sequence[str | Path], **kw: Any) -> Replay:

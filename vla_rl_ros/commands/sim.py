@@ -102,6 +102,9 @@ def register(sub) -> None:
                    help="the reality gap between the arm's twin and the gate's, scaled: 0 = identical twins, 1 = the "
                         "params file's small default gap (friction, mass, size, delay, noise), 2 = twice it "
                         "(default: 1)")
+    p.add_argument("--perception", action="store_true",
+                   help="the policy runs on the object pose perception_node reads from the twin camera's ArUco "
+                        "marker (camera on at 640x480), not on the twin's ground truth (kept on /twin/object_pose)")
     p.add_argument("--no-learner", action="store_true", help="twin + policy + recorder only")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: keep the environment's)")
@@ -116,6 +119,9 @@ def register(sub) -> None:
     r.add_argument("--params", default=None, help="params file (default config/robot.yaml)")
     r.add_argument("--arm", default=None, metavar="FILE", help=ARM_HELP)
     r.add_argument("--model", default=None, help="starting ONNX model (default: the params file's model_path)")
+    r.add_argument("--perception", action="store_true",
+                   help="also start perception_node (camera + ArUco marker -> /task/object_pose; the params file's "
+                        "perception_node section: topics, marker, extrinsic)")
     r.add_argument("--no-learner", action="store_true", help="policy + recorder only (learner elsewhere)")
     r.add_argument("--duration", type=float, default=0.0)
     r.add_argument("--domain-id", type=int, default=None)
@@ -180,7 +186,7 @@ def plan(args) -> Plan:
     extra = _overrides(args)
     nodes = node_parameters(args.graph, task=args.task, run_dir=run_dir, model=model,
                             teacher=getattr(args, "teacher", None), learner=not args.no_learner,
-                            gap=getattr(args, "gap", None))
+                            gap=getattr(args, "gap", None), perception=getattr(args, "perception", False))
     files = [params] + ([arm] if arm else [])
     return Plan(params, arm, run_dir, model, {name: node_command(name, files, p, extra.get(name, []))
                                               for name, p in nodes.items()})
@@ -229,7 +235,8 @@ def run(args) -> int:
           f"start model {os.path.basename(model) if model else '(params file)'}  params {params}"
           + (f"  arm {pl.arm}" if pl.arm else "")
           + ("" if args.graph != "sim" else f"  reality gap x{args.gap:g}" if getattr(args, "gap", None) is not None
-             else "  reality gap: the params file's (--gap 0: none)"))
+             else "  reality gap: the params file's (--gap 0: none)")
+          + ("  object pose: perception_node (camera + ArUco)" if getattr(args, "perception", False) else ""))
 
     def spawn(name: str) -> subprocess.Popen:
         with open(os.path.join(logs, f"{name}.log"), "ab") as log:  # appended to: a restart's log follows

@@ -169,6 +169,9 @@ def _offline(args, tb):
     eps = replay.episodes()
     print(f"loaded {n} transitions, {len(eps)} episodes ({sum(e.success for e in eps)} successful, "
           f"{sum(e.is_demo for e in eps)} demos) from {len(stores)} store(s)")
+    if replay.episodes_evicted:  # Replay holds the newest `capacity` steps of episodes in memory
+        print(f"{replay.episodes_evicted} older episodes ({replay.episode_steps_evicted} steps) left out: past "
+              f"the replay's capacity of {replay.capacity:,} steps")
     if replay.archived:
         print(replay.summary())
     data_range = {"stores": [str(s) for s in stores], "transitions": n, "episodes": len(eps)}

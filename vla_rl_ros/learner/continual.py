@@ -3,7 +3,11 @@
 One :class:`ContinualLearner` owns the learning side of a run:
 
 * **Data.** A :class:`~vla_rl_ros.buffer.Replay` tails one or more stores
-  (several robots → several stores) incrementally.
+  (several robots → several stores) incrementally, and holds the newest
+  ``replay_capacity`` transitions of the arm's own experience in memory (FIFO,
+  as SERL's and SB3's replay capacity; demonstrations and corrected episodes to
+  the same figure on their own side, so they are never crowded out). The store
+  keeps everything; what is dropped from memory is counted (:meth:`ContinualLearner.memory`).
 * **Training.** A transition learner (:mod:`~vla_rl_ros.algos.learners`:
   ``algo="sac"``, ``"cql"`` or ``"iql"``, one protocol) over the growing buffer:
   batches with ``demo_ratio`` from the demo/intervention side (RLPD), ``utd``
@@ -11,6 +15,11 @@ One :class:`ContinualLearner` owns the learning side of a run:
   initialisation of the actor from the demo side; CQL and IQL started this way
   are offline-to-online learners (they learn from everything recorded, then
   keep learning as the buffer grows).
+  ``algo="rlhf"``: SAC on the learned reward with a KL anchor to the
+  behaviour-cloned actor (:mod:`vla_rl_ros.preferences.rlhf`). Any transition
+  learner trains on the learned reward with ``reward_source="learned"``
+  (``reward_model_version`` pins one), applied when a batch is sampled; the
+  gate below still promotes on the twin's true task success.
   ``algo="recap"``: Recap rounds over the growing buffer (value fit → relabel →
   advantage-conditioned actor) every ``recap_round_episodes`` new episodes; each
   round starts from fresh weights unless ``recap_warm_start``.
@@ -59,15 +68,23 @@ from .registry import Registry
 CONTINUAL_RECAP: dict[str, Any] = {"h_norm": 200, "cfg_weight": 2.0, "demo_ratio": 0.2, "correction_ratio": 0.5}
 
 
+REWARD_SOURCES = ("task", "learned")
+
+
 @dataclass
 class LearnerConfig:
     """Continual-learning settings (the learner_node parameters)."""
 
-    algo: str = "recap"  # sac | cql | iql (transition learners, algos/learners.py) | recap
+    algo: str = "recap"  # sac | cql | iql (transition learners, algos/learners.py) | rlhf | recap
     batch_size: int = 256
     utd: int = 2
     demo_ratio: float = 0.5
     min_transitions: int = 500  # online + demo transitions before the first update
+    # Transitions of the arm's own experience held in memory for learning, the newest (FIFO); Recap's episodes
+    # likewise (whole episodes, the oldest dropped first). Demonstration and intervention data has its own side of
+    # the same size, and hindsight relabellings a ring hindsight_k times the size (Replay). 200,000 is HIL-SERL's
+    # replay capacity; its memory: bench/replay_memory.py.
+    replay_capacity: int = 200_000
     refresh_every_s: float = 1.0
     candidate_every_updates: int = 3000  # SAC
     recap_round_episodes: int = 10  # Recap: new completed episodes per round
@@ -100,6 +117,16 @@ class LearnerConfig:
     cql_overrides: dict[str, Any] = field(default_factory=dict)
     iql_overrides: dict[str, Any] = field(default_factory=dict)
     recap_overrides: dict[str, Any] = field(default_factory=dict)  # on top of CONTINUAL_RECAP
+    # The reward the transition learners train on: "task" (the recorded reward) | "learned" (a reward model
+    # learnt from preference labels, <run>/models/reward/: rewards/learned.py), applied when a batch is sampled
+    # (preferences/rlhf.py: learned_reward_sampler), so a newer model relabels all held data at once. Promotion
+    # is unchanged: the twin gate's true task success.
+    reward_source: str = "task"
+    reward_model_version: str = ""  # "" = the newest reward model (moved to as new ones appear), else pinned
+    # algo "rlhf" (RLHF's third stage): SAC (sac_overrides apply) on the learned reward, whatever reward_source
+    # says, with rlhf_beta * KL(pi || pi_ref) in the actor loss; pi_ref is the actor after behaviour cloning on
+    # the demos (bc_init_steps; the initial actor if there are none), the SFT model of RLHF.
+    rlhf_beta: float = 0.1
     seed: int = 0
 
 
@@ -131,7 +158,10 @@ class ContinualLearner:
         self.task = self.spec.task
         self.log = log
         self.registry = Registry(self.run.models_dir)
-        self.replay = Replay([self.run.buffer_path, *(extra_stores or [])])
+        # Hindsight relabellings have a ring of their own, hindsight_k times the capacity: the relabellings of
+        # every held episode fit, and being derived (several per real transition) they never evict real ones.
+        self.replay = Replay([self.run.buffer_path, *(extra_stores or [])], capacity=cfg.replay_capacity,
+                             derived_capacity=cfg.replay_capacity * max(1, cfg.hindsight_k))
         if self.replay.archived:  # archived segments are not learned from: say so
             self.log(f"replay: {self.replay.summary()}")
         self.ckpt_path = self.run.checkpoints_dir / f"learner_{cfg.algo}.pt"
@@ -147,8 +177,8 @@ class ContinualLearner:
         self.gates = 0
         self.rounds = 0
         self.episodes_at_last_round = 0
-        self._relabelled: dict[tuple[str, int], list] = {}
-        self._episodes_relabelled = 0
+        self._relabelled: dict[tuple[str, int], list] = {}  # (store, episode id) -> its relabellings, held episodes'
+        self._episodes_evicted = 0  # the replay's count when the cache was last pruned
         self._reward_fns: dict[str, Any] = {}
         self.hindsight_transitions = 0
         self.last_ckpt = time.monotonic()
@@ -156,7 +186,16 @@ class ContinualLearner:
         self._gate_vs_live_rows: list | None = None
         self.last_refresh = 0.0
         self.algo: Any = None
-        self.transitions = cfg.algo in TRANSITION_LEARNERS  # learns from batches of transitions (else Recap rounds)
+        # learns from batches of transitions (else Recap rounds)
+        self.transitions = cfg.algo in TRANSITION_LEARNERS or cfg.algo == "rlhf"
+        if cfg.reward_source not in REWARD_SOURCES:
+            raise ValueError(f"reward_source must be one of {REWARD_SOURCES}, got {cfg.reward_source!r}")
+        self.reward_source = "learned" if cfg.algo == "rlhf" else cfg.reward_source
+        if self.reward_source == "learned" and not self.transitions:
+            raise ValueError(f"reward_source 'learned' needs a transition learner or rlhf, not {cfg.algo!r}")
+        self.learned_reward: Any = None  # rewards.learned.LearnedReward, once a reward model exists
+        self._waiting_for_reward_logged = False
+        self._reward_checked = 0.0  # monotonic time the reward model registry was last read
         self.writer = None
         if tb:
             from torch.utils.tensorboard import SummaryWriter
@@ -190,7 +229,23 @@ class ContinualLearner:
     def _build_algo(self) -> None:
         if self.algo is not None:
             return
-        if self.transitions:
+        if self.cfg.algo == "rlhf":
+            import dataclasses as dc
+
+            from ..algos.sac import SACConfig
+            from ..preferences.rlhf import RLHFSAC
+
+            fields = {f.name for f in dc.fields(SACConfig)}
+            kw = {k: v for k, v in dict(batch_size=self.cfg.batch_size, utd=self.cfg.utd,
+                                        demo_ratio=self.cfg.demo_ratio, bc_init_steps=self.cfg.bc_init_steps,
+                                        init_alpha=0.05, seed=self.cfg.seed).items() if k in fields}
+            kw.update(self.cfg.sac_overrides)
+            unknown = sorted(set(kw) - fields)
+            if unknown:
+                raise ValueError(f"rlhf (SAC) has no settings {unknown}; valid: {sorted(fields)}")
+            # the reference is set to the behaviour-cloned actor in _init_transition_learner
+            self.algo = RLHFSAC(self.spec.obs_dim, self.spec.action_dim, None, self.cfg.rlhf_beta, SACConfig(**kw))
+        elif self.transitions:
             import dataclasses as dc
             import importlib
 
@@ -209,7 +264,7 @@ class ContinualLearner:
             kw.update(self.cfg.recap_overrides)
             self.algo = RecapTrainer(self.spec.obs_dim, self.spec.action_dim, RecapConfig(**kw))
         else:
-            raise ValueError(f"unknown algo {self.cfg.algo!r} ({' | '.join(TRANSITION_LEARNERS)} | recap)")
+            raise ValueError(f"unknown algo {self.cfg.algo!r} ({' | '.join(TRANSITION_LEARNERS)} | rlhf | recap)")
 
     def _resume(self) -> None:
         if not self.ckpt_path.exists():
@@ -280,15 +335,47 @@ class ContinualLearner:
         return [Event("gate_vs_live", replaced or "", reason="promotion" if replaced else "periodic",
                       data={"rows": rows, "replaced": replaced})]
 
+    def _learned_reward(self) -> Any:
+        """The learned reward (built once a reward model exists, then moved to the newest unless pinned), or None."""
+        from ..rewards import make_reward
+
+        if self.learned_reward is None:
+            params = {"models_dir": str(self.run.models_dir), "version": self.cfg.reward_model_version or None,
+                      "task": self.task}
+            try:
+                self.learned_reward = make_reward({"name": "learned", "params": params}, self.spec)
+            except FileNotFoundError as e:
+                if not self._waiting_for_reward_logged:
+                    self.log(f"reward_source learned: waiting for a reward model ({e})")
+                    self._waiting_for_reward_logged = True
+                return None
+            self.log(f"training on the learned reward, model {self.learned_reward.version}")
+            self._reward_checked = time.monotonic()
+        elif time.monotonic() - self._reward_checked >= self.cfg.refresh_every_s:  # a newer model? (its registry)
+            self._reward_checked = time.monotonic()
+            if self.learned_reward.refresh():
+                self.log(f"learned reward now model {self.learned_reward.version}")
+        return self.learned_reward
+
     def _transition_step(self) -> list[Event]:
         if len(self.replay) < self.cfg.min_transitions:
             time.sleep(0.2)
             return []
+        reward = None
+        if self.reward_source == "learned":
+            reward = self._learned_reward()
+            if reward is None:
+                time.sleep(0.2)
+                return []
         self._build_algo()
         if not getattr(self, "_initialised", False):
             self._init_transition_learner()
         cfg = self.cfg
         sample = replay_sampler(self.replay, self.algo.cfg)
+        if reward is not None:
+            from ..preferences.rlhf import learned_reward_sampler
+
+            sample = learned_reward_sampler(sample, reward)
         m = None
         for _ in range(10):
             m = self.algo.train_step(sample)
@@ -301,7 +388,11 @@ class ContinualLearner:
             self.writer.add_scalar("data/transitions", len(self.replay), self.updates)
             self.writer.add_scalar("data/hindsight_transitions", self.hindsight_transitions, self.updates)
         if self.updates // cfg.candidate_every_updates > self.gates:
-            return [*self._candidate(self.algo.policy_module(), cfg.algo)]
+            extra = None
+            if reward is not None:  # which reward it learnt from; the gate below still measures the true success
+                extra = {"reward": {"source": "learned", "reward_model": reward.version,
+                                    **({"rlhf_beta": self.algo.beta} if cfg.algo == "rlhf" else {})}}
+            return [*self._candidate(self.algo.policy_module(), cfg.algo, extra)]
         return []
 
     def _hindsight_transitions(self) -> None:
@@ -312,9 +403,8 @@ class ContinualLearner:
         from ..algos.hindsight import relabelled_transitions
         from ..rewards import make_reward
 
-        eps = self.replay.episodes()
-        for e in eps[self._episodes_relabelled:]:
-            if e.is_demo:
+        for e in self._held_episodes():
+            if e.is_demo or (e.store, e.id) in self._relabelled:  # relabelled once, when new
                 continue
             rel = self._hindsight(e, raw=True)
             if rel:
@@ -328,7 +418,24 @@ class ContinualLearner:
                 fn = self._reward_fns[key]
                 if fn is not None:
                     self.hindsight_transitions += self.replay.add_transitions(relabelled_transitions(rel, fn))
-        self._episodes_relabelled = len(eps)
+
+    def _held_episodes(self) -> list:
+        """The replay's episodes (newly completed ones loaded), the relabelling cache pruned to those held."""
+        eps = self.replay.episodes()
+        if self.replay.episodes_evicted != self._episodes_evicted:
+            held = {(e.store, e.id) for e in eps}
+            self._relabelled = {k: v for k, v in self._relabelled.items() if k in held}
+            self._episodes_evicted = self.replay.episodes_evicted
+        return eps
+
+    def memory(self) -> dict[str, int]:
+        """What the learner holds in memory and what the capacities have dropped (the store keeps it all)."""
+        r = self.replay
+        return {"replay_capacity": self.cfg.replay_capacity, "transitions": len(r), "demo_transitions": r.n_demo,
+                "online_transitions": r.n_online,
+                "episodes_held": r.n_episodes, "episodes_evicted": r.episodes_evicted,
+                "transitions_evicted": r.evicted["online_transitions"] + r.evicted["demo_transitions"],
+                "relabelled_episodes_held": len(self._relabelled)}
 
     def _init_transition_learner(self) -> None:
         obs = self.replay.all_obs() if hasattr(self.replay, "all_obs") else None
@@ -344,11 +451,13 @@ class ContinualLearner:
             self.algo.bc_pretrain(demo_pairs, self.cfg.bc_init_steps)
             self.log(f"{self.cfg.algo.upper()} actor initialised by behaviour cloning on {self.replay.n_demo} "
                      "demo transitions")
+        if hasattr(self.algo, "set_reference"):  # RLHF: anchored to the behaviour-cloned (SFT) actor
+            self.algo.set_reference(self.algo.actor)
         self._initialised = True
 
     def _recap_step(self) -> list[Event]:
-        eps = self.replay.episodes()
-        n_new = len(eps) - self.episodes_at_last_round
+        eps = self._held_episodes()
+        n_new = self.replay.episodes_loaded - self.episodes_at_last_round  # held or already evicted
         if len(eps) < self.cfg.recap_min_episodes or n_new < self.cfg.recap_round_episodes:
             time.sleep(0.5)
             return []
@@ -363,15 +472,17 @@ class ContinualLearner:
         metrics = self.algo.round(data + relabelled)
         metrics["hindsight_episodes"] = len(relabelled)
         self.rounds += 1
-        self.episodes_at_last_round = len(eps)
+        self.episodes_at_last_round = self.replay.episodes_loaded
         if self.writer is not None:
             for k, v in (metrics or {}).items():
                 try:
                     self.writer.add_scalar(f"recap/{k}", float(v), self.rounds)
                 except (TypeError, ValueError):
                     pass
+        evicted = (f"; {self.replay.episodes_evicted} older ones out of memory (replay_capacity "
+                   f"{self.cfg.replay_capacity})" if self.replay.episodes_evicted else "")
         self.log(f"Recap round {self.rounds} on {len(eps)} episodes ({sum(e.success for e in eps)} successful"
-                 f", {len(relabelled)} more relabelled in hindsight) in {time.time() - t0:.0f}s")
+                 f", {len(relabelled)} more relabelled in hindsight{evicted}) in {time.time() - t0:.0f}s")
         return self._candidate(self.algo.export_module(), "recap", extra={"episodes": len(eps)})
 
     def _hindsight(self, e: Any, raw: bool = False) -> list:
@@ -405,7 +516,7 @@ class ContinualLearner:
             "algorithm": algo,
             "parent_version": inc["version"] if inc else None,
             "data_range": self._data_range(),
-            "training_steps": self.updates if algo in TRANSITION_LEARNERS else self.rounds,
+            "training_steps": self.updates if self.transitions else self.rounds,
             **(extra or {}),
         }
         tmp_path = self.run.models_dir / f".candidate-{self.gates}.onnx"

@@ -19,9 +19,13 @@ FOV_DEG = 55.0  # TwinCore.render's vertical field of view
 
 
 def intrinsics(width: int, height: int) -> tuple[float, float, float, float]:
-    """(fx, fy, cx, cy) of TwinCore.render's pinhole camera."""
+    """(fx, fy, cx, cy) of TwinCore.render's pinhole camera, in OpenCV's pixel convention (what twin_node's
+    CameraInfo says). The principal point was measured, not derived: TinyRenderer draws the scene about one
+    pixel higher than a pinhole centred at (W/2, H/2) would (corners of a 20 cm ArUco marker on the table,
+    320x240 and 640x480 alike: -0.8 to -1.0 px in y, 0.0 to +0.25 px in x, depending on the corner refinement;
+    test/test_perception.py checks the fit)."""
     fy = 0.5 * height / math.tan(math.radians(FOV_DEG) / 2.0)
-    return fy, fy, 0.5 * width, 0.5 * height
+    return fy, fy, 0.5 * width, 0.5 * height - 1.0
 
 
 def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int, scene: str | None = None,

@@ -18,6 +18,8 @@ into messages:
   (:mod:`vla_rl_ros.learner.gate_vs_live`; ``data.rows``, also ``<run>/models/gate_vs_live.json``).
 * ``/diagnostics``: updates (SAC), gradient_updates (SAC updates, or Recap's value + actor steps of the
   completed rounds) and updates_per_s (over the last minute), candidates, promotions, incumbent, replay size,
+  what the learner holds in memory and what ``replay_capacity`` (also reported) has dropped from it (``episodes_held``,
+  ``episodes_evicted``, ``transitions_evicted``, ``relabelled_episodes_held``; the store keeps everything),
   monitor (pending, last result).
 
 Subscribes ``/rl/policy_update_result`` to log when the arm took the model.
@@ -61,11 +63,25 @@ class LearnerNode(Node):
         LC = LearnerConfig()  # the defaults
         cfg = LearnerConfig(
             algo=d("algo", "recap", "sac (online, RLPD sampling) | cql | iql (offline-to-online over the growing "
-                   "buffer, same sampling) | recap (advantage-conditioned rounds)"),
+                   "buffer, same sampling) | rlhf (SAC on the learned reward, KL-anchored to the behaviour-cloned "
+                   "actor with weight rlhf_beta) | recap (advantage-conditioned rounds)"),
+            reward_source=d("reward_source", LC.reward_source, "Reward a transition learner trains on: task (the "
+                            "recorded one) | learned (the reward model learnt from preference labels in "
+                            "<run_dir>/models/reward/, applied when batches are sampled; rlhf always uses it). "
+                            "Promotion stays on the twin's true task success"),
+            reward_model_version=d("reward_model_version", LC.reward_model_version, "Learned reward: a pinned "
+                                   "reward model version ('' = the newest, followed as new ones are saved)"),
+            rlhf_beta=declare(self, "rlhf_beta", LC.rlhf_beta, "rlhf: weight of KL(pi || pi_ref) in the actor loss "
+                              "(0 = plain SAC on the learned reward)", lo=0.0, hi=1000.0),
             batch_size=d("batch_size", 256, "Gradient batch size"),
             utd=d("utd", 2, "SAC critic updates per actor update (update-to-data ratio)"),
             demo_ratio=d("demo_ratio", 0.5, "Fraction of each batch from demos + interventions (RLPD)"),
             min_transitions=d("min_transitions", 500, "Transitions needed before the first SAC update"),
+            replay_capacity=declare(self, "replay_capacity", LC.replay_capacity, "Transitions of the arm's own "
+                                    "experience held in memory for learning, the newest (FIFO; Recap: whole "
+                                    "episodes, the oldest dropped first). Demonstrations and corrected episodes "
+                                    "have their own side of this size. The store keeps everything",
+                                    lo=1_000, hi=100_000_000),
             candidate_every_updates=d("candidate_every_updates", 3000, "SAC: export + gate a candidate every K updates"),
             recap_round_episodes=d("recap_round_episodes", LC.recap_round_episodes, "Recap: new episodes per round"),
             recap_min_episodes=d("recap_min_episodes", 30, "Recap: episodes needed before the first round"),
@@ -236,7 +252,7 @@ class LearnerNode(Node):
         vals = dict(algo=L.cfg.algo, updates=L.updates, gradient_updates=g, updates_per_s=f"{rate:.1f}",
                     rounds=L.rounds, candidates=self.n_candidates,
                     promotions=self.n_promoted, incumbent=inc["version"] if inc else "",
-                    transitions=len(L.replay), demo_transitions=L.replay.n_demo)
+                    **L.memory())
         if self.monitor is not None:
             last = self.monitor.last
             vals.update(monitor_pending=self.monitor.pending,

@@ -29,17 +29,29 @@ A full disk: the writer keeps the steps in memory (up to ``max_pending_steps``;
 then the oldest are dropped and counted) and retries; this node's diagnostic is
 ERROR, saying so, until commits resume. The policy node does not depend on this
 node and keeps the arm going.
+
+Camera (``/camera/image_raw``, sensor-data QoS; only subscribed when used):
+``save_frames`` keeps the middle and the last frame of every episode in
+``<run_dir>/frames/`` with the episode's outcome as a suggested label
+(:mod:`vla_rl_ros.perception.frames`; ``vla-rl-ros data label-frames`` then labels
+them). ``reward: classifier`` judges success from the frames with a learned
+classifier (``classifier_model``, ONNX Runtime; ``vla-rl-ros train-classifier``):
+``classifier_consecutive`` frames in a row at or above the threshold end the
+episode as a success, as the geometric test does otherwise, and the sparse
+success reward is paid on that tick.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
@@ -62,7 +74,9 @@ class RecorderNode(Node):
         self.spec = spec = self.arm.spec
         task = spec.task
         reward = d("reward", "", "Reward: reach_cost | reach_task | pick_place_task | sparse_success | pick_and_place "
-                   "| reach ('' = the task's default: reach_cost | pick_place_task)")
+                   "| reach | learned (the newest reward model learnt from preference labels in <run_dir>/models/"
+                   "reward/, or reward_params_json's version; rewards/learned.py) | classifier (success judged "
+                   "from camera frames by classifier_model) ('' = the task's default: reach_cost | pick_place_task)")
         reward_params = d("reward_params_json", "{}", "JSON object of reward constants overriding the defaults")
         potential = d("shaping_potential", "", "Potential for shaping F = γΦ(s') − Φ(s) ('' = none)")
         gamma = d("shaping_gamma", 0.99, "γ of the potential-based shaping")
@@ -95,19 +109,44 @@ class RecorderNode(Node):
                             "Robot without twin_reset: start the next episode right after one ends (after settle_s) "
                             "instead of waiting for the operator's /rl/episode/reset")
         step_topic = d("step_topic", "/rl/step", "Per-tick steps from policy_node")
+        camera_topic = d("camera_topic", "/camera/image_raw", "Camera frames (sensor_msgs/Image rgb8 or bgr8), for "
+                         "save_frames and reward: classifier")
+        self.save_frames = d("save_frames", False, "Keep the middle and last camera frame of each episode in "
+                             "<run_dir>/frames/ with the outcome as a suggested label (vla-rl-ros data label-frames)")
+        clf_model = d("classifier_model", "", "reward classifier: the success classifier (.onnx; '' = the newest "
+                      "<run_dir>/models/classifier-*.onnx)")
+        clf_threshold = declare(self, "classifier_threshold", 0.0, "reward classifier: p_success threshold (0 = the "
+                                "model's own)", lo=0.0, hi=0.999)
+        clf_consecutive = declare(self, "classifier_consecutive", 3, "reward classifier: frames in a row judged "
+                                  "success that end the episode as a success", lo=1, hi=1000)
+        clf_age = declare(self, "classifier_max_frame_age_s", 1.0, "reward classifier: a frame older than this "
+                          "breaks the success streak (a camera that stopped is no success)", lo=0.0, hi=3600.0)
 
         rcfg = {"name": reward or default_reward_name(task)}
         try:
             params = json.loads(reward_params or "{}")
         except json.JSONDecodeError as e:
             raise ValueError(f"reward_params_json is not valid JSON: {e}") from e
+        if rcfg["name"] == "learned":  # the run's own reward models and the arm's task unless the params say
+            params.setdefault("models_dir", os.path.join(os.path.abspath(run_dir), "models"))
+            params.setdefault("task", task)
         if params:
             rcfg["params"] = params
         if potential:
             rcfg["shaping"] = {"potential": potential, "gamma": gamma}
-        self.reward_fn = make_reward(rcfg, self.spec)
-
         import os
+
+        self.detector = None
+        if rcfg["name"] == "classifier":
+            from ..perception.success import ClassifierSuccessDetector, SuccessClassifier, find_classifier
+
+            path = find_classifier(clf_model, run_dir)
+            clf = SuccessClassifier(path, threshold=clf_threshold or None)
+            self.detector = ClassifierSuccessDetector(clf, n_consecutive=clf_consecutive, max_frame_age_s=clf_age)
+            rcfg["params"] = {**rcfg.get("params", {}), "model_version": str(clf.meta.get("version", "")),
+                              "model_sha256": clf.sha256, "threshold": clf.threshold,
+                              "n_consecutive": int(clf_consecutive)}
+        self.reward_fn = make_reward(rcfg, self.spec)
 
         root, name = os.path.split(os.path.abspath(run_dir))
         self.run = create_run(root, name, self.spec, robot_id=robot_id, exist_ok=True)
@@ -115,7 +154,15 @@ class RecorderNode(Node):
                                       segment_max_s=segment_s, max_pending_steps=max_pending)
         self._disk_full_logged = 0.0  # monotonic time of the last full-disk log line (0 = not full)
         self.rec = EpisodeRecorder(self.writer, self.spec, self.reward_fn, self.cfg, on_episode_end=self._episode_ended,
-                                   armed=not self.twin_reset, on_input_lost=self._input_lost)
+                                   armed=not self.twin_reset, on_input_lost=self._input_lost, detector=self.detector)
+        self.frame_store = None
+        self._ep_frames: list = []  # (s since the episode began, rgb) of the episode in flight
+        self._ep_t0 = None
+        self.frames_received = 0
+        if self.save_frames:
+            from ..perception.frames import FrameStore
+
+            self.frame_store = FrameStore(run_dir)
         self._last_reject_log = 0.0
         self._reset_pending = False
         self._reset_sent = 0.0  # monotonic time of the /twin/reset call in flight
@@ -130,6 +177,8 @@ class RecorderNode(Node):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(Bool, "/rl/estop", self._on_estop, latched)
         self.create_service(Trigger, "/rl/episode/reset", self._on_reset_request)
+        if self.save_frames or self.detector is not None:
+            self.create_subscription(Image, camera_topic, self._on_image, qos_profile_sensor_data)
         self.reset_client = self.create_client(Trigger, "/twin/reset") if self.twin_reset else None
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(0.25, self._check)
@@ -161,6 +210,26 @@ class RecorderNode(Node):
                 self.get_logger().error(f"rejected step ({self.rec.counters.rejected} so far): {e}")
             return
         self.rec.on_step(rec)
+
+    def _on_image(self, msg: Image) -> None:
+        rgb = image_to_rgb(msg)
+        if rgb is None:
+            self.get_logger().error(f"camera frame refused: encoding {msg.encoding!r} {msg.width}x{msg.height} "
+                                    "(rgb8 or bgr8 expected)", throttle_duration_sec=5.0)
+            return
+        self.frames_received += 1
+        if self.detector is not None:
+            self.detector.on_frame(rgb)
+        if self.frame_store is not None:
+            if not self.rec.recording:
+                self._ep_frames, self._ep_t0 = [], None
+                return
+            now = time.monotonic()
+            if self._ep_t0 is None:
+                self._ep_t0 = now
+            if len(self._ep_frames) >= 512:  # a long episode: keep every other frame (middle and last stay close)
+                self._ep_frames = self._ep_frames[::2]
+            self._ep_frames.append((now - self._ep_t0, rgb))
 
     def _on_estop(self, msg: Bool) -> None:
         if self.rec.set_estop(bool(msg.data)) is not None:
@@ -216,12 +285,26 @@ class RecorderNode(Node):
             self.rec.arm(None)
 
     def _episode_ended(self, summary: dict) -> None:
+        if self.frame_store is not None and self._ep_frames:
+            try:
+                self.frame_store.add_episode(summary.get("idx", summary.get("id", 0)), self._ep_frames,
+                                             summary.get("success"), str(summary.get("end_reason", "")))
+            except OSError as e:
+                self.get_logger().error(f"frames of episode {summary.get('idx')} not saved: {e}")
+            self._ep_frames, self._ep_t0 = [], None
         if summary.get("end_reason") == "crash":
             self.get_logger().warning(f"episode {summary.get('idx')} closed as crash (the policy or the arm went "
                                       "away)")
         msg = String()
         msg.data = json.dumps(summary, default=str)
         self.pub_episode.publish(msg)
+        refresh = getattr(self.reward_fn, "refresh", None)  # reward: learned moves to a newer model between episodes
+        if refresh is not None:
+            try:
+                if refresh():
+                    self.get_logger().info(f"reward model now {self.reward_fn.config['params']['version']}")
+            except Exception as e:  # keep the model in use; say why
+                self.get_logger().warning(f"reward model refresh failed: {e}")
         if self.twin_reset:
             self._request_twin_reset()
         elif self.auto_rearm:
@@ -269,7 +352,10 @@ class RecorderNode(Node):
                     committed=w.committed_steps,
                     rejected_steps=c.rejected, gaps=c.gaps, hold_ticks=c.hold_ticks, pending=w.pending_steps,
                     dropped_steps=w.dropped_steps, disk_full=w.disk_full, disk_full_retries=w.disk_full_retries,
-                    segment=w.segment_index, store=str(w.segment_path))
+                    segment=w.segment_index, store=str(w.segment_path), camera_frames=self.frames_received)
+        if self.detector is not None:
+            vals.update(classifier_p=-1.0 if self.detector.last_p is None else round(self.detector.last_p, 4),
+                        classifier_streak=self.detector.streak)
         if w.disk_full:
             level, message = DiagnosticStatus.ERROR, self._disk_message()
         else:
@@ -284,6 +370,17 @@ class RecorderNode(Node):
 
     def close(self) -> None:
         self.writer.close("reset")
+
+
+def image_to_rgb(msg: Image):
+    """An (H, W, 3) uint8 RGB array from an rgb8/bgr8 sensor_msgs/Image, or None for any other encoding or size."""
+    import numpy as np
+
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if msg.encoding not in ("rgb8", "bgr8") or h <= 0 or w <= 0 or step < 3 * w or len(msg.data) < h * step:
+        return None
+    a = np.frombuffer(bytes(msg.data), dtype=np.uint8)[: h * step].reshape(h, step)[:, : 3 * w].reshape(h, w, 3)
+    return np.ascontiguousarray(a[:, :, ::-1] if msg.encoding == "bgr8" else a)
 
 
 def main(argv=None) -> int:

@@ -68,11 +68,17 @@ class EpisodeRecorder:
     while the recorder waits, armed, for an episode to begin: the scene it was
     armed for may be gone (a restarted twin), so it is disarmed until the next
     :meth:`arm`.
+
+    ``detector``: where episode success comes from instead of the state's geometric test (a
+    :class:`~vla_rl_ros.rewards.SuccessDetector` built per episode from ``cfg``): an object with its interface
+    (``reset()``, ``update(obs) -> bool``, ``config``), reset at each episode's start; the recorder's
+    ``reward: classifier`` passes a :class:`~vla_rl_ros.perception.success.ClassifierSuccessDetector` fed with
+    camera frames.
     """
 
     def __init__(self, writer: Writer, spec: Spec, reward_fn: Callable, cfg: RecorderConfig,
                  on_episode_end: Callable[[dict], None] | None = None, armed: bool = True,
-                 on_input_lost: Callable[[], None] | None = None):
+                 on_input_lost: Callable[[], None] | None = None, detector=None):
         self.w = writer
         self.spec = spec
         self.reward_fn = reward_fn
@@ -81,6 +87,7 @@ class EpisodeRecorder:
         self.on_input_lost = on_input_lost
         self.counters = RecorderCounters()
         self.detector: SuccessDetector | None = None
+        self._custom_detector = detector
         self._pending: StepRecord | None = None
         # may begin an episode at the next acted step; the twin's episode manager
         # starts unarmed so that no episode begins before its first reset
@@ -199,8 +206,12 @@ class EpisodeRecorder:
         rate = rec.control_rate_hz if rec.control_rate_hz > 0 else self.spec.control_hz
         self._max_steps = max(1, int(round(self.cfg.max_episode_s * rate)))
         hold_ticks = max(1, int(math.ceil(self.cfg.success_hold_s * rate - 1e-9)))
-        self.detector = SuccessDetector(self.cfg.task, tolerance=self.cfg.success_tolerance,
-                                        n_consecutive=hold_ticks, spec=self.spec)
+        if self._custom_detector is not None:
+            self.detector = self._custom_detector
+            self.detector.reset()
+        else:
+            self.detector = SuccessDetector(self.cfg.task, tolerance=self.cfg.success_tolerance,
+                                            n_consecutive=hold_ticks, spec=self.spec)
         self._ep_steps = 0
         self._held = 0
         self.w.begin_episode(self.cfg.task, seed=self._seed, reward_config=self.reward_fn.config,

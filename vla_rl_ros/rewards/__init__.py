@@ -13,10 +13,10 @@ from .finishing import FinishTaskReward, PickPlaceTask, ReachCost, ReachTask
 from .registry import DEFAULT_REWARD, REWARDS, default_reward_name, make_reward
 from .shaping import POTENTIALS, PotentialShaping
 from .success import SuccessDetector
-from .tasks import PickAndPlace, Reach, SparseSuccess, canonical_task
+from .tasks import ClassifierSuccess, PickAndPlace, Reach, SparseSuccess, canonical_task
 
 __all__ = [
     "ObsView", "RewardFn", "spec_for_obs_dim", "REWARDS", "make_reward", "POTENTIALS", "PotentialShaping",
     "SuccessDetector", "PickAndPlace", "Reach", "SparseSuccess", "canonical_task", "FinishTaskReward",
-    "PickPlaceTask", "ReachTask", "ReachCost", "DEFAULT_REWARD", "default_reward_name",
+    "PickPlaceTask", "ReachTask", "ReachCost", "ClassifierSuccess", "DEFAULT_REWARD", "default_reward_name",
 ]

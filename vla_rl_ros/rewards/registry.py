@@ -11,8 +11,9 @@ from typing import Any, Mapping
 from ..spec import Spec
 from .core import RewardFn
 from .finishing import PickPlaceTask, ReachCost, ReachTask
+from .learned import LearnedReward
 from .shaping import PotentialShaping
-from .tasks import PickAndPlace, Reach, SparseSuccess, canonical_task
+from .tasks import ClassifierSuccess, PickAndPlace, Reach, SparseSuccess, canonical_task
 
 REWARDS: dict[str, type[RewardFn]] = {
     SparseSuccess.name: SparseSuccess,
@@ -21,6 +22,8 @@ REWARDS: dict[str, type[RewardFn]] = {
     PickPlaceTask.name: PickPlaceTask,
     ReachTask.name: ReachTask,
     ReachCost.name: ReachCost,
+    LearnedReward.name: LearnedReward,  # from preference labels: vla_rl_ros/rewards/learned.py
+    ClassifierSuccess.name: ClassifierSuccess,
 }
 #: Also accept the spec's task names.
 ALIASES = {"pick_place": PickAndPlace.name}

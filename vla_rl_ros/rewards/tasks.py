@@ -150,3 +150,27 @@ class Reach(RewardFn):
         p = self.params
         d = v.d_hand_goal(next_obs)
         return -p["distance_weight"] * d + np.where(d < p["tolerance"], float(p["success_bonus"]), 0.0)
+
+
+class ClassifierSuccess(RewardFn):
+    """``success_value`` on the tick the episode ends in success, else 0: the success a learned classifier judged.
+
+    The recorder's ``reward: classifier``: success comes from camera frames
+    (:class:`vla_rl_ros.perception.success.ClassifierSuccessDetector`), not from
+    the state, so this reward reads only ``terminated`` (set on the success
+    tick, as for every reward). It is still a function of what the store keeps,
+    so an episode can be re-rewarded from its config. ``model_version`` and
+    ``model_sha256`` record which classifier judged (the recorder fills them);
+    they change no value. :meth:`is_success` cannot be answered from a state
+    and raises.
+    """
+
+    name = "classifier"
+    defaults = {"success_value": 1.0, "model_version": "", "model_sha256": "", "threshold": 0.5,
+                "n_consecutive": 3}
+
+    def _reward(self, v, obs, action, next_obs, terminated):
+        return float(self.params["success_value"]) * terminated.astype(np.float64) * np.ones(next_obs.shape[:-1])
+
+    def _success(self, v, obs):
+        raise NotImplementedError("the classifier reward's success is judged from camera frames, not the state")

@@ -52,6 +52,22 @@ class TaskRegion:
             (tuple(self.reach_low), tuple(self.reach_high))
 
 
+@dataclass(frozen=True)
+class MarkerSpec:
+    """ArUco markers on the object: ``id`` on its top face, its x axis along the object's x axis (so the
+    marker's yaw is the object's), and ``sides`` on the side faces +x, +y, -x, -y (upright: seen while the hand
+    holds the object and hides its top). ``size`` m is the black square's side (a printed sticker: it keeps its
+    size when the reality gap scales the object), centred on a white face."""
+
+    dictionary: str = "DICT_4X4_50"
+    id: int = 0
+    size: float = 0.045
+    sides: tuple = (1, 2, 3, 4)
+
+    def __post_init__(self):
+        object.__setattr__(self, "sides", tuple(int(i) for i in self.sides))
+
+
 @dataclass
 class Scene:
     """The twin's scene (``sim/panda_table.yaml``): fixed bodies, the object, the marker, regions, camera."""
@@ -69,6 +85,9 @@ class Scene:
     camera_eye: tuple = (1.2, 0.0, 0.6)
     camera_target: tuple = (0.5, 0.0, 0.05)
     camera_fov_deg: float = 55.0
+    # an ArUco marker printed on the object's top face (``object.marker``; None = a plain object): seen by the
+    # twin's camera, read by perception_node (vla_rl_ros/perception/aruco.py)
+    object_marker: "MarkerSpec | None" = field(default_factory=lambda: MarkerSpec())
 
     @classmethod
     def load(cls, path: str | None = None) -> "Scene":
@@ -95,6 +114,7 @@ class Scene:
                 goal_radius=float(d["goal_marker"]["radius"]), goal_rgba=tuple(d["goal_marker"]["rgba"]),
                 region=region, camera_eye=tuple(d["camera"]["eye"]), camera_target=tuple(d["camera"]["target"]),
                 camera_fov_deg=float(d["camera"]["fov_deg"]),
+                object_marker=MarkerSpec(**d["object"]["marker"]) if d["object"].get("marker") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"twin scene {resolved} is malformed: {e!r}") from e
@@ -115,6 +135,42 @@ def _gripper_mimics(urdf_path: str, gripper_joints, joint_index: dict) -> list[t
         out.append((joint_index[name], list(gripper_joints).index(m.get("joint")),
                     float(m.get("multiplier", 1.0)), float(m.get("offset", 0.0))))
     return out
+
+
+def marker_texture(marker: MarkerSpec, face: float, marker_id: int | None = None) -> str:
+    """A PNG of ``marker`` centred on a white square of side ``face`` m (the object's top face), written once
+    into the temp dir (atomically: several twins may make it at once); its path."""
+    import tempfile
+
+    import cv2
+
+    px = 40 * 6  # 6 cells across a 4x4 marker (with its border), 40 px each
+    margin = max(0, int(round(px * (face - marker.size) / marker.size / 2.0)))
+    d = os.path.join(tempfile.gettempdir(), "vla_rl_ros_textures")
+    marker_id = marker.id if marker_id is None else marker_id
+    path = os.path.join(d, f"aruco_{marker.dictionary}_{marker_id}_{px}_{margin}.png")
+    if not os.path.isfile(path):
+        os.makedirs(d, exist_ok=True)
+        img = cv2.aruco.generateImageMarker(cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, marker.dictionary)),
+                                            int(marker_id), px)
+        img = cv2.copyMakeBorder(img, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=255)
+        tmp = f"{path}.{os.getpid()}.png"
+        cv2.imwrite(tmp, cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
+        os.replace(tmp, path)
+    return path
+
+
+def _marker_plate(marker: MarkerSpec, object_half: float, cid: int, marker_id: int | None = None) -> int:
+    """A visual-only textured square covering the object's top face (its frame: the object's, at the face)."""
+    h = max(object_half, marker.size / 2.0)
+    verts = [[-h, -h, 0.0], [h, -h, 0.0], [h, h, 0.0], [-h, h, 0.0]]
+    uvs = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+    vis = pb.createVisualShape(pb.GEOM_MESH, vertices=verts, indices=[0, 1, 2, 0, 2, 3], uvs=uvs,
+                               normals=[[0.0, 0.0, 1.0]] * 4, physicsClientId=cid)
+    body = pb.createMultiBody(baseMass=0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=vis, physicsClientId=cid)
+    tex = pb.loadTexture(marker_texture(marker, 2.0 * h, marker_id), physicsClientId=cid)
+    pb.changeVisualShape(body, -1, textureUniqueId=tex, rgbaColor=[1, 1, 1, 1], physicsClientId=cid)
+    return body
 
 
 @dataclass
@@ -198,6 +254,7 @@ class TwinCore:
         self.home = np.clip(check_home(home, self.spec), self.arm_lower, self.arm_upper)
         self.gripper_mimics = _gripper_mimics(self.urdf_path, self.spec.gripper_joints, idx)
         self.goal = np.array([0.5, 0.2, 0.1])
+        self._marker_body: list | None = None  # the object's markers, made at the first render
         self.sim_time = 0.0
         self._last_arm_target = self.home.copy()
         self._last_grip_target = self.spec.gripper_open
@@ -281,14 +338,35 @@ class TwinCore:
         )
 
     def render(self, width: int = 84, height: int = 84) -> np.ndarray:
-        """RGB frame (H, W, 3) uint8 from a fixed camera looking at the workspace (TinyRenderer)."""
+        """RGB frame (H, W, 3) uint8 from a fixed camera looking at the workspace (TinyRenderer).
+
+        The scene's object markers (:class:`MarkerSpec`) are drawn on the object's faces: visual-only bodies
+        (no collision, no mass), made at the first render and moved onto the object before each one."""
         c = self.cid
         sc = self.scene
+        if sc.object_marker is not None:
+            self._place_marker()
         view = pb.computeViewMatrix(list(sc.camera_eye), list(sc.camera_target), [0, 0, 1], physicsClientId=c)
         proj = pb.computeProjectionMatrixFOV(sc.camera_fov_deg, width / height, 0.05, 3.0, physicsClientId=c)
         img = pb.getCameraImage(width, height, view, proj, renderer=pb.ER_TINY_RENDERER, physicsClientId=c)
         rgba = np.reshape(np.asarray(img[2], dtype=np.uint8), (height, width, 4))
         return np.ascontiguousarray(rgba[:, :, :3])
+
+    def _place_marker(self) -> None:
+        from ..perception.aruco import SIDE_FACES, face_rotation, matrix_to_quat
+
+        c = self.cid
+        m = self.scene.object_marker
+        if self._marker_body is None:  # [(body, offset in the object's frame, orientation in it)]
+            self._marker_body = []
+            for i, face in [(m.id, "top"), *zip(m.sides, SIDE_FACES)]:
+                R = face_rotation(face)
+                self._marker_body.append((_marker_plate(m, self.object_half, c, marker_id=i),
+                                          ((self.object_half + 2e-4) * R[:, 2]).tolist(), matrix_to_quat(R).tolist()))
+        pos, quat = pb.getBasePositionAndOrientation(self.cube, physicsClientId=c)
+        for body, offset, q in self._marker_body:
+            p, o = pb.multiplyTransforms(pos, quat, offset, q, physicsClientId=c)
+            pb.resetBasePositionAndOrientation(body, p, o, physicsClientId=c)
 
     def close(self) -> None:
         if self.cid is not None and self.cid >= 0:

@@ -1,0 +1,233 @@
+"""Learning from preferences in the twin: RLHF (PEBBLE-style) vs the true reward, the 10%-mistake labeller, DPO, BC.
+
+Issue 12's targets. From a *weak start* (a policy behaviour-cloned, ``nll``,
+from a few noisy scripted-expert episodes: the reference ``pi_ref``), each arm
+runs the same learner for the same number of environment steps and is then
+evaluated on seeded twin episodes by the *true* task success:
+
+* ``true``:    :class:`~vla_rl_ros.preferences.rlhf.RLHFSAC` on the task's true reward;
+* ``rlhf``:    the same learner on the learned reward (``reward: learned`` semantics: the reward model is
+  applied when a batch is sampled), labels from the oracle, asked in rounds as the run goes (PEBBLE: the
+  first round random, later ones by ensemble disagreement), the reward model refit after each round;
+* ``rlhf_mistake``: the same with the 10%-mistake labeller;
+* ``dpo``:     DPO from ``pi_ref`` on the ``rlhf`` arm's labels (the same labels), no environment steps of its own;
+* ``bc``:      ``pi_ref`` itself.
+
+Everything is real: episodes go through the durable writer into a run's store, labels into its
+``preferences.sqlite``, the reward models into its ``models/reward/`` registry. Per arm and seed the
+bench records success, wall-clock and the parameters held in memory (the seed's Q6 table).
+
+Full run (a later session; about an hour per seed on 2 cores, untested at that size)::
+
+    nice python bench/bench_prefs.py --task reach --seeds 0 1 2 --steps 5000 --labels 200 --eval-episodes 50
+    nice python bench/bench_prefs.py --task pick_place --seeds 0 1 2 --steps 30000 --labels 500
+
+Smoke (seconds; checks the plumbing, the numbers mean nothing)::
+
+    nice python bench/bench_prefs.py --tiny
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from vla_rl_ros.algos.bc import train_bc  # noqa: E402
+from vla_rl_ros.algos.dpo import DPO, DPOConfig  # noqa: E402
+from vla_rl_ros.algos.online import ReplayBuffer  # noqa: E402
+from vla_rl_ros.algos.sac import SACConfig  # noqa: E402
+from vla_rl_ros.buffer import create_run  # noqa: E402
+from vla_rl_ros.learner.evaluate import evaluate_policy  # noqa: E402
+from vla_rl_ros.preferences.oracle import Oracle  # noqa: E402
+from vla_rl_ros.preferences.reward_model import (RewardTrainConfig, data_range, labelled_pairs,  # noqa: E402
+                                                 save_reward_model, train_reward_model)
+from vla_rl_ros.preferences.rlhf import RLHFSAC  # noqa: E402
+from vla_rl_ros.preferences.segments import EpisodeIndex, disagreement_pairs, random_pairs  # noqa: E402
+from vla_rl_ros.preferences.store import PreferenceStore  # noqa: E402
+from vla_rl_ros.rewards import default_reward_name, make_reward  # noqa: E402
+from vla_rl_ros.twin import TwinEnv  # noqa: E402
+from vla_rl_ros.twin.expert import ScriptedExpert, collect_demos  # noqa: E402
+
+
+def n_params(*modules) -> int:
+    return int(sum(p.numel() for m in modules for p in m.parameters()))
+
+
+def weak_start(task: str, episodes: int, noise: float, steps: int, seed: int):
+    env = TwinEnv(task=task)
+    try:
+        demos = collect_demos(env, ScriptedExpert(env.spec_, noise=noise, rng=np.random.default_rng(seed)),
+                              episodes, seed=50_000 + 100 * seed)
+    finally:
+        env.close()
+    obs = np.concatenate([d["obs"][:-1] for d in demos])
+    act = np.concatenate([d["actions"] for d in demos])
+    return train_bc(obs, act, hidden=(256, 256), steps=steps, loss="nll", seed=seed).actor
+
+
+def policy_fn(actor):
+    def act(o):
+        with torch.no_grad():
+            return actor.deterministic(torch.as_tensor(o, dtype=torch.float32)[None])[0].numpy()
+    return act
+
+
+def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
+    """``true`` / ``rlhf`` / ``rlhf_mistake``: the same online learner, ``args.steps`` env steps."""
+    env = TwinEnv(task=task)
+    spec = env.spec_
+    run = create_run(root, f"{arm}-s{seed}", spec)
+    true_fn = make_reward(default_reward_name(task), spec)
+    sac = RLHFSAC(spec.obs_dim, spec.action_dim, ref, beta=args.beta,
+                  config=SACConfig(hidden=(256, 256), batch_size=args.batch_size, seed=seed, init_alpha=0.05))
+    buf = ReplayBuffer(args.steps + 1, spec.obs_dim, spec.action_dim)
+    learned = arm != "true"
+    oracle = Oracle(mistake=0.1 if arm == "rlhf_mistake" else 0.0, seed=seed)
+    rounds = max(1, args.label_rounds)
+    per_round = max(1, args.labels // rounds)
+    round_every = max(1, args.steps // rounds)
+    model, rng, t_start = None, np.random.default_rng(seed), time.perf_counter()
+    gen = np.random.default_rng(seed + 1)
+    store = PreferenceStore(run.path)
+    n_labels = 0
+    with run.writer(synchronous="NORMAL") as w:
+        obs, _ = env.reset(seed=seed * 1000)
+        w.begin_episode(task, seed=seed * 1000, reward_config=true_fn.config)
+        ep = 0
+        for step in range(args.steps):
+            a = sac.act(obs) if step >= args.learning_starts else policy_fn(sac.actor)(obs) + gen.normal(0, 0.3, spec.action_dim)
+            a = np.clip(a, -1, 1).astype(np.float32)
+            nxt, r, term, trunc, info = env.step(a)
+            w.add_step(obs, a, float(r), nxt, terminated=bool(term), model_version=arm)
+            buf.add(obs, a, float(r), nxt, bool(term))
+            obs = nxt
+            if term or trunc:
+                w.end_episode("success" if info.get("is_success") else "timeout")
+                ep += 1
+                obs, _ = env.reset(seed=seed * 1000 + ep)
+                w.begin_episode(task, seed=seed * 1000 + ep, reward_config=true_fn.config)
+            if learned and (step + 1) % round_every == 0 and n_labels < args.labels:
+                w.flush()
+                index = EpisodeIndex.from_paths([run.path])
+                try:
+                    if model is None:
+                        pairs = random_pairs(index, per_round, args.segment, rng, store.asked())
+                    else:
+                        pairs, _ = disagreement_pairs(index, model, per_round, args.segment, rng, exclude=store.asked())
+                except ValueError:
+                    pairs = []
+                for left, right in pairs:
+                    label, info_l = oracle.label(index.data(left), index.data(right))
+                    store.add(left, right, label, oracle.name, info=info_l)
+                    n_labels += 1
+                if pairs:
+                    batch, used = labelled_pairs(store.labels(trainable=True), index)
+                    model, _ = train_reward_model(batch, RewardTrainConfig(steps=args.rm_steps, seed=seed), model=model)
+                    save_reward_model(model, run.models_dir, spec, {"data_range": data_range(used, store.meta()),
+                                                                    "training_steps": args.rm_steps})
+            # a learned arm never sees the true reward: it waits for its first reward model
+            if step >= args.learning_starts and buf.size >= args.batch_size and (model is not None or not learned):
+                def sample():
+                    b = buf.sample(args.batch_size, gen)
+                    if learned and model is not None:  # the learned reward, applied at sampling time
+                        with torch.no_grad():
+                            b = b._replace(reward=model.reward(b.obs, b.action))
+                    return b
+                sac.train_step(sample)
+        w.end_episode("timeout")
+    store.close()
+    env.close()
+    wall = time.perf_counter() - t_start
+    res = evaluate_policy(policy_fn(sac.actor), task, episodes=args.eval_episodes, seed=10_000 + 100 * seed)
+    held = [sac.actor, sac.critic, sac.critic_target, sac.reference] + ([model] if model is not None else [])
+    return {"arm": arm, "seed": seed, "success": float(np.mean(res.successes)), "labels": n_labels,
+            "env_steps": args.steps, "wall_s": wall, "params_in_memory": n_params(*held), "run": str(run.path)}
+
+
+def run_dpo(task: str, ref, args, seed: int, labels_run: Path) -> dict:
+    t0 = time.perf_counter()
+    index = EpisodeIndex.from_paths([labels_run])
+    with PreferenceStore(labels_run, readonly=True) as s:
+        batch, used = labelled_pairs(s.labels(trainable=True), index)
+    dpo = DPO(ref, DPOConfig(beta=args.dpo_beta, steps=args.dpo_steps, seed=seed))
+    dpo.fit(batch)
+    wall = time.perf_counter() - t0
+    res = evaluate_policy(policy_fn(dpo.actor), task, episodes=args.eval_episodes, seed=10_000 + 100 * seed)
+    return {"arm": "dpo", "seed": seed, "success": float(np.mean(res.successes)), "labels": len(used),
+            "env_steps": 0, "wall_s": wall, "params_in_memory": n_params(dpo.actor, dpo.reference)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="reach", choices=["reach", "pick_place"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=5000, help="env steps per learner arm")
+    p.add_argument("--labels", type=int, default=200)
+    p.add_argument("--label-rounds", type=int, default=10)
+    p.add_argument("--segment", type=int, default=25, help="segment length in ticks")
+    p.add_argument("--rm-steps", type=int, default=300, help="reward-model steps per round")
+    p.add_argument("--beta", type=float, default=0.05, help="KL weight of RLHF (all learner arms)")
+    p.add_argument("--dpo-beta", type=float, default=0.1)
+    p.add_argument("--dpo-steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--learning-starts", type=int, default=500)
+    p.add_argument("--demo-episodes", type=int, default=5)
+    p.add_argument("--demo-noise", type=float, default=0.6, help="noise of the scripted expert: the weak start")
+    p.add_argument("--bc-steps", type=int, default=2000)
+    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--arms", nargs="+", default=["bc", "true", "rlhf", "rlhf_mistake", "dpo"])
+    p.add_argument("--out", default=None, help="JSON results file")
+    p.add_argument("--workdir", default=None, help="where the runs go (default: a temporary folder)")
+    p.add_argument("--tiny", action="store_true", help="smoke settings: seconds, meaningless numbers")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.seeds, args.steps, args.labels, args.label_rounds, args.segment = [0], 120, 6, 2, 10
+        args.rm_steps, args.dpo_steps, args.batch_size, args.learning_starts = 20, 20, 32, 40
+        args.demo_episodes, args.bc_steps, args.eval_episodes = 1, 50, 2
+    torch.set_num_threads(1)
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_prefs_"))
+    rows = []
+    for seed in args.seeds:
+        ref = weak_start(args.task, args.demo_episodes, args.demo_noise, args.bc_steps, seed)
+        for arm in args.arms:
+            if arm == "bc":
+                t0 = time.perf_counter()
+                res = evaluate_policy(policy_fn(ref), args.task, episodes=args.eval_episodes, seed=10_000 + 100 * seed)
+                row = {"arm": "bc", "seed": seed, "success": float(np.mean(res.successes)), "labels": 0,
+                       "env_steps": 0, "wall_s": time.perf_counter() - t0, "params_in_memory": n_params(ref)}
+            elif arm == "dpo":
+                src = root / f"rlhf-s{seed}"
+                if not (src / "preferences.sqlite").is_file():
+                    print("dpo needs the rlhf arm's labels: run it first (--arms ... rlhf dpo)", file=sys.stderr)
+                    continue
+                row = run_dpo(args.task, ref, args, seed, src)
+            else:
+                row = run_learner(arm, args.task, ref, args, seed, root)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    summary = {}
+    for arm in args.arms:
+        s = [r["success"] for r in rows if r["arm"] == arm]
+        if s:
+            summary[arm] = {"success_mean": float(np.mean(s)), "seeds": len(s)}
+    if "true" in summary and "rlhf" in summary and summary["true"]["success_mean"] > 0:
+        summary["rlhf_over_true"] = summary["rlhf"]["success_mean"] / summary["true"]["success_mean"]
+    out = {"args": vars(args), "rows": rows, "summary": summary}
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
