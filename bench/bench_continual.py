@@ -146,7 +146,8 @@ def gap_sentence(run_dir: Path) -> str:
             "from the twin of the learner's gate, its monitor and this offline evaluation.")
 
 
-def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "") -> str:
+def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "", note: str = "",
+           recheck: bool = True) -> str:
     from vla_rl_ros.buffer import Replay
     from vla_rl_ros.learner.evaluate import evaluate_onnx
 
@@ -176,7 +177,7 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
         un = [e for _, e in mine if not e.intervention.any()]
         first = mine[0][0] if mine else None
         key = f"{v}/{episodes_eval}/{EVAL_SEED}"
-        if key not in cache or "successes" not in cache[key]:  # deterministic (seeded, no noise): reused
+        if key not in cache or (recheck and "successes" not in cache[key]):  # deterministic (seeded): reused
             res = evaluate_onnx(str(run_dir / "models" / f"{v}.onnx"), "pick_place", episodes=episodes_eval,
                                 seed=EVAL_SEED)
             cache[key] = {"success_rate": res.success_rate, "ci95": list(res.wilson_interval()),
@@ -195,7 +196,7 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
             "gate": None if gate is None else (gate["candidate"]["success_rate"], gate["incumbent"]["success_rate"],
                                                gate.get("wins"), gate.get("losses"), gate.get("p_value"),
                                                gate.get("pairs", gate["candidate"].get("episodes"))),
-            "eval": res_rate, "eval_ci": (lo, hi), "successes": cache[key]["successes"],
+            "eval": res_rate, "eval_ci": (lo, hi), "successes": cache[key].get("successes"),
             "monitor": (monitor.get(v) or {}).get("success_rate"),
             "monitor_at_min": None if v not in monitor else (monitor[v]["finished"] - t_start) / 60.0,
             "assisted_share": (len(mine) - len(un)) / len(mine) if mine else None,
@@ -215,7 +216,8 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
         "",
         f"Command: {cmd}",
         "",
-        machine_line(info, load=False) + " The sim stack (5 ROS 2 processes) and the learner share the 2 cores.",
+        machine_line(info, load=False) + " The sim stack (5 ROS 2 processes) and the learner share the 2 cores."
+        + (f" {note}" if note else ""),
         "",
         f"Run `{os.path.relpath(run_dir, ROOT)}`: the README's main command, `./vla-rl-ros sim` (pick_place; starting "
         f"model `models/pick_place_bc.onnx`; the store starts with exactly its {n_demo} demos). "
@@ -244,7 +246,7 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
                f"{r['minutes']:.1f} min: episode {r['first_episode'] or '—'} ({r['env_steps_before']:,} steps)")
         mon = "—" if r["monitor"] is None else f"{pct(r['monitor'])} ({r['monitor_at_min']:.1f} min)"
         delta = "—" if k == 0 else f"{100 * (r['eval'] - rows[k - 1]['eval']):+.0f} pts"
-        if k and r["eval"] < rows[k - 1]["eval"]:  # a drop: is it more than the evaluation's own noise?
+        if k and r["eval"] < rows[k - 1]["eval"] and r["successes"] and rows[k - 1]["successes"]:  # a drop: noise?
             lost, won, p_worse = paired_drop(rows[k - 1]["successes"], r["successes"])
             delta += f" ({lost} lost / {won} won, p {p_worse:.2f})"
         regressions += int(k > 0 and r["eval"] < rows[k - 1]["eval"] - 0.05)
@@ -355,6 +357,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "continual.md"))
     ap.add_argument("--title", default="", help="suffix of the section title (e.g. ', run 2')")
     ap.add_argument("--how", default=None, help="report-only: how the run was made (for the Command line)")
+    ap.add_argument("--note", default="", help="what else ran on the machine meanwhile (goes in the report)")
+    ap.add_argument("--no-recheck", action="store_true",
+                    help="report-only: do not re-evaluate models cached without per-episode outcomes (no paired "
+                         "test on their drops)")
     ap.add_argument("--ablation", action="store_true", help="gym-only replays of the loop (three variants)")
     ap.add_argument("--teacher", type=float, default=None, help="sim --teacher (default: the params file's, 0.5)")
     ap.add_argument("--seed", type=int, default=0, help="run seed (twin episodes, learner, teacher)")
@@ -379,7 +385,7 @@ def main() -> int:
                          "".join(f" --set {x}" for x in args.set)])
         cmd = (f"`.venv/bin/python bench/bench_continual.py --duration {args.duration:.0f}{extra} "
                f"--run {os.path.relpath(run_dir, ROOT)}`")
-    report(run_dir, args.episodes, cmd, args.out, args.title)
+    report(run_dir, args.episodes, cmd, args.out, args.title, args.note, recheck=not args.no_recheck)
     return 0
 
 
