@@ -24,12 +24,12 @@ from collect import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # (file stem, mode, target %, minutes allowed, how the run differs from today's defaults)
-STOP_AT = "— (the bench stopped it once the learner's monitor read ≥ 94%: `--stop-at 0.94`)"
 NO_GAP = "no reality gap (made before it existed: today's `--gap 0`)"
 RUNS = [
     ("continual_noteacher_gap_0", "teacher off", 80, 45, ""),
-    ("continual_noteacher_gap_1", "teacher off", 80, 45, STOP_AT),
-    ("continual_noteacher_gap_2", "teacher off", 80, 45, STOP_AT),
+    ("continual_noteacher_gap_1", "teacher off", 80, 45,
+     "— (`--stop-at 0.94`: the bench would have stopped it had the learner's monitor read ≥ 94%; it never did)"),
+    ("continual_noteacher_gap_2", "teacher off", 80, 45, ""),
     ("continual_teacher_gap_0", "teacher on", 90, 30, ""),
     ("continual_noteacher_v2_1", "teacher off, no reality gap", 80, 45, NO_GAP),
     ("continual_noteacher_v2_2", "teacher off, no reality gap", 80, 45, NO_GAP),
@@ -132,9 +132,20 @@ def main() -> int:
                      f"{s['end'][0]:.1f} min | {s['promotions']} | {drops} |")
     lines.append("")
     for k, v in tally.items():
-        lines.append(f"* {k}: met in **{sum(v)} of {len(v)}** runs.")
+        lines.append(f"* {k}: met in **{sum(v)} of {len(v)}** runs" + (" (issue 8 asks for 3)." if len(v) < 3 else "."))
     lines.append(f"* Promotions more than 5 points below their parent on the 200 episodes: **{all_drops}** of "
                  f"{n_prom} (issue 8's target is 0).")
+    lines += [
+        "",
+        "Why the never-worse target is missed: the gate's non-inferiority rule promotes a candidate 5 points worse "
+        "at most 5% of the time (`docs/bench/gate.md`), and a run gates 24 to 173 candidates, so a few worse ones "
+        "pass. Of the three drops, run 4's is the one whose per-episode outcomes are kept: its model lost 23 of the "
+        "200 seeds its parent won and won 11 the parent lost (McNemar p 0.03), a real regression; its gate had seen "
+        "3 wins and 0 losses in 40 pairs. The other two runs' models are gone, so their drops cannot be split into "
+        "regression and evaluation noise. `bench/bench_gate.py` measures the stricter rule that would cut such "
+        "promotions (α 0.01 over up to 200 pairs: a 6-point regression promoted 0.3% of the time instead of 2.3%, "
+        "for twice the paired episodes per gate); it has not been run live yet.",
+    ]
     lines.append("")
     text = "\n".join(lines)
     print(text)
