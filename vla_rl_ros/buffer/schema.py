@@ -172,22 +172,24 @@ def connect(path: str | Path, *, synchronous: str = "FULL", readonly: bool = Fal
     return con
 
 
-def check_schema(con: sqlite3.Connection, path: Any = "store") -> int:
-    """Return the store's schema version, refusing versions this build cannot read."""
+def check_schema(con: sqlite3.Connection, path: Any = "store", *, kind: str = "transition store",
+                 supported: int = SCHEMA_VERSION) -> int:
+    """Return the file's schema version, refusing versions this build cannot read (``kind``/``supported``: the
+    transition store's by default; the preference store, :mod:`vla_rl_ros.preferences.store`, passes its own)."""
     try:
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError as e:
-        raise BufferError(f"{path} is not a vla_rl_ros transition store: {e}") from e
+        raise BufferError(f"{path} is not a vla_rl_ros {kind}: {e}") from e
     if row is None:
-        raise BufferError(f"{path} is not a vla_rl_ros transition store (no schema_version)")
+        raise BufferError(f"{path} is not a vla_rl_ros {kind} (no schema_version)")
     try:
         v = int(row[0])
     except ValueError:
         raise SchemaVersionError(f"{path}: unreadable schema_version {row[0]!r}") from None
-    if v > SCHEMA_VERSION:
+    if v > supported:
         raise SchemaVersionError(
-            f"{path} has schema version {v}, newer than this build of vla_rl_ros reads "
-            f"(schema version {SCHEMA_VERSION}); upgrade vla_rl_ros to open it")
+            f"{path} has {kind} schema version {v}, newer than this build of vla_rl_ros reads "
+            f"(schema version {supported}); upgrade vla_rl_ros to open it")
     if v < 1:
         raise SchemaVersionError(f"{path}: invalid schema version {v}")
     return v

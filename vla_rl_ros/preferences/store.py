@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..buffer.schema import SYNCHRONOUS_MODES, BufferError, SchemaVersionError
+from ..buffer.schema import SYNCHRONOUS_MODES, BufferError, SchemaVersionError, check_schema
 
 PREFS_FILE = "preferences.sqlite"
 SCHEMA_VERSION = 1
@@ -142,23 +142,7 @@ class Preference:
 
 
 def _check_version(con: sqlite3.Connection, path: Any) -> int:
-    try:
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except sqlite3.DatabaseError as e:
-        raise BufferError(f"{path} is not a vla_rl_ros preference store: {e}") from e
-    if row is None:
-        raise BufferError(f"{path} is not a vla_rl_ros preference store (no schema_version)")
-    try:
-        v = int(row[0])
-    except ValueError:
-        raise SchemaVersionError(f"{path}: unreadable schema_version {row[0]!r}") from None
-    if v > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{path} has preference schema version {v}, newer than this build of vla_rl_ros reads "
-            f"(version {SCHEMA_VERSION}); upgrade vla_rl_ros to open it")
-    if v < 1:
-        raise SchemaVersionError(f"{path}: invalid schema version {v}")
-    return v
+    return check_schema(con, path, kind="preference store", supported=SCHEMA_VERSION)
 
 
 def _migrate(con: sqlite3.Connection, path: Any) -> int:
