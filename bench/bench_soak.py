@@ -313,14 +313,14 @@ def plot(samples: list[dict], png: Path, title: str) -> None:
 
 
 def report(samples: list[dict], s: dict, cmd: str, out: str, run_dir: Path, warmup_min: float,
-           machine: str) -> str:
+           machine: str, title: str = "") -> str:
     def f(x, fmt="{:.1f}"):
         return "—" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
 
     png = ROOT / "docs" / "img" / (Path(out).stem + ".png")
     plot(samples, png, f"soak: {run_dir.name}")
     lines = [
-        "## The soak: the sim stack for hours (`bench/bench_soak.py`)", "",
+        f"## The soak: the sim stack for hours{title} (`bench/bench_soak.py`)", "",
         f"Command: {cmd}", "", machine, "",
         f"Run `{os.path.relpath(run_dir, ROOT)}`: sampled from {s['t_first'] / 60:.1f} to {s['t_last'] / 60:.1f} "
         f"min of the run ({s['hours_sampled']:.2f} h, {len(samples)} samples). RSS slopes are least squares over "
@@ -361,6 +361,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "soak.md"))
     ap.add_argument("--report-only", action="store_true", help="report from the run's soak.jsonl")
     ap.add_argument("--note", default="", help="what else ran on the machine meanwhile (goes in the report)")
+    ap.add_argument("--title", default="", help="suffix of the section title (e.g. ', replay_capacity 3000')")
     ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE",
                     help="passed to sim (launch mode), e.g. learner_node.replay_capacity:=5000")
     args = ap.parse_args()
@@ -402,7 +403,7 @@ def main() -> int:
     s = summarise(samples, args.warmup)
     machine = (machine_line(info, load=False) if args.report_only else machine_line(info, os.getloadavg()[0])) + \
         (f" {args.note}" if args.note else "")
-    report(samples, s, how, args.out, run_dir, args.warmup, machine)
+    report(samples, s, how, args.out, run_dir, args.warmup, machine, args.title)
     return 0
 
 
