@@ -168,10 +168,15 @@ def run_cell(mode: str, rt: int, rate: float, model: str, seconds: int, warmup: 
         procs.append(start(["-m", "vla_rl_ros.nodes.policy_node", "--ros-args", "--params-file", params], env,
                            logs["node"]))
         deadline = time.monotonic() + 90 + seconds + warmup
+        cpu_t0 = cpu_t1 = None
         while time.monotonic() < deadline:
             ex.spin_once(timeout_sec=0.2)
-            if sum(d.get("watchdog") == "ok" for d in diags) >= warmup + seconds + 1:
+            n_ok = sum(d.get("watchdog") == "ok" for d in diags)
+            if cpu_t0 is None and n_ok >= warmup + 1:
+                cpu_t0 = (time.monotonic(), cpu_times(node_cpu))
+            if n_ok >= warmup + seconds + 1:
                 break
+        cpu_t1 = (time.monotonic(), cpu_times(node_cpu))
         load_end = os.getloadavg()[0]
     finally:  # SIGINT, newest first: the feeder prints its count as it stops
         teardown(procs, ex, node, ctx, logs["hog"], lock)
@@ -207,7 +212,24 @@ def run_cell(mode: str, rt: int, rate: float, model: str, seconds: int, warmup: 
         "late_p99_ms": float(np.median(col("tick_lateness_p99_ms"))),
         "outages": int(col("input_outages")[-1]) if "input_outages" in acting[-1] else 0,
         "feeder_published": feeder_pub, "feeder_skipped": feeder_skip, "load_end": load_end,
+        # what else had the control thread's CPU over the measured windows (ms per s, from /proc/stat)
+        **({f"cpu_{k}_ms_per_s": (cpu_t1[1][k] - cpu_t0[1][k]) / (cpu_t1[0] - cpu_t0[0])
+            for k in ("steal", "irq", "softirq")} if cpu_t0 is not None and cpu_t1[0] > cpu_t0[0] else {}),
     }
+
+
+def cpu_times(cpu: int) -> dict[str, float]:
+    """Milliseconds one CPU (all CPUs for -1) spent stolen by the hypervisor, in hard and in soft interrupts
+    (/proc/stat; USER_HZ ticks): time a SCHED_FIFO thread on it cannot run."""
+    key = "cpu" if cpu < 0 else f"cpu{cpu}"
+    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] == key:
+                v = [float(x) for x in parts[1:]]
+                return {"irq": v[5] * tick_ms, "softirq": v[6] * tick_ms, "steal": v[7] * tick_ms}
+    return {"irq": 0.0, "softirq": 0.0, "steal": 0.0}
 
 
 # ----------------------------------------------------------------------------- report
@@ -298,6 +320,15 @@ def markdown(res: list[dict], floor: dict, parts: dict, info: dict, load_end: fl
     return "\n".join(lines).rstrip() + "\n"
 
 
+def held_off(r: dict) -> str:
+    """What else had the control thread's CPU in that cell (measured), or that it was not measured."""
+    if "cpu_steal_ms_per_s" not in r:
+        return "; what held it off was not measured in this run"
+    return (f"; on its CPU the hypervisor stole {r['cpu_steal_ms_per_s']:.1f} ms a second (time the virtual CPU did "
+            f"not run at all) and interrupts took {r['cpu_irq_ms_per_s'] + r['cpu_softirq_ms_per_s']:.1f} ms a "
+            "second, both above any SCHED_FIFO priority")
+
+
 def reasons(res: list[dict], floor: dict, parts: dict) -> list[str]:
     """The misses' causes as far as this bench's own figures show them (nothing here is measured anew)."""
     out = []
@@ -334,15 +365,13 @@ def reasons(res: list[dict], floor: dict, parts: dict) -> list[str]:
                    else ")")
                 + ". With the tick's p99 at "
                 f"{r['compute_p99_us']:.0f} µs against a {1e6 / r['rate']:.0f} "
-                "µs period, a state is missed only when the control thread is held off its CPU; what holds it off "
-                "is not isolated here.")
+                "µs period, a state is missed only when the control thread is held off its CPU" + held_off(r) + ".")
         elif v["missed"] is False and r["rt"]:
             out.append(
                 f"* Missed ticks, timer mode with SCHED_FIFO: {r['missed_pct']:.2f}% ({r['missed']} periods the timer "
                 f"skipped), with the tick's p99 at {r['compute_p99_us']:.0f} µs against a {1e6 / r['rate']:.0f} µs "
-                "period: a period is skipped only when the control thread is held off its CPU past a whole period; "
-                "what holds it off is not isolated here (this figure moves from run to run: see the load average "
-                "column).")
+                "period: a period is skipped only when the control thread is held off its CPU past a whole period"
+                + held_off(r) + ".")
         elif v["missed"] is False and not r["rt"]:
             out.append(f"* Missed ticks, {r['mode']} mode without SCHED_FIFO: {r['missed_pct']:.2f}%: under normal "
                        "scheduling the control thread competes at equal priority with everything else on its core "
