@@ -134,8 +134,6 @@ class RecorderNode(Node):
             rcfg["params"] = params
         if potential:
             rcfg["shaping"] = {"potential": potential, "gamma": gamma}
-        import os
-
         self.detector = None
         if rcfg["name"] == "classifier":
             from ..perception.success import ClassifierSuccessDetector, SuccessClassifier, find_classifier
