@@ -158,11 +158,7 @@ def connect(path: str | Path, *, synchronous: str = "FULL", readonly: bool = Fal
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
     con = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
     try:
-        con.execute("PRAGMA busy_timeout = 30000")
-        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise BufferError(f"{path}: could not switch to WAL mode (got {mode!r})")
-        con.execute(f"PRAGMA synchronous = {synchronous}")
+        set_wal(con, path, synchronous)
         if readonly:
             con.execute("PRAGMA query_only = ON")
         check_schema(con, path)
@@ -170,6 +166,16 @@ def connect(path: str | Path, *, synchronous: str = "FULL", readonly: bool = Fal
         con.close()
         raise
     return con
+
+
+def set_wal(con: sqlite3.Connection, path: Any, synchronous: str) -> None:
+    """A connection's durability settings, shared by the transition and preference stores: a 30 s busy timeout,
+    WAL (refused if the file system cannot give it) and ``synchronous``."""
+    con.execute("PRAGMA busy_timeout = 30000")
+    mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise BufferError(f"{path}: could not switch to WAL mode (got {mode!r})")
+    con.execute(f"PRAGMA synchronous = {synchronous}")
 
 
 def check_schema(con: sqlite3.Connection, path: Any = "store", *, kind: str = "transition store",

@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..buffer.schema import SYNCHRONOUS_MODES, BufferError, SchemaVersionError, check_schema
+from ..buffer.schema import SYNCHRONOUS_MODES, BufferError, SchemaVersionError, check_schema, set_wal
 
 PREFS_FILE = "preferences.sqlite"
 SCHEMA_VERSION = 1
@@ -231,11 +231,7 @@ class PreferenceStore:
             create_prefs(self.path)
         con = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
         try:
-            con.execute("PRAGMA busy_timeout = 30000")
-            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise BufferError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
-            con.execute(f"PRAGMA synchronous = {synchronous}")
+            set_wal(con, self.path, synchronous)
             if readonly:
                 _check_version(con, self.path)
                 con.execute("PRAGMA query_only = ON")
