@@ -191,3 +191,50 @@ def test_the_recorder_stores_each_transitions_chunk_step_and_frame_and_old_store
     assert rows[:3] == [(0, 3, 0.0, 1e9 - 0.05), (1, 3, 0.5, 1e9 - 0.05), (2, 3, 1.0, 1e9 - 0.05)]
     assert len(rows) == 5, (rows, rec.counters)
     assert rows[3][:2] == (3, 3) and rows[4] == (4, None, None, None), rows
+
+
+def test_chunk_targets_are_the_next_k_actions_masked_past_the_end():
+    from vla_rl_ros.algos.chunk_bc import chunk_targets
+
+    a = np.arange(8, dtype=np.float32).reshape(4, 2)
+    y, m = chunk_targets(a, 3)
+    assert y.shape == (4, 3, 2) and m.tolist() == [[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 0, 0]]
+    assert y[1].tolist() == [[2, 3], [4, 5], [6, 7]] and y[3].tolist() == [[6, 7]] * 3
+
+
+def test_an_exported_image_chunk_policy_matches_torch_through_the_node_path(tmp_path):
+    import torch
+
+    from vla_rl_ros.algos.chunk_bc import ChunkPolicyNet
+    from vla_rl_ros.algos.export import export_onnx
+
+    s = vla_spec()
+    torch.manual_seed(0)
+    net = ChunkPolicyNet(s, hidden=(64,)).eval()
+    path = export_onnx(net, s, tmp_path / "img.onnx", {"algorithm": "chunk_bc"}).path
+    pol = load_validated(str(path), None, s)  # the policy_node's loader: contract, probe, spec
+    rng = np.random.default_rng(1)
+    for instr in (0, 1):
+        obs = rng.normal(size=s.obs_dim).astype(np.float32)
+        img = rng.integers(0, 256, (3, 32, 48), dtype=np.uint8)
+        pol.image_input("wrist")[:] = img
+        got = pol.act_chunk(obs, instr)
+        with torch.no_grad():
+            want = net(torch.as_tensor(obs)[None], torch.as_tensor(img)[None],
+                       torch.nn.functional.one_hot(torch.tensor([instr]), 2).float())[0].numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got.shape == (8, s.action_dim)
+
+
+def test_chunked_bc_from_the_scripted_expert_reaches_when_its_chunks_run_as_the_node_runs_them(tmp_path):
+    from vla_rl_ros.arm import Arm
+    from vla_rl_ros.learner.evaluate import evaluate_onnx
+    from vla_rl_ros.learner.recipes import ship_chunk_model
+
+    res = ship_chunk_model("reach", str(tmp_path / "reach_chunk.onnx"), chunk_len=4, demos=30, noise=0.3, steps=600,
+                           eval_episodes=10, progress=False, arm=Arm(Spec(task="reach")))
+    assert res.success_rate >= 0.7, res
+    assert (tmp_path / "reach_chunk.md").read_text().count("chunk of **4 actions**") == 1
+    # the same file through the evaluator's loader: the spec says chunks, so the evaluator executes chunks
+    again = evaluate_onnx(res.path, "reach", episodes=10)
+    assert again.success_rate == res.success_rate

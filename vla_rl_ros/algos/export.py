@@ -130,7 +130,7 @@ def _to_proto(policy: nn.Module, example: tuple[torch.Tensor, ...], names: list[
                 batch = torch.export.Dim("batch")
                 prog = torch.onnx.export(
                     policy, example, input_names=names, output_names=[OUTPUT_NAME], dynamo=True,
-                    opset_version=18, dynamic_shapes=tuple({0: batch} for _ in names),
+                    opset_version=18, dynamic_shapes=(tuple({0: batch} for _ in names),),  # forward(*inputs)
                     external_data=False, verbose=False,
                 )
         finally:
