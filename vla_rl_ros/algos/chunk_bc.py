@@ -8,8 +8,8 @@ policy predicts the next K actions at once::
 L1, as ACT uses, on the demonstrated actions that follow ``t`` in the same episode;
 steps past the episode's end are masked out (``m_k = 0``), as ACT pads and masks.
 The network (:class:`ChunkPolicyNet`) is a plain MLP over the normalised state,
-each camera's features (:class:`ImageEncoder`, the DrQ/SAC-AE conv stack: 84x84
-RGB -> 50 features) and the instruction's one-hot; its output is ``tanh``-squashed
+each camera's features (:class:`ImageEncoder`: a small conv stack after DrQ's,
+84x84 RGB -> 50 features) and the instruction's one-hot; its output is ``tanh``-squashed
 and reshaped to ``(K, action_dim)``. ACT's CVAE and transformer are left out: the
 chunking, the loss and the execution (:mod:`vla_rl_ros.runtime.chunks`: receding
 horizon or temporal ensembling) are what make it a chunked policy, and a small
@@ -33,15 +33,16 @@ from .networks import ObsNormalizer, mlp
 
 
 class ImageEncoder(nn.Module):
-    """uint8 RGB ``(B, 3, H, W)`` -> ``(B, features)``: conv 3x3/2 then three conv 3x3/1 (32 channels, ReLU),
-    a linear layer, LayerNorm and tanh (the DrQ / SAC-AE encoder)."""
+    """uint8 RGB ``(B, 3, H, W)`` -> ``(B, features)``: three 3x3 convolutions (``channels``, ReLU; strides 2, 2,
+    1), a linear layer, LayerNorm and tanh. DrQ's encoder (Kostrikov et al., 2020) has four 32-channel layers
+    with one stride-2; this one strides twice and has 16 channels, ~15x fewer multiply-adds at 84x84, so that it
+    trains on a CPU (the same head: linear, LayerNorm, tanh)."""
 
-    def __init__(self, im: ImageSpec, features: int = 50, channels: int = 32):
+    def __init__(self, im: ImageSpec, features: int = 50, channels: int = 16):
         super().__init__()
         self.convs = nn.Sequential(
             nn.Conv2d(3, channels, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU(),
         )
         with torch.no_grad():

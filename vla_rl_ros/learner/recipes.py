@@ -245,7 +245,7 @@ def write_chunk_card(res: ShipResult, recipe: dict, spec) -> str:
     path = os.path.splitext(res.path)[0] + ".md"
     lo, hi = res.success_ci95
     cam = (f"the twin camera's {spec.images[0].width}x{spec.images[0].height} RGB frame (input "
-           f"`{spec.images[0].input_name}`, DrQ conv encoder) and " if spec.images else "")
+           f"`{spec.images[0].input_name}`, small conv encoder) and " if spec.images else "")
     flags = f" --chunk-len {spec.chunk_len}" + (" --camera" if spec.images else "")
     text = f"""# Model card: `{os.path.basename(res.path)}`
 
