@@ -110,7 +110,7 @@ def _online(args, tb):
 
 
 def _online_drq(args, tb):
-    """Pixel SAC on a twin env (``VlaRlRos/...``): the camera's 84x84 frame + proprioception."""
+    """Pixel SAC on a twin env (``VlaRlRos/...``): the camera's 64x64 frame + proprioception."""
     import gymnasium as gym
     from torch.utils.tensorboard import SummaryWriter
 
