@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +94,7 @@ def main() -> int:
     text = "\n".join([
         "## The camera pipeline in the twin: frames to a chunked model to the arm (`bench/bench_camera_loop.py`)",
         "",
-        f"Command: `.venv/bin/python bench/bench_camera_loop.py" + "".join(" " + x for x in sys.argv[1:]) + "`. "
+        "Command: `.venv/bin/python bench/bench_camera_loop.py" + "".join(" " + x for x in sys.argv[1:]) + "`. "
         f"Machine: {info.get('cpu')}, `nproc` = {info.get('nproc')}, shared.",
         "",
         f"`vla-rl-ros sim --task reach --no-learner` with one camera in the spec (the twin's `/camera/image_raw`, "

@@ -71,8 +71,8 @@ def main() -> int:
         print(json.dumps({"seed": seed, **{k: v[-1] for k, v in rows.items()}}), flush=True)
     info = machine_info()
     seeds = a.seeds.split(",")
-    lines = [f"## Chunked BC beside per-tick BC, the same demos (`bench/bench_chunk_bc.py`)", "",
-             f"Command: `.venv/bin/python bench/bench_chunk_bc.py" + "".join(" " + x for x in sys.argv[1:]) + "`. "
+    lines = ["## Chunked BC beside per-tick BC, the same demos (`bench/bench_chunk_bc.py`)", "",
+             "Command: `.venv/bin/python bench/bench_chunk_bc.py" + "".join(" " + x for x in sys.argv[1:]) + "`. "
              f"Machine: {info.get('cpu')}, `nproc` = {info.get('nproc')}, shared; {(time.time() - t0) / 60:.0f} min.",
              "",
              f"Per seed s: {a.demos} scripted-expert `{a.task}` demos (seeds 100s..100s+{a.demos - 1}, no noise: the "

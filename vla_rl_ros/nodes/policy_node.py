@@ -94,7 +94,7 @@ from ..runtime.control import Controller, SafetyLimits
 from ..runtime.images import decode_into
 from ..runtime.inputs import ARM, GRIPPER, validate_action, validate_image, validate_pose
 from ..runtime.observe import Observer
-from ..runtime.onnx_policy import ChunkPolicy, ModelRejected, OnnxPolicy, load_validated, realistic_observation
+from ..runtime.onnx_policy import ModelRejected, OnnxPolicy, load_validated, realistic_observation
 from ..runtime.paths import resolve_path
 from ..runtime.stats import LatencyWindow, RateMonitor
 from ..runtime.watchdog import InputChannel, Watchdog
@@ -787,10 +787,11 @@ class PolicyNode(Node):
             msg, stamp = got
             decode_into(msg, im, pol.image_input(im.name))
             frame_stamp = max(frame_stamp, stamp)
+        instr = self._instr_idx
         t = time.perf_counter()
-        actions = pol.act_chunk(obs, self._instr_idx)
+        actions = pol.act_chunk(obs, instr)
         self.infer_time.add(time.perf_counter() - t)
-        if pol is not self._policy:  # swapped meanwhile: the old model's chunk must not run
+        if pol is not self._policy or instr != self._instr_idx:  # a new model or instruction meanwhile: not this
             return 0.0
         self.chunks.submit(actions, t_obs, frame_stamp)
         self.inferences += 1
