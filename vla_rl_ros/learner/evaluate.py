@@ -277,7 +277,8 @@ def _serve(conn, twin: TwinConfig | None) -> None:  # pragma: no cover - subproc
                 key = (task, s.to_json())
                 if key not in envs:
                     envs[key] = t.env(task, s)
-                res = evaluate_policy(policy.act, task, episodes=episodes, seed=seed, env=envs[key])
+                actor = ChunkActor(policy, envs[key]).act if policy.chunked else policy.act
+                res = evaluate_policy(actor, task, episodes=episodes, seed=seed, env=envs[key])
                 conn.send(("ok", res.to_json()))
             except Exception as e:  # report, keep serving
                 conn.send(("error", f"{type(e).__name__}: {e}"))
