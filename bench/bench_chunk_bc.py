@@ -33,6 +33,9 @@ def main() -> int:
     ap.add_argument("--bc-steps", type=int, default=2000)
     ap.add_argument("--chunk-steps", type=int, default=3000)
     ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--execution", default="receding,ensemble",
+                    help="how the chunks run in the evaluation: receding (a new chunk every K/2 steps) and/or "
+                         "ensemble (ACT's temporal ensembling, a new chunk every step)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--out", default=str(REPO / "docs" / "bench" / "chunk_bc.md"))
     a = ap.parse_args()
@@ -44,7 +47,8 @@ def main() -> int:
     from vla_rl_ros.algos.chunk_bc import ChunkData, train_chunk_bc
     from vla_rl_ros.algos.export import export_onnx
     from vla_rl_ros.arm import Arm
-    from vla_rl_ros.learner.evaluate import evaluate_onnx
+    from vla_rl_ros.learner.evaluate import ChunkActor, evaluate_onnx, evaluate_policy
+    from vla_rl_ros.runtime.onnx_policy import load_validated
     from vla_rl_ros.learner.recipes import collect_demo_episodes
     from vla_rl_ros.spec import Spec
 
@@ -52,7 +56,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_chunk_bc_"))
     arm = Arm(Spec(task=a.task))
     Ks = [int(k) for k in a.chunk_lens.split(",")]
-    rows: dict[str, list[float]] = {"per-tick BC": []} | {f"chunked BC, K = {k}": [] for k in Ks}
+    modes = a.execution.split(",")
+    rows: dict[str, list[float]] = {"per-tick BC": []} | {f"chunked BC, K = {k}, {m}": [] for k in Ks for m in modes}
     t0 = time.time()
     for seed in (int(s) for s in a.seeds.split(",")):
         eps = collect_demo_episodes(a.task, a.demos, 0.0, 100 * seed, progress=True, arm=arm)
@@ -66,8 +71,14 @@ def main() -> int:
             spec = arm.spec.replace(chunk_len=k)
             net = train_chunk_bc(ChunkData.from_episodes(eps, k), spec, steps=a.chunk_steps, seed=seed)
             p = export_onnx(net, spec, work / f"chunk{k}_{seed}.onnx", {"algorithm": "chunk_bc"}).path
-            r = evaluate_onnx(str(p), a.task, episodes=a.episodes, twin=Arm(spec).twin())
-            rows[f"chunked BC, K = {k}"].append(r.success_rate)
+            pol = load_validated(str(p), None, spec)
+            env = Arm(spec).twin().env(a.task, spec)
+            try:
+                for m in modes:
+                    r = evaluate_policy(ChunkActor(pol, env, mode=m).act, a.task, episodes=a.episodes, env=env)
+                    rows[f"chunked BC, K = {k}, {m}"].append(r.success_rate)
+            finally:
+                env.close()
         print(json.dumps({"seed": seed, **{k: v[-1] for k, v in rows.items()}}), flush=True)
     info = machine_info()
     seeds = a.seeds.split(",")
@@ -78,7 +89,8 @@ def main() -> int:
              f"Per seed s: {a.demos} scripted-expert `{a.task}` demos (seeds 100s..100s+{a.demos - 1}, no noise: the "
              f"shipped recipe's data), per-tick BC ({a.bc_steps} steps, MSE) and chunked BC ({a.chunk_steps} steps, "
              f"masked L1) on those demos; success on the same {a.episodes} seeded twin episodes (seeds 10000..), "
-             "chunks run as policy_node runs them.", "",
+             "chunks run as policy_node runs them: receding (a new chunk every K/2 steps) or ensemble (ACT's "
+             "temporal ensembling, m = 0.01, a new chunk every step).", "",
              "| model | success, median | per seed |", "| --- | ---: | --- |"]
     for name, v in rows.items():
         lines.append(f"| {name} | **{100 * float(np.median(v)):.0f}%** | "
