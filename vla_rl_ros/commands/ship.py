@@ -23,6 +23,8 @@ def register(sub) -> None:
                    help="ship the chunked model instead (K actions per inference, ACT-style BC on the same demos; "
                         "default models/<task>_chunk_bc.onnx)")
     p.add_argument("--camera", action="store_true", help="with --chunk-len: the model also reads the twin camera")
+    p.add_argument("--chunk-execution", choices=["receding", "ensemble"], default=None,
+                   help="with --chunk-len: how the evaluation runs the chunks (policy_node's chunk_execution)")
     p.set_defaults(func=run)
 
 
@@ -48,7 +50,8 @@ def run(args) -> int:
         print("error: --camera is for the chunked model: add --chunk-len K")
         return 2
     if args.chunk_len:
-        res = ship_chunk_model(args.task, out, chunk_len=args.chunk_len, camera=args.camera, demos=args.demos,
+        res = ship_chunk_model(args.task, out, chunk_len=args.chunk_len, camera=args.camera,
+                               execution=args.chunk_execution, demos=args.demos,
                                noise=args.noise, steps=args.bc_steps, seed=args.seed,
                                eval_episodes=args.eval_episodes, arm=arm)
     else:

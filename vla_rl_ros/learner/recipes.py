@@ -187,28 +187,32 @@ The ONNX file carries the spec (`vla_rl_ros.spec`) and this lineage (`vla_rl_ros
 
 
 # The chunked model (issue 13): the pick_place recipe's demos, K actions per inference, ACT's L1 on the chunk.
-CHUNK_RECIPE = dict(chunk_len=10, steps=3000)
+CHUNK_RECIPE = dict(chunk_len=10, steps=3000, execution="receding")
 CAMERA = dict(name="front", topic="/camera/image_raw", height=84, width=84)
 
 
 def ship_chunk_model(task: str, out_path: str, chunk_len: int | None = None, camera: bool = False,
+                     execution: str | None = None,
                      demos: int | None = None, noise: float | None = None, steps: int | None = None,
                      seed: int | None = None, eval_episodes: int = 50, eval_seed: int = 10_000,
                      progress: bool = True, arm=None) -> ShipResult:
     """The task's BC recipe (same demos) with a chunked policy (:mod:`vla_rl_ros.algos.chunk_bc`): ``chunk_len``
     actions per inference at the spec's rate; with ``camera`` it also reads the twin camera's 84x84 frame. The
-    evaluation runs the chunks as ``policy_node`` does (receding horizon, a new chunk every K/2 steps)."""
+    evaluation runs the chunks as ``policy_node`` does with ``chunk_execution: execution`` (receding: a new chunk
+    every K/2 steps; ensemble: ACT's temporal ensembling, a new chunk every step)."""
     import torch
 
     from ..algos.chunk_bc import ChunkData, train_chunk_bc
     from ..algos.export import export_onnx
     from ..arm import Arm
     from ..spec import ImageSpec, Spec
-    from .evaluate import evaluate_onnx
+    from ..runtime.onnx_policy import load_validated
+    from .evaluate import ChunkActor, evaluate_policy
     from .lineage import update_lineage
 
     r = dict(RECIPES[task], **CHUNK_RECIPE, camera=bool(camera))
-    for k, v in (("demos", demos), ("noise", noise), ("steps", steps), ("seed", seed), ("chunk_len", chunk_len)):
+    for k, v in (("demos", demos), ("noise", noise), ("steps", steps), ("seed", seed), ("chunk_len", chunk_len),
+                 ("execution", execution)):
         if v is not None:
             r[k] = v
     t0 = time.time()
@@ -227,9 +231,15 @@ def ship_chunk_model(task: str, out_path: str, chunk_len: int | None = None, cam
         "training_steps": r["steps"], "recipe": r, "arm": arm_name(arm),
     }
     version = export_onnx(net, spec, out_path, lineage).version
-    res = evaluate_onnx(out_path, task, episodes=eval_episodes, seed=eval_seed, progress=progress, twin=arm.twin())
+    pol = load_validated(out_path, None, spec)
+    env = arm.twin().env(task, spec)
+    try:
+        res = evaluate_policy(ChunkActor(pol, env, mode=r["execution"]).act, task, episodes=eval_episodes,
+                              seed=eval_seed, progress=progress, env=env)
+    finally:
+        env.close()
     update_lineage(out_path, {"twin_success_at_gate": {"rate": res.success_rate, "episodes": eval_episodes,
-                                                        "seed": eval_seed}})
+                                                        "seed": eval_seed, "chunk_execution": r["execution"]}})
     out = ShipResult(task=task, arm=arm_name(arm), path=out_path, version=version, demos=r["demos"],
                      demo_success_rate=float(np.mean([e["success"] for e in eps])), demo_transitions=len(data.obs),
                      bc_steps=r["steps"], success_rate=res.success_rate, success_ci95=res.wilson_interval(),
@@ -246,7 +256,8 @@ def write_chunk_card(res: ShipResult, recipe: dict, spec) -> str:
     lo, hi = res.success_ci95
     cam = (f"the twin camera's {spec.images[0].width}x{spec.images[0].height} RGB frame (input "
            f"`{spec.images[0].input_name}`, small conv encoder) and " if spec.images else "")
-    flags = f" --chunk-len {spec.chunk_len}" + (" --camera" if spec.images else "")
+    flags = (f" --chunk-len {spec.chunk_len}" + (" --camera" if spec.images else "")
+             + (f" --chunk-execution {recipe['execution']}" if recipe["execution"] != "receding" else ""))
     text = f"""# Model card: `{os.path.basename(res.path)}`
 
 | | |
@@ -258,13 +269,14 @@ def write_chunk_card(res: ShipResult, recipe: dict, spec) -> str:
 | algorithm | chunked behaviour cloning (`vla_rl_ros/algos/chunk_bc.py`: ACT's masked L1 on the next {spec.chunk_len} actions; 2×256 MLP head, obs normaliser baked in) |
 | data | {res.demos} scripted-expert episodes, seeds {recipe['seed']}..{recipe['seed'] + res.demos - 1}, DART noise {recipe['noise']}; {res.demo_transitions} states; expert success while collecting {100 * res.demo_success_rate:.0f}% (the same demos as `{res.task}_bc.onnx`) |
 | training | {res.bc_steps} Adam steps, batch 256, lr 3e-4, seed {recipe['seed']} |
-| **twin success** | **{100 * res.success_rate:.1f}%** over {res.eval_episodes} seeded episodes (seeds {res.eval_seed}..{res.eval_seed + res.eval_episodes - 1}; 95% Wilson CI {100 * lo:.0f}–{100 * hi:.0f}%), chunks run as `policy_node` runs them (receding horizon, a new chunk every {max(1, spec.chunk_len // 2)} steps) |
+| **twin success** | **{100 * res.success_rate:.1f}%** over {res.eval_episodes} seeded episodes (seeds {res.eval_seed}..{res.eval_seed + res.eval_episodes - 1}; 95% Wilson CI {100 * lo:.0f}–{100 * hi:.0f}%), chunks run as `policy_node` runs them with `chunk_execution: {recipe['execution']}` ({"a new chunk every " + str(max(1, spec.chunk_len // 2)) + " steps" if recipe['execution'] == 'receding' else "ACT's temporal ensembling, a new chunk every step"}) |
 | made on | {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, {platform.machine()} CPU, {os.cpu_count()} cores, {res.seconds:.0f} s |
 
 Reproduce: `./vla-rl-ros ship --task {res.task}{flags}` (then `./vla-rl-ros eval --model {os.path.relpath(res.path)} --task {res.task} --episodes {res.eval_episodes}`).
 
 On the arm it runs through the path an externally trained VLA takes (docs/VLA.md): `policy_node` sees a spec with
-`chunk_len` > 1{" and a camera" if spec.images else ""}, runs the model in its inference thread and executes the chunk at control rate.
+`chunk_len` > 1{" and a camera" if spec.images else ""}, runs the model in its inference thread and executes the chunk at control rate (set `chunk_execution:
+{recipe['execution']}` on `policy_node`, as evaluated here).
 """
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
