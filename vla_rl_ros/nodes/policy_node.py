@@ -225,9 +225,15 @@ class PolicyNode(Node):
         self.ensemble_decay = declare(self, "ensemble_decay", 0.01, "ensemble: weight exp(-m i), i = 0 for the "
                                       "oldest chunk (ACT's m)", lo=0.0, hi=10.0)
         replan = declare(self, "replan_steps", 0, "chunk steps executed before the next inference starts "
-                         "(0 = half the chunk for receding, every step for ensemble)", lo=0, hi=1000)
+                         "(0 = half the chunk for receding, every step for ensemble); earlier when the model's "
+                         "measured latency would let the chunk run out first", lo=0, hi=1000)
         self.image_timeout = declare(self, "image_timeout_s", 0.5, "hold when a camera the model reads has no "
                                      "valid frame this recent (s)", lo=0.001, hi=60.0)
+        self.inference_affinity = list(self.declare_parameter(
+            "inference_cpu_affinity", Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
+                description="CPUs the inference thread may run on, e.g. the control thread's own [1] on a 2-core "
+                "machine whose other core the learner saturates (SCHED_FIFO ticks preempt it there); unset = any",
+                read_only=True)).value or [])
         self.inference_nice = declare(self, "inference_nice", 5, "added to the process's nice value for the "
                                       "inference thread (it yields the CPU to the control thread)", lo=0, hi=19)
         replay_state = declare(self, "replay_state_file", "", "JSON file keeping the seq of the newest signed model "
@@ -271,6 +277,7 @@ class PolicyNode(Node):
         self.infer_age = LatencyWindow()  # observation stamp -> chunk ready (s)
         self.deadline_overruns = 0  # ticks whose compute took longer than the control period
         self._skip_reason = ""
+        self._latency_ema = 0.0  # observation -> chunk ready (s), smoothed: when the next inference must start
         self._period = 1.0 / self.rate_hz
         self._js_stamp_ns = 0
         self._obj = np.zeros(3)
@@ -752,6 +759,11 @@ class PolicyNode(Node):
         except (OSError, AttributeError):
             pass
         _name_os_thread("vla_inference")  # visible in top -H and /proc/<pid>/task/*/comm
+        if self.inference_affinity:
+            try:
+                os.sched_setaffinity(0, self.inference_affinity)
+            except (OSError, ValueError) as e:
+                self.get_logger().warning(f"inference_cpu_affinity {self.inference_affinity} refused ({e})")
         while not self._infer_stop.is_set():
             try:
                 wait = self._infer_once()
@@ -769,7 +781,10 @@ class PolicyNode(Node):
         if pol is None or not pol.chunked:
             return 0.02
         now = self._now_ns() * 1e-9
-        due = self.replan_steps - self.chunks.steps_done(now)
+        # the next inference starts after replan_steps of the newest chunk, or earlier when the model's measured
+        # latency (observation -> chunk ready) would otherwise let the chunk run out before the next one arrives
+        lead = 1.5 * self._latency_ema * self.chunks.hz + 1.0
+        due = min(float(self.replan_steps), self.chunks.K - lead) - self.chunks.steps_done(now)
         if due > 0.0:
             return min(due / self.chunks.hz, 0.02)
         with self._snap_lock:
@@ -795,7 +810,9 @@ class PolicyNode(Node):
             return 0.0
         self.chunks.submit(actions, t_obs, frame_stamp)
         self.inferences += 1
-        self.infer_age.add(self._now_ns() * 1e-9 - t_obs)
+        age = self._now_ns() * 1e-9 - t_obs
+        self.infer_age.add(age)
+        self._latency_ema = age if self._latency_ema == 0.0 else 0.8 * self._latency_ema + 0.2 * age
         self._skip_reason = ""
         return 0.0
 
