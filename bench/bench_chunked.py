@@ -250,6 +250,8 @@ def main() -> int:
     ap.add_argument("--pin-inference", action="store_true",
                     help="pin the inference thread to the control thread's CPU (below it); default: unpinned")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--render", action="store_true",
+                    help="re-write the section from the figures the last run saved beside --out (measures nothing)")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "bench", "chunked.md"))
     ap.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--feeder-rt", type=int, default=0, help=argparse.SUPPRESS)
@@ -257,6 +259,17 @@ def main() -> int:
     a = ap.parse_args()
     if a.no_fifo:
         a.rt = 0
+    if a.render:
+        from bench_learner import machine_info
+        from collect import write_section
+
+        with open(os.path.splitext(a.out)[0] + ".json") as f:
+            saved = json.load(f)
+        for k, v in saved.get("args", {}).items():
+            setattr(a, k, v)
+        md = markdown(saved["res"], saved["cal"], saved.get("info") or machine_info(), saved["cmd"], a)
+        print(md) if a.no_write else write_section(md, a.out)
+        return 0
     if a.hog_cpu < 0:
         a.hog_cpu = max(os.sched_getaffinity(0))
     if a.feeder:
@@ -293,7 +306,9 @@ def main() -> int:
         print(md)
     else:
         with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
-            json.dump({"res": res, "cal": {"n": n, "ms": ms}, "cmd": cmd}, f, indent=1)
+            json.dump({"res": res, "cal": {"n": n, "ms": ms}, "cmd": cmd, "info": machine_info(),
+                       "args": {k: getattr(a, k) for k in ("rate", "seconds", "size", "rt", "node_cpu", "hog_cpu",
+                                                           "pin_inference")}}, f, indent=1)
         from collect import write_section
 
         write_section(md, a.out)
