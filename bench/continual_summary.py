@@ -31,6 +31,8 @@ RUNS = [
      "— (`--stop-at 0.94`: the bench would have stopped it had the learner's monitor read ≥ 94%; it never did)"),
     ("continual_noteacher_gap_2", "teacher off", 80, 45, ""),
     ("continual_teacher_gap_0", "teacher on", 90, 30, ""),
+    ("continual_teacher_gap_1", "teacher on", 90, 30, ""),
+    ("continual_teacher_gap_2", "teacher on", 90, 30, ""),
     ("continual_noteacher_v2_1", "teacher off, no reality gap", 80, 45, NO_GAP),
     ("continual_noteacher_v2_2", "teacher off, no reality gap", 80, 45, NO_GAP),
     ("continual_noteacher_v2_3", "teacher off, no reality gap", 80, 45, NO_GAP),

@@ -63,11 +63,12 @@ def test_mcap_round_trip(run, tmp_path):
     for (schema, message, msg), (ep, t, o, a, o2, r, stamp, interv) in zip(msgs["/rl/step"], steps):
         assert schema == "std_msgs/msg/Float64MultiArray"
         dims = [(d.label, d.size) for d in msg.layout.dim]
-        assert dims == [("obs", od), ("action", ad), ("meta", 6), (f"model:v{ep}", 0)]
+        assert dims == [("obs", od), ("action", ad), ("meta", 9), (f"model:v{ep}", 0)]
         data = np.array(msg.data)
         np.testing.assert_array_equal(data[:od], o)
         np.testing.assert_array_equal(data[od:od + ad], a)
-        tick, obs_st, cmd_st, intervention, hold, rate = data[od + ad:]
+        tick, obs_st, cmd_st, intervention, hold, rate, c_seq, c_step, f_st = data[od + ad:]
+        assert (c_seq, c_step, f_st) == (-1.0, -1.0, 0.0)  # a per-tick model's steps: no chunk
         assert (tick, intervention, hold, rate) == (t, float(interv), 0.0, SPEC.control_hz)
         if stamp is None:
             assert math.isnan(obs_st) and math.isnan(cmd_st)

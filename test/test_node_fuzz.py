@@ -210,7 +210,7 @@ def test_recorder_node_refuses_malformed_steps_and_stores_only_valid_rows(launch
             now = time.time()
             obs = rng.uniform(-0.5, 0.5, SPEC.obs_dim)
             act = rng.uniform(-1, 1, SPEC.action_dim)
-            valid.data = [float(x) for x in (*obs, *act, tick, now, now, 0.0, 0.0, 20.0)]
+            valid.data = [float(x) for x in (*obs, *act, tick, now, now, 0.0, 0.0, 20.0, -1.0, -1.0, 0.0)]
             step_pub.publish(valid)
             n_valid += 1
         step_pub.publish(bad)

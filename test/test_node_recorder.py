@@ -101,7 +101,7 @@ class StepSource:
         self.tick += 1
         m = Float64MultiArray()
         m.layout.dim = [MultiArrayDimension(label=lb, size=sz, stride=sz) for lb, sz in zip(labels, sizes)]
-        m.data = [float(x) for x in (*obs, *action, self.tick, now, now, 0.0, 0.0, self.rate)]
+        m.data = [float(x) for x in (*obs, *action, self.tick, now, now, 0.0, 0.0, self.rate, -1.0, -1.0, 0.0)]
         return m
 
     def publish(self):

@@ -6,7 +6,7 @@ from vla_rl_ros.buffer import Writer, connect
 from vla_rl_ros.recorder import EpisodeRecorder, RecorderConfig
 from vla_rl_ros.rewards import make_reward
 from vla_rl_ros.spec import Spec
-from vla_rl_ros.stepmsg import StepDecodeError, StepRecord, decode, encode_layout
+from vla_rl_ros.stepmsg import META_FIELDS, StepDecodeError, StepRecord, decode, encode_layout
 from vla_rl_ros.twin.env import TwinEnv
 from vla_rl_ros.twin.expert import ScriptedExpert
 
@@ -122,9 +122,18 @@ def test_estop_ends_episode_and_waits(setup):
 def test_step_codec_rejects_bad_input():
     spec = Spec()
     labels, sizes = encode_layout(spec.obs_dim, spec.action_dim, "v1")
-    data = np.zeros(spec.obs_dim + spec.action_dim + 6)
+    data = np.zeros(spec.obs_dim + spec.action_dim + len(META_FIELDS))
+    data[-3:] = (2, 1.5, 1e9)  # chunk 2, step 1.5, from the frame stamped 1e9
     r = decode(labels, sizes, data, spec.obs_dim, spec.action_dim)
-    assert r.model_version == "v1"
+    assert r.model_version == "v1" and (r.chunk_seq, r.chunk_step, r.frame_stamp) == (2, 1.5, 1e9)
+    # a record of the six fields from before chunks: no chunk
+    old = decode(labels, sizes[:2] + [6] + sizes[3:], data[:-3], spec.obs_dim, spec.action_dim)
+    assert (old.chunk_seq, old.chunk_step, old.frame_stamp) == (-1, -1.0, 0.0)
+    for i, v in ((-3, 1.5), (-3, -2.0), (-2, -5.0), (-1, -1.0)):
+        bad = data.copy()
+        bad[i] = v
+        with pytest.raises(StepDecodeError, match="chunk"):
+            decode(labels, sizes, bad, spec.obs_dim, spec.action_dim)
     bad = data.copy()
     bad[3] = np.nan
     with pytest.raises(StepDecodeError, match="NaN"):

@@ -33,6 +33,20 @@ Action (float32, each in [-1, 1]):
   positions plus ``a[:n] * max_joint_step`` (rad).
 * ``gripper``: -1 closed ... +1 fully open (``gripper_open`` m).
 
+VLA-shaped models (issue 13; every field below is optional and serialised only
+when used, so a state model's spec is unchanged):
+
+* ``images``: camera inputs (:class:`ImageSpec`: name, topic, size, encoding,
+  crop). The model's input ``image_<name>`` is ``uint8`` RGB ``(1, 3, H, W)``.
+* ``instructions``: a vocabulary; the model's input ``instruction`` is a float32
+  one-hot ``(1, len(instructions))``, chosen at run time on ``/task/instruction``.
+* ``chunk_len`` K and ``chunk_hz``: the model's output ``action`` is ``(1, K,
+  action_dim)`` (or ``(1, K * action_dim)``), K actions for the K chunk steps
+  ``1/chunk_hz`` apart that follow the observation it was computed from.
+
+A VLA-shaped model takes the state vector too, as its input ``obs``.
+``policy_node`` runs it in an inference thread, never on the control thread.
+
 The gripper model: the width is linear in the sum ``s`` of the gripper joints'
 positions. By default ``s`` is the width (the Panda's two prismatic fingers,
 each at half the opening). An angular or linkage gripper declares
@@ -64,11 +78,52 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """An optional camera input (declared now, used by later pixel policies)."""
+    """A camera input of the model.
 
+    The node reads ``topic`` (``sensor_msgs/Image``, ``encoding`` rgb8 or bgr8),
+    cuts ``crop`` = ``(top, left, height, width)`` in the camera's pixels (empty:
+    the whole frame), resizes to ``height`` x ``width`` (area interpolation) and
+    feeds the model ``uint8`` RGB in ``(1, 3, height, width)`` under the input
+    named ``image_<name>``.
+    """
+
+    name: str = "image"
+    topic: str = "/camera/image_raw"
     height: int = 84
     width: int = 84
-    encoding: str = "rgb8"  # rgb8 | bgr8
+    encoding: str = "rgb8"  # rgb8 | bgr8: what the camera publishes (the model always gets RGB)
+    crop: tuple[int, ...] = ()  # (top, left, height, width) in source pixels; () = the whole frame
+
+    @property
+    def input_name(self) -> str:
+        return "image_" + self.name
+
+    def check(self) -> None:
+        if not self.name or not all(c.isalnum() or c == "_" for c in self.name):
+            raise SpecError(f"image name {self.name!r} must be a non-empty identifier (letters, digits, _)")
+        if self.encoding not in ("rgb8", "bgr8"):
+            raise SpecError(f"unsupported image encoding {self.encoding!r} (rgb8 or bgr8)")
+        if not (1 <= int(self.height) <= 4096 and 1 <= int(self.width) <= 4096):
+            raise SpecError(f"image {self.name!r}: height and width must be in 1..4096")
+        c = self.crop
+        if c and (len(c) != 4 or c[0] < 0 or c[1] < 0 or c[2] < 1 or c[3] < 1):
+            raise SpecError(f"image {self.name!r}: crop must be (top, left, height, width) with top, left >= 0 "
+                            f"and height, width >= 1, or empty; got {list(c)}")
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "ImageSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or not set(d) <= names:
+            raise SpecError(f"an image spec must be an object with fields {sorted(names)}: {json.dumps(d)[:80]}")
+        defaults = cls()
+        for k, v in d.items():
+            _check_type(f"image.{k}", v, getattr(defaults, k))
+        if any(not isinstance(x, int) for x in d.get("crop", [])):
+            raise SpecError(f"image crop must be whole pixels: {d.get('crop')}")
+        for k in ("height", "width"):
+            if k in d and not isinstance(d[k], int):
+                raise SpecError(f"image {k} must be a whole number of pixels: {d[k]!r}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def _is_number(v: Any) -> bool:
@@ -76,10 +131,12 @@ def _is_number(v: Any) -> bool:
 
 
 def _check_type(name: str, v: Any, default: Any) -> None:
-    """A spec field read from JSON has its field's type (strings, numbers, lists of either; ``image``: an object
-    or null), else :class:`SpecError`: malformed metadata is refused with a reason, never a stray exception."""
-    if name == "image":
-        ok = v is None or (isinstance(v, dict) and set(v) <= {"height", "width", "encoding"})
+    """A spec field read from JSON has its field's type (strings, numbers, lists of either; ``images``: a list
+    of objects), else :class:`SpecError`: malformed metadata is refused with a reason, never a stray exception."""
+    if name == "images":
+        ok = isinstance(v, list) and all(isinstance(x, dict) for x in v)
+    elif name == "instructions":
+        ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
     elif isinstance(default, str):
         ok = isinstance(v, str)
     elif isinstance(default, tuple):
@@ -110,7 +167,12 @@ class Spec:
     gripper_joint_range: tuple[float, ...] = ()  # (s_open, s_closed); () = the width is the sum of positions
     workspace_low: tuple[float, float, float] = (0.25, -0.45, 0.0)
     workspace_high: tuple[float, float, float] = (0.80, 0.45, 0.60)
-    image: ImageSpec | None = None
+    # VLA-shaped models (issue 13). Each is serialised only when used, so a state model's spec JSON (and its
+    # signature's spec_sha256) is what it was before these existed.
+    images: tuple[ImageSpec, ...] = ()  # camera inputs, in the model's input order
+    instructions: tuple[str, ...] = ()  # the instruction vocabulary; the model gets a one-hot "instruction" input
+    chunk_len: int = 1  # K: actions per inference (1 = one action per tick, the state MLPs)
+    chunk_hz: float = 0.0  # the rate of a chunk's steps (0 = control_hz)
     version: int = SPEC_VERSION
 
     # ------------------------------------------------------------------ layout
@@ -132,8 +194,19 @@ class Spec:
                             f"finite numbers, or empty; got {list(r)}")
         if any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high)):
             raise SpecError("workspace_low must be below workspace_high on every axis")
-        if self.image is not None and self.image.encoding not in ("rgb8", "bgr8"):
-            raise SpecError(f"unsupported image encoding {self.image.encoding!r}")
+        for im in self.images:
+            if not isinstance(im, ImageSpec):
+                raise SpecError(f"images must be ImageSpec entries, got {type(im).__name__}")
+            im.check()
+        names = [im.name for im in self.images]
+        if len(set(names)) != len(names):
+            raise SpecError(f"image names must be unique: {names}")
+        if len(set(self.instructions)) != len(self.instructions) or any(not i.strip() for i in self.instructions):
+            raise SpecError(f"instructions must be unique, non-empty strings: {list(self.instructions)}")
+        if not 1 <= int(self.chunk_len) <= 1000 or isinstance(self.chunk_len, bool):
+            raise SpecError(f"chunk_len must be a whole number in 1..1000, got {self.chunk_len!r}")
+        if not (float(self.chunk_hz) >= 0.0 and np.isfinite(self.chunk_hz)):
+            raise SpecError(f"chunk_hz must be >= 0 (0 = control_hz), got {self.chunk_hz!r}")
 
     @property
     def n_arm(self) -> int:
@@ -159,6 +232,22 @@ class Spec:
     @property
     def action_dim(self) -> int:
         return (3 if self.action_mode == "ee_delta" else self.n_arm) + 1
+
+    @property
+    def chunk_rate_hz(self) -> float:
+        """The rate a chunk's steps are executed at (Hz)."""
+        return float(self.chunk_hz) if self.chunk_hz > 0 else float(self.control_hz)
+
+    @property
+    def vla_shaped(self) -> bool:
+        """True for a model that needs more than the state vector each tick: images, an instruction or chunks.
+        ``policy_node`` runs such a model off the control thread."""
+        return bool(self.images or self.instructions or self.chunk_len > 1)
+
+    def instruction_index(self, text: str) -> int:
+        """The vocabulary index of ``text`` (exact match after stripping), or -1 when it is not in it."""
+        t = text.strip()
+        return self.instructions.index(t) if t in self.instructions else -1
 
     def obs_slice(self, name: str) -> slice:
         start = 0
@@ -218,6 +307,11 @@ class Spec:
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        d["images"] = [{k: list(v) if isinstance(v, tuple) else v for k, v in im.items()} for im in d["images"]]
+        for k in _OPTIONAL_FIELDS:  # the VLA fields only when used: a state model's JSON is unchanged
+            if d[k] == _OPTIONAL_FIELDS[k]:
+                del d[k]
+        d["image"] = None  # the legacy single-camera field, always null (older builds require it)
         d["obs_dim"] = self.obs_dim
         d["action_dim"] = self.action_dim
         d["obs_segments"] = [list(s) for s in self.obs_segments]
@@ -229,18 +323,22 @@ class Spec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Spec":
         names = {f.name for f in dataclasses.fields(cls)}
-        derived = {"obs_dim", "action_dim", "obs_segments"}
+        derived = {"obs_dim", "action_dim", "obs_segments", "image"}
         unknown = set(d) - names - derived
         if unknown:
             raise SpecError(f"unknown spec fields: {sorted(unknown)}")
         kw: dict[str, Any] = {}
         defaults = cls()
         for k, v in d.items():
+            if k == "image":  # legacy: null, or one camera (the old ImageSpec's fields)
+                if v is not None:
+                    kw["images"] = (ImageSpec.from_dict(v),)
+                continue
             if k in derived:
                 continue
             _check_type(k, v, getattr(defaults, k))
-            if k == "image":
-                kw[k] = None if v is None else ImageSpec(**v)
+            if k == "images":
+                kw[k] = tuple(ImageSpec.from_dict(x) for x in v)
             elif isinstance(v, list):
                 kw[k] = tuple(v)
             else:
@@ -265,12 +363,16 @@ class Spec:
         a, b = self.to_dict(), other.to_dict()
         out = []
         for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                out.append(f"{k}: configured {a.get(k)!r}, model has {b.get(k)!r}")
+            va, vb = a.get(k, _OPTIONAL_FIELDS.get(k)), b.get(k, _OPTIONAL_FIELDS.get(k))
+            if va != vb:
+                out.append(f"{k}: configured {va!r}, model has {vb!r}")
         return out
 
     def replace(self, **kw: Any) -> "Spec":
         return dataclasses.replace(self, **kw)
+
+
+_OPTIONAL_FIELDS = {"images": [], "instructions": [], "chunk_len": 1, "chunk_hz": 0.0}
 
 
 def spec_from_params(params: Mapping[str, Any]) -> Spec:
@@ -295,4 +397,41 @@ def spec_from_params(params: Mapping[str, Any]) -> Spec:
         if p in params and params[p] is not None:
             v = params[p]
             kw[f] = tuple(v) if isinstance(v, (list, tuple)) else v
+    kw.update(vla_from_params(params))
     return Spec(**kw)
+
+
+IMAGE_PARAM_FIELDS = ("topic", "height", "width", "encoding", "crop")
+
+
+def vla_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The VLA fields of a spec from flat parameters: ``images`` (camera names), for each name ``image.<name>.``
+    ``topic``/``height``/``width``/``encoding``/``crop``, ``instructions``, ``chunk_len``, ``chunk_hz``. As YAML::
+
+        images: [wrist]
+        image:
+          wrist: {topic: /wrist/image_raw, height: 84, width: 84, encoding: rgb8, crop: [0, 80, 480, 480]}
+        instructions: ["put the cube on the goal", "lift the cube"]
+        chunk_len: 20
+        chunk_hz: 50.0
+    """
+    kw: dict[str, Any] = {}
+    names = params.get("images") or []
+    if isinstance(names, str):
+        raise SpecError(f"images must be a list of camera names, got the string {names!r}")
+    ims = []
+    for n in names:
+        d: dict[str, Any] = {"name": str(n)}
+        for f in IMAGE_PARAM_FIELDS:
+            v = params.get(f"image.{n}.{f}")
+            if v is not None and not (f == "crop" and len(v) == 0):
+                d[f] = list(v) if isinstance(v, (list, tuple)) else v
+        ims.append(ImageSpec.from_dict(d))
+    if ims:
+        kw["images"] = tuple(ims)
+    if params.get("instructions"):
+        kw["instructions"] = tuple(str(x) for x in params["instructions"])
+    for k in ("chunk_len", "chunk_hz"):
+        if params.get(k) is not None:
+            kw[k] = params[k]
+    return kw

@@ -60,14 +60,35 @@ class ExportedModel:
 
 
 class _OnnxPolicy(nn.Module):
-    """The exported graph: ``clamp(module(obs), -1, 1)``."""
+    """The exported graph: ``clamp(module(obs, ...), -1, 1)``."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.module(obs).clamp(-1.0, 1.0)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.module(*inputs).clamp(-1.0, 1.0)
+
+
+def input_names(spec: Spec) -> list[str]:
+    """The model's inputs in call order: ``obs``, then ``image_<name>`` per camera, then ``instruction``."""
+    return [INPUT_NAME, *(im.input_name for im in spec.images)] + (["instruction"] if spec.instructions else [])
+
+
+def example_inputs(spec: Spec, batch: int, gen: torch.Generator, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """Random inputs of every kind the spec declares (:func:`input_names` order), for tracing and verification."""
+    xs = [torch.randn(batch, spec.obs_dim, generator=gen) * scale]
+    for im in spec.images:
+        xs.append(torch.randint(0, 256, (batch, 3, im.height, im.width), generator=gen, dtype=torch.uint8))
+    if spec.instructions:
+        idx = torch.randint(0, len(spec.instructions), (batch,), generator=gen)
+        xs.append(torch.nn.functional.one_hot(idx, len(spec.instructions)).float())
+    return tuple(xs)
+
+
+def output_shape(spec: Spec, batch: int) -> tuple[int, ...]:
+    """``(B, action_dim)``; a chunked spec's ``(B, chunk_len, action_dim)``."""
+    return (batch, spec.chunk_len, spec.action_dim) if spec.chunk_len > 1 else (batch, spec.action_dim)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -93,7 +114,7 @@ def _utc_now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
 
 
-def _to_proto(policy: nn.Module, example: torch.Tensor, exporter: str):
+def _to_proto(policy: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], exporter: str):
     import onnx
 
     if exporter == "dynamo":
@@ -106,9 +127,10 @@ def _to_proto(policy: nn.Module, example: torch.Tensor, exporter: str):
             with warnings.catch_warnings():  # torch-internal deprecation chatter
                 warnings.simplefilter("ignore", FutureWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)
+                batch = torch.export.Dim("batch")
                 prog = torch.onnx.export(
-                    policy, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=True,
-                    opset_version=18, dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}},
+                    policy, example, input_names=names, output_names=[OUTPUT_NAME], dynamo=True,
+                    opset_version=18, dynamic_shapes=(tuple({0: batch} for _ in names),),  # forward(*inputs)
                     external_data=False, verbose=False,
                 )
         finally:
@@ -121,8 +143,8 @@ def _to_proto(policy: nn.Module, example: torch.Tensor, exporter: str):
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             torch.onnx.export(
-                policy, (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=False,
-                opset_version=17, dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                policy, example, buf, input_names=names, output_names=[OUTPUT_NAME], dynamo=False,
+                opset_version=17, dynamic_axes={**{n: {0: "batch"} for n in names}, OUTPUT_NAME: {0: "batch"}},
             )
         return onnx.load_from_string(buf.getvalue())
     raise ValueError(f"unknown exporter {exporter!r}")
@@ -161,6 +183,10 @@ def export_onnx(
 ) -> ExportedModel:
     """Export ``module`` (raw ``obs [B, obs_dim] -> action [B, action_dim]``) to ``path``.
 
+    A VLA-shaped spec (images, instructions, chunks: :attr:`Spec.vla_shaped`) exports
+    ``module(obs, image_<name>..., instruction) -> action [B, chunk_len, action_dim]`` (the inputs of
+    :func:`input_names`: images uint8 ``[B, 3, H, W]`` RGB, the instruction one-hot float32).
+
     Args:
         module: a deterministic policy module (e.g. :meth:`SAC.policy_module`,
             :meth:`RecapTrainer.export_module`, :func:`train_bc`'s result). It is
@@ -188,14 +214,17 @@ def export_onnx(
     path = Path(path)
     policy = _OnnxPolicy(copy.deepcopy(module)).eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
-    example = torch.randn(2, spec.obs_dim, generator=gen)
+    names = input_names(spec)
+    example = example_inputs(spec, 2, gen)
     with torch.no_grad():
         try:
-            out = policy(example)
+            out = policy(*example)
         except Exception as e:  # wrong input size, broken module...
-            raise SpecError(f"module failed on an observation batch [2, {spec.obs_dim}] from the spec: {e}") from e
-    if tuple(out.shape) != (2, spec.action_dim):
-        raise SpecError(f"module maps [2, {spec.obs_dim}] to {tuple(out.shape)}, spec needs [2, {spec.action_dim}]")
+            raise SpecError(f"module failed on an input batch {[list(x.shape) for x in example]} from the spec: "
+                            f"{e}") from e
+    if tuple(out.shape) != output_shape(spec, 2):
+        raise SpecError(f"module maps {[list(x.shape) for x in example]} to {tuple(out.shape)}, spec needs "
+                        f"{list(output_shape(spec, 2))}")
 
     digest = weights_sha256(policy)
     created = _utc_now()
@@ -211,13 +240,13 @@ def export_onnx(
         raise ValueError(f"lineage is not JSON-serialisable: {e}") from e
 
     try:
-        proto = _to_proto(policy, example, exporter)
+        proto = _to_proto(policy, example, names, exporter)
     except Exception as e:
         if exporter != "dynamo":
             raise RuntimeError(f"ONNX export failed: {e}") from e
         log.warning("dynamo ONNX export failed (%s); retrying with the TorchScript exporter", e)
         try:
-            proto = _to_proto(policy, example, "torchscript")
+            proto = _to_proto(policy, example, names, "torchscript")
         except Exception as e2:
             raise RuntimeError(f"ONNX export failed with both exporters: {e2}") from e2
 
@@ -229,10 +258,10 @@ def export_onnx(
     try:
         onnx.checker.check_model(proto)
         sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        obs = torch.randn(5, spec.obs_dim, generator=gen) * 3.0
-        got = sess.run([OUTPUT_NAME], {INPUT_NAME: obs.numpy()})[0]
+        xs = example_inputs(spec, 5, gen, scale=3.0)
+        got = sess.run([OUTPUT_NAME], {n: x.numpy() for n, x in zip(names, xs)})[0]
         with torch.no_grad():
-            want = policy(obs).numpy()
+            want = policy(*xs).numpy()
         err = float(np.abs(got - want).max())
     except Exception as e:
         raise RuntimeError(f"exported model failed verification: {e}") from e

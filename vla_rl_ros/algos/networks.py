@@ -83,6 +83,31 @@ class ObsNormalizer(nn.Module):
         return ((obs - self.mean) / self.std).clamp(-self.clip, self.clip)
 
 
+# --------------------------------------------------------------------------- images
+class ImageEncoder(nn.Module):
+    """uint8 RGB ``(B, 3, H, W)`` -> ``(B, features)``: three 3x3 convolutions (``channels``, ReLU; strides 2, 2,
+    1), a linear layer, LayerNorm and tanh. DrQ's encoder (Kostrikov et al., 2020) has four 32-channel layers
+    with one stride-2; this one strides twice and has 16 channels, ~15x fewer multiply-adds at 84x84, so that it
+    trains on a CPU (the same head: linear, LayerNorm, tanh)."""
+
+    def __init__(self, im, features: int = 50, channels: int = 16):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(3, channels, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU(),
+        )
+        with torch.no_grad():
+            n = self.convs(torch.zeros(1, 3, im.height, im.width)).numel()
+        self.head = nn.Sequential(nn.Linear(n, features), nn.LayerNorm(features), nn.Tanh())
+        self.features = features
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = img.float() / 255.0 - 0.5
+        return self.head(self.convs(x).flatten(1))
+
+
+
 # --------------------------------------------------------------------------- MLP
 def mlp(
     in_dim: int,

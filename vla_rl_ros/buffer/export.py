@@ -4,7 +4,8 @@ Channels, all standard message types:
 
 * ``/rl/step`` (``std_msgs/msg/Float64MultiArray``): exactly the policy node's
   per-tick message (docs/CONVENTIONS.md): dims ``obs``, ``action``, ``meta``
-  (``[tick, obs_stamp_s, cmd_stamp_s, intervention, hold, control_rate_hz]``,
+  (``[tick, obs_stamp_s, cmd_stamp_s, intervention, hold, control_rate_hz, chunk_seq, chunk_step,
+  frame_stamp_s]``,
   ``tick`` = the step's ``t``, ``hold`` = 0, a missing stamp = NaN) and
   ``model:<version>`` (size 0); ``data`` = obs ++ action ++ meta.
 * ``/rl/transition`` (``std_msgs/msg/Float64MultiArray``): the full stored
@@ -136,17 +137,21 @@ def _export_store(con: Any, spec: Any, w: Any, sch: dict[str, int], counts: dict
         e["success"] = None if e["success"] is None else bool(e["success"])
         e["is_demo"] = bool(e["is_demo"])
         seq = 0
-        for (t, obs, act, rew, nobs, term, trunc, interv, mv, obs_st, cmd_st, recv) in con.execute(
-                "SELECT t, obs, action, reward, next_obs, terminated, truncated, intervention, "
-                "model_version, obs_stamp, cmd_stamp, recv_stamp FROM steps WHERE episode_id = ? "
-                "ORDER BY t", (e["id"],)):
+        chunk_cols = ("chunk_seq, chunk_step, frame_stamp" if "chunk_seq" in {
+            r[1] for r in con.execute("PRAGMA table_info(steps)")} else "NULL, NULL, NULL")  # a store from before
+        for (t, obs, act, rew, nobs, term, trunc, interv, mv, obs_st, cmd_st, recv, c_seq, c_step, f_st) in \
+                con.execute("SELECT t, obs, action, reward, next_obs, terminated, truncated, intervention, "
+                            f"model_version, obs_stamp, cmd_stamp, recv_stamp, {chunk_cols} FROM steps "
+                            "WHERE episode_id = ? ORDER BY t", (e["id"],)):
             o = np.frombuffer(obs, np.float32).astype(np.float64)
             a = np.frombuffer(act, np.float32).astype(np.float64)
             o2 = np.frombuffer(nobs, np.float32).astype(np.float64)
             log = _ns(recv)
-            step_meta = [float(t), _nan(obs_st), _nan(cmd_st), float(interv), 0.0, float(spec.control_hz)]
+            step_meta = [float(t), _nan(obs_st), _nan(cmd_st), float(interv), 0.0, float(spec.control_hz),
+                         -1.0 if c_seq is None else float(c_seq), -1.0 if c_step is None else float(c_step),
+                         0.0 if f_st is None else float(f_st)]
             w.write_message("/rl/step", sch["std_msgs/msg/Float64MultiArray"], {
-                "layout": _layout([("obs", od), ("action", ad), ("meta", 6), (f"model:{mv}", 0)]),
+                "layout": _layout([("obs", od), ("action", ad), ("meta", len(step_meta)), (f"model:{mv}", 0)]),
                 "data": o.tolist() + a.tolist() + step_meta}, log_time=log, sequence=seq)
             w.write_message("/rl/transition", sch["std_msgs/msg/Float64MultiArray"], {
                 "layout": _layout([("obs", od), ("action", ad), ("next_obs", od), ("info", 6)]),

@@ -52,6 +52,12 @@ Schema (``SCHEMA_VERSION`` 1)
   ``next_obs``) are stored, and ``done = terminated or truncated``.
   Stamps are seconds: ``obs_stamp``/``cmd_stamp`` from the policy node's step
   message, ``recv_stamp`` the writer's wall clock when the step arrived.
+  ``chunk_seq``/``chunk_step``/``frame_stamp``: for a chunked model, which
+  inference's chunk and which (fractional) step of it the action came from, and
+  the newest camera frame that chunk saw (:mod:`vla_rl_ros.stepmsg`); NULL
+  otherwise. These three were added to schema 1 as nullable columns: a writer
+  adds them to an older store when it opens it (:func:`ensure_columns`), and
+  older builds, which never name them, read such a store unchanged.
 * ``frames``: optional encoded camera images (JPEG/PNG bytes from
   ``cv2.imencode``) keyed by (episode, t, camera).
 """
@@ -130,6 +136,9 @@ CREATE TABLE steps (
     obs_stamp      REAL,
     cmd_stamp      REAL,
     recv_stamp     REAL NOT NULL,
+    chunk_seq      INTEGER,
+    chunk_step     REAL,
+    frame_stamp    REAL,
     UNIQUE (episode_id, t)
 );
 CREATE TABLE frames (
@@ -166,6 +175,17 @@ def connect(path: str | Path, *, synchronous: str = "FULL", readonly: bool = Fal
         con.close()
         raise
     return con
+
+
+ADDED_STEP_COLUMNS = (("chunk_seq", "INTEGER"), ("chunk_step", "REAL"), ("frame_stamp", "REAL"))
+
+
+def ensure_columns(con: sqlite3.Connection) -> None:
+    """Add the nullable ``steps`` columns that came after a store was created (a writer's open)."""
+    have = {r[1] for r in con.execute("PRAGMA table_info(steps)")}
+    for name, typ in ADDED_STEP_COLUMNS:
+        if name not in have:
+            con.execute(f"ALTER TABLE steps ADD COLUMN {name} {typ}")
 
 
 def set_wal(con: sqlite3.Connection, path: Any, synchronous: str) -> None:

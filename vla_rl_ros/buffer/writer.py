@@ -55,14 +55,14 @@ import numpy as np
 
 from ..spec import Spec
 from .schema import (END_REASONS, BufferError, StoreLockedError, check_spec, connect, create_store, dumps,
-                     read_meta, store_spec)
+                     ensure_columns, read_meta, store_spec)
 from .segments import list_segments, segment_path, series_of
 
 _log = logging.getLogger(__name__)
 
 _STEP_COLS = ("episode_id, t, obs, action, reward, next_obs, terminated, truncated, intervention, model_version, "
-              "obs_stamp, cmd_stamp, recv_stamp")
-_N_STEP_COLS = 13
+              "obs_stamp, cmd_stamp, recv_stamp, chunk_seq, chunk_step, frame_stamp")
+_N_STEP_COLS = 16
 
 
 def _step_sql(n: int) -> str:
@@ -213,6 +213,7 @@ class Writer:
         try:
             self._con = connect(segments[-1], synchronous=synchronous)
             self._con.execute("PRAGMA journal_size_limit = 67108864")
+            ensure_columns(self._con)
             self.spec = store_spec(self._con)
             self._max_rows = _max_rows_per_insert(self._con)
             self._sql_cache: dict[int, str] = {}
@@ -309,8 +310,11 @@ class Writer:
 
     def add_step(self, obs: Any, action: Any, reward: float, next_obs: Any, *, terminated: bool = False,
                  truncated: bool = False, intervention: bool = False, model_version: str = "",
-                 obs_stamp: float | None = None, cmd_stamp: float | None = None, frame: Any = None) -> int:
+                 obs_stamp: float | None = None, cmd_stamp: float | None = None, frame: Any = None,
+                 chunk: tuple[int, float, float] | None = None) -> int:
         """Queue one transition of the open episode; returns its ``t`` (0-based).
+
+        ``chunk``: ``(chunk_seq, chunk_step, frame_stamp)`` of a chunked model's action (:mod:`vla_rl_ros.stepmsg`).
 
         Raises:
             InvalidStep: wrong sizes, non-finite values, action outside [-1, 1]
@@ -344,13 +348,19 @@ class Writer:
                 if s is not None and not math.isfinite(float(s)):
                     raise InvalidStep(f"{name} is not finite: {s}")
                 stamps.append(None if s is None else float(s))
+            ck = (None, None, None)
+            if chunk is not None:
+                seq, cstep, fst = int(chunk[0]), float(chunk[1]), float(chunk[2])
+                if seq < 1 or not (math.isfinite(cstep) and math.isfinite(fst)):
+                    raise InvalidStep(f"chunk {tuple(chunk)} is not (seq >= 1, finite step, finite frame stamp)")
+                ck = (seq, cstep, fst if fst > 0 else None)
         except InvalidStep as e:
             self.n_rejected += 1
             self.rejected_reasons[str(e).split(":")[0][:60]] += 1
             raise
         t = ep.t
         row = (ep.id, t, o.tobytes(), a.tobytes(), r, o2.tobytes(), int(bool(terminated)), int(bool(truncated)),
-               int(bool(intervention)), model_version, stamps[0], stamps[1], time.time())
+               int(bool(intervention)), model_version, stamps[0], stamps[1], time.time(), *ck)
         self._enqueue(("step", row, time.perf_counter()))
         ep.t += 1
         ep.ret += r
@@ -676,6 +686,7 @@ class Writer:
         con = connect(path, synchronous=self._synchronous)
         try:
             con.execute("PRAGMA journal_size_limit = 67108864")
+            ensure_columns(con)
             con.execute("INSERT OR IGNORE INTO writer_sessions (id, opened_at, pid, host, recovered_episodes) "
                         "VALUES (?,?,?,?,0)", (self.session_id, time.time(), os.getpid(), socket.gethostname()))
             created = float(read_meta(con)["created_at"])

@@ -19,13 +19,19 @@ def register(sub) -> None:
     p.add_argument("--bc-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--chunk-len", type=int, default=None, metavar="K",
+                   help="ship the chunked model instead (K actions per inference, ACT-style BC on the same demos; "
+                        "default models/<task>_chunk_bc.onnx)")
+    p.add_argument("--camera", action="store_true", help="with --chunk-len: the model also reads the twin camera")
+    p.add_argument("--chunk-execution", choices=["receding", "ensemble"], default=None,
+                   help="with --chunk-len: how the evaluation runs the chunks (policy_node's chunk_execution)")
     p.set_defaults(func=run)
 
 
 def default_out(args) -> str:
     from ..graph import repo_root
 
-    name = f"{args.task}_bc.onnx"
+    name = f"{args.task}_{'chunk' + ('_cam' if args.camera else '') + '_' if args.chunk_len else ''}bc.onnx"
     if args.params:  # never overwrite the Panda's shipped model with another arm's
         name = f"{os.path.splitext(os.path.basename(args.params[-1]))[0]}_{name}"
     return os.path.join(repo_root(), "models", name)
@@ -34,14 +40,23 @@ def default_out(args) -> str:
 def run(args) -> int:
     import torch
 
-    from ..learner.recipes import ship_bc_model
+    from ..learner.recipes import ship_bc_model, ship_chunk_model
 
     torch.set_num_threads(1)
     arm = arm_from_args(args, args.task)
     out = os.path.abspath(args.out or default_out(args))
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    res = ship_bc_model(args.task, out, demos=args.demos, noise=args.noise, bc_steps=args.bc_steps, seed=args.seed,
-                        eval_episodes=args.eval_episodes, arm=arm, params=args.params)
+    if args.camera and not args.chunk_len:
+        print("error: --camera is for the chunked model: add --chunk-len K")
+        return 2
+    if args.chunk_len:
+        res = ship_chunk_model(args.task, out, chunk_len=args.chunk_len, camera=args.camera,
+                               execution=args.chunk_execution, demos=args.demos,
+                               noise=args.noise, steps=args.bc_steps, seed=args.seed,
+                               eval_episodes=args.eval_episodes, arm=arm)
+    else:
+        res = ship_bc_model(args.task, out, demos=args.demos, noise=args.noise, bc_steps=args.bc_steps,
+                            seed=args.seed, eval_episodes=args.eval_episodes, arm=arm, params=args.params)
     lo, hi = res.success_ci95
     print(f"wrote {res.path} ({res.version}) for {res.arm}")
     print(f"twin success {100 * res.success_rate:.1f}% over {res.eval_episodes} seeded episodes "

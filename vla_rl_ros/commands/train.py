@@ -31,7 +31,9 @@ from ._arm import add_params_argument
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train without ROS: online on a gymnasium env, or offline from a run's buffer")
-    p.add_argument("--algo", choices=["sac", "ppo", "cql", "iql", "recap", "bc"], required=True)
+    p.add_argument("--algo", choices=["sac", "ppo", "cql", "iql", "recap", "bc", "drq"], required=True,
+                   help="drq: SAC from the twin camera's frames and the arm's proprioception (DrQ augmentation), "
+                        "on the twin's envs")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", nargs="+", metavar="RUN", help="run folder(s) or store(s) to learn from offline")
     src.add_argument("--env", metavar="GYM_ID", help="gymnasium env id (Box observation and action spaces)")
@@ -88,6 +90,8 @@ def _online(args, tb):
 
     if args.algo == "ppo":
         return _online_ppo(args, tb)
+    if args.algo == "drq":
+        return _online_drq(args, tb)
     if args.algo != "sac":
         raise ValueError(f"--algo {args.algo} learns from recorded data: use --data RUN "
                          "(online training is SAC or PPO)")
@@ -103,6 +107,40 @@ def _online(args, tb):
     lineage = {"algorithm": "sac", "parent_version": None, "training_steps": args.steps,
                "data_range": {"env": args.env, "online_env_steps": args.steps}, "config": cfg.to_json()}
     return sac.policy_module(), spec, lineage, sac.state_dict()
+
+
+def _online_drq(args, tb):
+    """Pixel SAC on a twin env (``VlaRlRos/...``): the camera's 64x64 frame + proprioception."""
+    import gymnasium as gym
+    from torch.utils.tensorboard import SummaryWriter
+
+    import vla_rl_ros.twin  # noqa: F401
+
+    from ..algos.drq import DrQConfig, train_pixel_sac
+    from ._arm import arm_from_args
+
+    es = gym.spec(args.env)
+    if es.entry_point != "vla_rl_ros.twin.env:TwinEnv":
+        raise ValueError(f"--algo drq renders the twin's camera: use one of the twin's envs (VlaRlRos/...), not "
+                         f"{args.env}")
+    task = (es.kwargs or {}).get("task", "reach")
+    arm = arm_from_args(args, task) if getattr(args, "params", None) else None
+    writer = SummaryWriter(tb)
+
+    def log(t, m):
+        for k, v in m.items():
+            writer.add_scalar(f"drq/{k}", v, t)
+
+    cfg = DrQConfig()
+    agent, curve = train_pixel_sac(task, args.steps, seed=args.seed, cfg=cfg, progress=True, log=log, arm=arm,
+                                   learning_starts=min(1000, max(1, args.steps // 10)))
+    for step, metric in curve:
+        writer.add_scalar("eval/success", metric, step)
+    writer.close()
+    lineage = {"algorithm": "drq_sac", "parent_version": None, "training_steps": args.steps,
+               "data_range": {"env": args.env, "online_env_steps": args.steps},
+               "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}}
+    return agent.policy_module(), agent.spec, lineage, None
 
 
 def _arm_env_kwargs(args, gym) -> dict:

@@ -97,6 +97,61 @@ def onnx_actor(model_path: str, spec: "Spec | None" = None) -> Callable[[np.ndar
     return _load(model_path, spec).act
 
 
+class ChunkActor:
+    """A VLA-shaped model (:class:`~vla_rl_ros.runtime.onnx_policy.ChunkPolicy`) in the gym twin, executed as
+    ``policy_node`` executes it: its chunks through a :class:`~vla_rl_ros.runtime.chunks.ChunkExecutor` on the
+    twin's clock (one env step = ``1 / control_hz``), a new inference once the newest chunk has run
+    ``replan_steps`` steps, each from the step's observation and the twin camera's frame, after ``latency_s``
+    of simulated inference time. ``instruction``: the vocabulary index given to the model."""
+
+    def __init__(self, policy, env=None, *, mode: str = "receding", replan_steps: int = 0, latency_s: float = 0.0,
+                 instruction: int = 0, render_size: tuple[int, int] = (640, 480)):
+        from ..runtime.chunks import ChunkExecutor
+
+        self.policy, self.env, self.spec = policy, env, policy.spec
+        s = self.spec
+        self.chunks = ChunkExecutor(s.chunk_len, s.chunk_rate_hz, s.action_dim, mode=mode)
+        self.replan = replan_steps or (1 if mode == "ensemble" else max(1, s.chunk_len // 2))
+        self.latency, self.instruction, self.render_size = float(latency_s), int(instruction), render_size
+        self.dt = 1.0 / s.control_hz
+        self._out = np.zeros(s.action_dim)
+        self.reset()
+
+    def reset(self) -> None:
+        self.chunks.clear()
+        self._t = 0.0
+        self._pending = None  # (ready at, chunk, obs stamp)
+
+    def _frames(self) -> None:
+        from ..runtime.images import prepare
+
+        for im in self.spec.images:
+            if self.env is None:
+                raise ValueError("a model with camera inputs needs the twin env to render its frames")
+            w, h = (im.width, im.height) if not im.crop else self.render_size
+            frame = self.env.unwrapped.twin.render(w, h)
+            prepare(frame, im, "rgb8", self.policy.image_input(im.name))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        t = self._t
+        if self._pending is not None and t >= self._pending[0]:
+            self.chunks.submit(self._pending[1], self._pending[2])
+            self._pending = None
+        if self._pending is None and self.chunks.steps_done(t) >= self.replan:
+            self._frames()
+            chunk = self.policy.act_chunk(obs, self.instruction if self.spec.instructions else -1)
+            if self.latency <= 0.0:
+                self.chunks.submit(chunk, t)
+            else:
+                self._pending = (t + self.latency, chunk, t)
+        if not self.chunks.sample(t, self._out):  # starved (only with latency): the arm holds, as on the robot
+            self._out[:] = 0.0
+        self._t = t + self.dt
+        return self._out.astype(np.float32)
+
+    __call__ = act
+
+
 def _load(model_path: str, spec: "Spec | None"):
     from ..runtime.onnx_policy import load_validated
 
@@ -120,9 +175,12 @@ def evaluate_policy(
     own = env is None
     env = env or (twin or TwinConfig()).env(task)
     res = EvalResult(task=task, episodes=episodes, seed=seed)
+    reset = getattr(policy, "reset", None) or getattr(getattr(policy, "__self__", None), "reset", None)
     try:
         for i in tqdm(range(episodes), desc=desc, disable=not progress, unit="ep"):
             obs, info = env.reset(seed=seed + i)
+            if reset is not None:  # a chunked actor starts each episode without a chunk
+                reset()
             done, ret, n = False, 0.0, 0
             while not done:
                 obs, r, term, trunc, info = env.step(policy(obs))
@@ -145,8 +203,9 @@ def evaluate_onnx(model_path: str, task: str, episodes: int = 50, seed: int = 10
     twin = twin or TwinConfig()
     policy = _load(model_path, twin.spec)
     env = twin.env(task, twin.spec or policy.spec)
+    actor = ChunkActor(policy, env).act if policy.chunked else policy.act
     try:
-        return evaluate_policy(policy.act, task, episodes=episodes, seed=seed, progress=progress, env=env,
+        return evaluate_policy(actor, task, episodes=episodes, seed=seed, progress=progress, env=env,
                                desc=f"eval {task}")
     finally:
         env.close()
@@ -218,7 +277,8 @@ def _serve(conn, twin: TwinConfig | None) -> None:  # pragma: no cover - subproc
                 key = (task, s.to_json())
                 if key not in envs:
                     envs[key] = t.env(task, s)
-                res = evaluate_policy(policy.act, task, episodes=episodes, seed=seed, env=envs[key])
+                actor = ChunkActor(policy, envs[key]).act if policy.chunked else policy.act
+                res = evaluate_policy(actor, task, episodes=episodes, seed=seed, env=envs[key])
                 conn.send(("ok", res.to_json()))
             except Exception as e:  # report, keep serving
                 conn.send(("error", f"{type(e).__name__}: {e}"))

@@ -47,25 +47,33 @@ class ShipResult:
     seconds: float
 
 
-def collect_dart_demos(task: str, n: int, noise: float, seed: int, progress: bool = False, arm=None):
-    """Expert rollouts in ``arm``'s twin (:class:`~vla_rl_ros.arm.Arm`; ``None``: the Panda's); returns
-    (obs [N, d], clean expert actions [N, a], per-episode success list)."""
+def collect_demo_episodes(task: str, n: int, noise: float, seed: int, progress: bool = False, arm=None,
+                          images=()) -> list[dict]:
+    """Expert rollouts in ``arm``'s twin (:class:`~vla_rl_ros.arm.Arm`; ``None``: the Panda's), one dict per
+    episode: ``obs (T, d)``, the clean expert ``actions (T, a)`` at those states, ``success``, and with
+    ``images`` (:class:`~vla_rl_ros.spec.ImageSpec` entries) ``frames`` ``{name: (T, 3, H, W) uint8}`` from the twin's
+    camera at each state."""
     from tqdm import tqdm
 
     from ..arm import Arm
+    from ..runtime.images import prepare
     from ..spec import Spec
     from ..twin.expert import ScriptedExpert
 
     env = (arm or Arm(Spec(task=task))).with_task(task).twin().env(task)
     rng = np.random.default_rng(seed)
     expert = ScriptedExpert(env.spec_)
-    O, A, succ = [], [], []
+    episodes = []
     try:
         for i in tqdm(range(n), desc=f"expert demos ({task})", disable=not progress, unit="ep"):
             obs, _ = env.reset(seed=seed + i)
             done = False
             info = {"is_success": False}
+            O, A, F = [], [], {im.name: [] for im in images}
             while not done:
+                for im in images:
+                    w, h = (im.width, im.height) if not im.crop else (640, 480)
+                    F[im.name].append(prepare(env.twin.render(w, h), im, "rgb8"))
                 a = expert(obs)
                 O.append(obs)
                 A.append(a)
@@ -74,10 +82,21 @@ def collect_dart_demos(task: str, n: int, noise: float, seed: int, progress: boo
                     executed[:3] = np.clip(a[:3] + rng.normal(0.0, noise, 3), -1, 1)
                 obs, _, term, trunc, info = env.step(executed)
                 done = term or trunc
-            succ.append(bool(info["is_success"]))
+            ep = dict(obs=np.asarray(O, np.float32), actions=np.asarray(A, np.float32),
+                      success=bool(info["is_success"]), seed=seed + i)
+            if images:
+                ep["frames"] = {k: np.asarray(v, np.uint8) for k, v in F.items()}
+            episodes.append(ep)
     finally:
         env.close()
-    return np.asarray(O, np.float32), np.asarray(A, np.float32), succ
+    return episodes
+
+
+def collect_dart_demos(task: str, n: int, noise: float, seed: int, progress: bool = False, arm=None):
+    """:func:`collect_demo_episodes` flattened: (obs [N, d], clean expert actions [N, a], per-episode success)."""
+    eps = collect_demo_episodes(task, n, noise, seed, progress, arm)
+    return (np.concatenate([e["obs"] for e in eps]), np.concatenate([e["actions"] for e in eps]),
+            [e["success"] for e in eps])
 
 
 def ship_bc_model(task: str, out_path: str, demos: int | None = None, noise: float | None = None,
@@ -159,6 +178,105 @@ Reproduce: `./vla-rl-ros ship --task {res.task}{arm_flag}{out_flag}` (then `./vl
 
 The ONNX file carries the spec (`vla_rl_ros.spec`) and this lineage (`vla_rl_ros.lineage`) in its metadata.
 {"The pick_place model is deliberately imperfect: it is the starting point the continual learner (`vla-rl-ros sim`) improves on." if res.task == "pick_place" else ""}
+"""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+# The chunked model (issue 13): the pick_place recipe's demos, K actions per inference, ACT's L1 on the chunk.
+CHUNK_RECIPE = dict(chunk_len=10, steps=3000, execution="receding")
+CAMERA = dict(name="front", topic="/camera/image_raw", height=84, width=84)
+
+
+def ship_chunk_model(task: str, out_path: str, chunk_len: int | None = None, camera: bool = False,
+                     execution: str | None = None,
+                     demos: int | None = None, noise: float | None = None, steps: int | None = None,
+                     seed: int | None = None, eval_episodes: int = 50, eval_seed: int = 10_000,
+                     progress: bool = True, arm=None) -> ShipResult:
+    """The task's BC recipe (same demos) with a chunked policy (:mod:`vla_rl_ros.algos.chunk_bc`): ``chunk_len``
+    actions per inference at the spec's rate; with ``camera`` it also reads the twin camera's 84x84 frame. The
+    evaluation runs the chunks as ``policy_node`` does with ``chunk_execution: execution`` (receding: a new chunk
+    every K/2 steps; ensemble: ACT's temporal ensembling, a new chunk every step)."""
+    import torch
+
+    from ..algos.chunk_bc import ChunkData, train_chunk_bc
+    from ..algos.export import export_onnx
+    from ..arm import Arm
+    from ..spec import ImageSpec, Spec
+    from ..runtime.onnx_policy import load_validated
+    from .evaluate import ChunkActor, evaluate_policy
+    from .lineage import update_lineage
+
+    r = dict(RECIPES[task], **CHUNK_RECIPE, camera=bool(camera))
+    for k, v in (("demos", demos), ("noise", noise), ("steps", steps), ("seed", seed), ("chunk_len", chunk_len),
+                 ("execution", execution)):
+        if v is not None:
+            r[k] = v
+    t0 = time.time()
+    torch.manual_seed(r["seed"])
+    arm = (arm or Arm(Spec(task=task))).with_task(task)
+    images = (ImageSpec(**CAMERA),) if camera else ()
+    spec = arm.spec.replace(chunk_len=int(r["chunk_len"]), images=images)
+    arm = Arm(spec, arm.urdf_path, arm.scene, arm.home)
+    eps = collect_demo_episodes(task, r["demos"], r["noise"], r["seed"], progress, arm=arm, images=images)
+    data = ChunkData.from_episodes(eps, spec.chunk_len)
+    net = train_chunk_bc(data, spec, steps=r["steps"], seed=r["seed"], progress=progress)
+    lineage = {
+        "algorithm": "chunk_bc", "parent_version": None,
+        "data": f"{r['demos']} scripted-expert episodes (seeds {r['seed']}..{r['seed'] + r['demos'] - 1}, "
+                f"DART noise {r['noise']}), {len(data.obs)} transitions",
+        "training_steps": r["steps"], "recipe": r, "arm": arm_name(arm),
+    }
+    version = export_onnx(net, spec, out_path, lineage).version
+    pol = load_validated(out_path, None, spec)
+    env = arm.twin().env(task, spec)
+    try:
+        res = evaluate_policy(ChunkActor(pol, env, mode=r["execution"]).act, task, episodes=eval_episodes,
+                              seed=eval_seed, progress=progress, env=env)
+    finally:
+        env.close()
+    update_lineage(out_path, {"twin_success_at_gate": {"rate": res.success_rate, "episodes": eval_episodes,
+                                                        "seed": eval_seed, "chunk_execution": r["execution"]}})
+    out = ShipResult(task=task, arm=arm_name(arm), path=out_path, version=version, demos=r["demos"],
+                     demo_success_rate=float(np.mean([e["success"] for e in eps])), demo_transitions=len(data.obs),
+                     bc_steps=r["steps"], success_rate=res.success_rate, success_ci95=res.wilson_interval(),
+                     mean_return=res.mean_return, eval_episodes=eval_episodes, eval_seed=eval_seed,
+                     seconds=time.time() - t0)
+    write_chunk_card(out, r, spec)
+    return out
+
+
+def write_chunk_card(res: ShipResult, recipe: dict, spec) -> str:
+    from ..algos.export import sha256_file
+
+    path = os.path.splitext(res.path)[0] + ".md"
+    lo, hi = res.success_ci95
+    cam = (f"the twin camera's {spec.images[0].width}x{spec.images[0].height} RGB frame (input "
+           f"`{spec.images[0].input_name}`, small conv encoder) and " if spec.images else "")
+    flags = (f" --chunk-len {spec.chunk_len}" + (" --camera" if spec.images else "")
+             + (f" --chunk-execution {recipe['execution']}" if recipe["execution"] != "receding" else ""))
+    text = f"""# Model card: `{os.path.basename(res.path)}`
+
+| | |
+|---|---|
+| task | `{res.task}` (PyBullet twin, {res.arm}, `ee_delta` actions) |
+| version | `{res.version}` |
+| sha256 | `{sha256_file(res.path)}` |
+| shape | reads {cam}the state (`obs`); outputs a chunk of **{spec.chunk_len} actions** (`action` `[1, {spec.chunk_len}, {spec.action_dim}]`) for steps 1/{spec.chunk_rate_hz:g} s apart |
+| algorithm | chunked behaviour cloning (`vla_rl_ros/algos/chunk_bc.py`: ACT's masked L1 on the next {spec.chunk_len} actions; 2×256 MLP head, obs normaliser baked in) |
+| data | {res.demos} scripted-expert episodes, seeds {recipe['seed']}..{recipe['seed'] + res.demos - 1}, DART noise {recipe['noise']}; {res.demo_transitions} states; expert success while collecting {100 * res.demo_success_rate:.0f}% (the same demos as `{res.task}_bc.onnx`) |
+| training | {res.bc_steps} Adam steps, batch 256, lr 3e-4, seed {recipe['seed']} |
+| **twin success** | **{100 * res.success_rate:.1f}%** over {res.eval_episodes} seeded episodes (seeds {res.eval_seed}..{res.eval_seed + res.eval_episodes - 1}; 95% Wilson CI {100 * lo:.0f}–{100 * hi:.0f}%), chunks run as `policy_node` runs them with `chunk_execution: {recipe['execution']}` ({"a new chunk every " + str(max(1, spec.chunk_len // 2)) + " steps" if recipe['execution'] == 'receding' else "ACT's temporal ensembling, a new chunk every step"}) |
+| made on | {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, {platform.machine()} CPU, {os.cpu_count()} cores, {res.seconds:.0f} s |
+
+Reproduce: `./vla-rl-ros ship --task {res.task}{flags}` (then `./vla-rl-ros eval --model {os.path.relpath(res.path)} --task {res.task} --episodes {res.eval_episodes}`).
+
+On the arm it runs through the path an externally trained VLA takes (docs/VLA.md): `policy_node` sees a spec with
+`chunk_len` > 1{" and a camera" if spec.images else ""}, runs the model in its inference thread and executes the chunk at control rate (set `chunk_execution:
+{recipe['execution']}` on `policy_node`, as evaluated here).
 """
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

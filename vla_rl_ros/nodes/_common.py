@@ -6,7 +6,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from ..arm import Arm
-from ..spec import Spec
+from ..spec import ImageSpec, Spec
 
 
 def declare(node, name: str, default: Any, description: str, *, lo: float | None = None, hi: float | None = None,
@@ -57,6 +57,39 @@ def declare_spec_params(node, which: tuple[str, ...] | None = None) -> dict[str,
         out["gripper_joint_range"] = node.declare_parameter(
             "gripper_joint_range", Parameter.Type.DOUBLE_ARRAY,
             ParameterDescriptor(description=GRIPPER_RANGE_DESCRIPTION, read_only=True)).value
+    if which is None:
+        out.update(declare_vla_params(node))
+    return out
+
+
+def declare_vla_params(node) -> dict[str, Any]:
+    """The VLA-shaped model's spec parameters (:func:`vla_rl_ros.spec.vla_from_params`): camera inputs, the
+    instruction vocabulary, the action chunk. Each camera's parameters are declared under ``image.<name>.``
+    once ``images`` names it."""
+    from rclpy.parameter import Parameter
+
+    def arr(name: str, kind, desc: str):
+        return node.declare_parameter(name, kind, ParameterDescriptor(description=desc, read_only=True)).value
+
+    d = ImageSpec()
+    out: dict[str, Any] = {
+        "images": arr("images", Parameter.Type.STRING_ARRAY, "the model's camera inputs by name, in input order "
+                      "(unset = none); each has image.<name>.topic, .height, .width, .encoding, .crop"),
+        "instructions": arr("instructions", Parameter.Type.STRING_ARRAY, "the instruction vocabulary the model "
+                            "declares (unset = none); /task/instruction selects one at run time"),
+        "chunk_len": declare(node, "chunk_len", 1, "actions per inference (K; 1 = one action per tick)", lo=1,
+                             hi=1000),
+        "chunk_hz": declare(node, "chunk_hz", 0.0, "rate of a chunk's steps (Hz; 0 = spec_control_hz)", lo=0.0,
+                            hi=10000.0),
+    }
+    for n in out["images"] or []:
+        p = f"image.{n}."
+        out[p + "topic"] = declare(node, p + "topic", d.topic, f"camera {n}: sensor_msgs/Image topic")
+        out[p + "height"] = declare(node, p + "height", d.height, f"camera {n}: model input height (px)", lo=1, hi=4096)
+        out[p + "width"] = declare(node, p + "width", d.width, f"camera {n}: model input width (px)", lo=1, hi=4096)
+        out[p + "encoding"] = declare(node, p + "encoding", d.encoding, f"camera {n}: rgb8 | bgr8, as published")
+        out[p + "crop"] = arr(p + "crop", Parameter.Type.INTEGER_ARRAY, f"camera {n}: [top, left, height, width] "
+                              "cut from the frame before the resize (unset = the whole frame)")
     return out
 
 

@@ -172,9 +172,16 @@ class LearnerNode(Node):
                 self.monitor.submit(inc["version"], inc["path"], reason="incumbent at start")
         if inc:
             self._announce(inc["path"], inc["sha256"], inc["version"])
-        self.thread = threading.Thread(target=self.learner.run_forever, args=(self._stop.is_set, self._on_event),
-                                       name="learner", daemon=True)
-        self.thread.start()
+        self.thread: threading.Thread | None = None
+        if run_spec.vla_shaped:  # said plainly, once, and in /diagnostics: the arm runs its model, nothing learns
+            self.last_error = ("the run's spec is VLA-shaped (cameras, an instruction vocabulary or action chunks): "
+                               "the continual learner does not train such models yet; the arm runs its starting "
+                               "model and the monitor measures it, but no candidates are made")
+            self.get_logger().error(self.last_error)
+        else:
+            self.thread = threading.Thread(target=self.learner.run_forever,
+                                           args=(self._stop.is_set, self._on_event), name="learner", daemon=True)
+            self.thread.start()
         self.create_timer(2.0, self._publish_diagnostics)
         self.get_logger().info(f"learning ({cfg.algo}) from {run_dir}; incumbent {inc['version'] if inc else None}")
 
@@ -271,8 +278,9 @@ class LearnerNode(Node):
         self._stop.set()
         if self.monitor is not None:
             self.monitor.close(timeout=5.0)  # a running evaluation is cancelled, its worker killed
-        self.thread.join(timeout=5.0)
-        if self.thread.is_alive():
+        if self.thread is not None:
+            self.thread.join(timeout=5.0)
+        if self.thread is not None and self.thread.is_alive():
             # A Recap round or a gate evaluation is in progress: don't hold up shutdown for it. Nothing durable
             # is lost (the store is the recorder's; the last checkpoint and the registry stay as they are).
             self.get_logger().warn("learner busy (training round or gate in progress); exiting without waiting, "

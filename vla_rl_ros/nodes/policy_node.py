@@ -88,7 +88,10 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
 
 from ..kinematics import Kinematics
+from ..runtime.chunks import ChunkExecutor
+from ..runtime.chunks import Sample as ChunkSample
 from ..runtime.control import Controller, SafetyLimits
+from ..runtime.images import decode_into
 from ..runtime.inputs import ARM, GRIPPER, validate_action, validate_image, validate_pose
 from ..runtime.observe import Observer
 from ..runtime.onnx_policy import ModelRejected, OnnxPolicy, load_validated, realistic_observation
@@ -116,6 +119,8 @@ TOPICS = {
     "goal_pose": ("/task/goal_pose", "geometry_msgs/PoseStamped in: the goal, base frame or a connected frame"),
     "tf_static": ("/tf_static", TF_STATIC_DESCRIPTION),
     "image": ("/camera/image_raw", "sensor_msgs/Image in, validated only (rgb8/bgr8); '' disables"),
+    "instruction": ("/task/instruction", "std_msgs/String in (reliable, transient-local): the instruction, one of "
+                    "the model's vocabulary (spec instructions); an unknown one holds the arm"),
     "intervention": ("/rl/intervention", "std_msgs/Float64MultiArray in: a human's action in the policy's action layout"),
     "estop": ("/rl/estop", "std_msgs/Bool in (reliable, transient-local): true holds the arm"),
     "policy_update": ("/rl/policy_update", "std_msgs/String in: JSON {path, sha256, version} announcing a model"),
@@ -125,6 +130,16 @@ TOPICS = {
     "step": ("/rl/step", "std_msgs/Float64MultiArray out: per-tick step record (docs/CONVENTIONS.md)"),
     "diagnostics": ("/diagnostics", "diagnostic_msgs/DiagnosticArray out"),
 }
+
+
+def _name_os_thread(name: str) -> None:
+    """The calling thread's name as the OS shows it (Linux prctl PR_SET_NAME, 15 bytes); silently not elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _stamp_ns(stamp) -> int:
@@ -196,6 +211,31 @@ class PolicyNode(Node):
                           "vla-rl-ros keygen)")
         allowed_dir = declare(self, "allowed_models_dir", "", "announced models must lie inside this directory "
                               "(symlinks resolved; '' = anywhere)")
+        self.providers = list(self.declare_parameter(
+            "execution_providers", ["CPUExecutionProvider"], ParameterDescriptor(
+                description="ONNX Runtime execution providers in order of preference, e.g. "
+                "[TensorrtExecutionProvider, CUDAExecutionProvider] on a robot with a GPU; those this ORT lacks "
+                "are skipped, the CPU is the last resort", read_only=True)).value)
+        # ---- VLA-shaped models (spec images / instructions / chunk_len > 1): inference off the control thread
+        self.chunk_mode = declare(self, "chunk_execution", "receding", "receding: the newest chunk alone | "
+                                  "ensemble: ACT's temporal ensembling of every chunk covering the tick",
+                                  additional="one of: receding, ensemble")
+        self.chunk_interpolate = declare(self, "chunk_interpolate", True, "interpolate linearly between a chunk's "
+                                         "steps (a 50 Hz chunk at a 500 Hz loop without stairs)")
+        self.ensemble_decay = declare(self, "ensemble_decay", 0.01, "ensemble: weight exp(-m i), i = 0 for the "
+                                      "oldest chunk (ACT's m)", lo=0.0, hi=10.0)
+        replan = declare(self, "replan_steps", 0, "chunk steps executed before the next inference starts "
+                         "(0 = half the chunk for receding, every step for ensemble); earlier when the model's "
+                         "measured latency would let the chunk run out first", lo=0, hi=1000)
+        self.image_timeout = declare(self, "image_timeout_s", 0.5, "hold when a camera the model reads has no "
+                                     "valid frame this recent (s)", lo=0.001, hi=60.0)
+        self.inference_affinity = list(self.declare_parameter(
+            "inference_cpu_affinity", Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
+                description="CPUs the inference thread may run on, e.g. the control thread's own [1] on a 2-core "
+                "machine whose other core the learner saturates (SCHED_FIFO ticks preempt it there); unset = any",
+                read_only=True)).value or [])
+        self.inference_nice = declare(self, "inference_nice", 5, "added to the process's nice value for the "
+                                      "inference thread (it yields the CPU to the control thread)", lo=0, hi=19)
         replay_state = declare(self, "replay_state_file", "", "JSON file keeping the seq of the newest signed model "
                                "run, so that a restarted node still refuses older promotions ('' = in memory only)")
 
@@ -215,7 +255,30 @@ class PolicyNode(Node):
         self.ch_goal = InputChannel("goal_pose", pose_timeout)
         self.ch_img = InputChannel("image", 0.0, required=False)
         self.ch_interv = InputChannel("intervention", 0.0, required=False, error_ttl_s=self.interv_timeout)
-        self.watchdog = Watchdog([self.ch_js, self.ch_grip, self.ch_obj, self.ch_goal, self.ch_img, self.ch_interv])
+        self.ch_instr = InputChannel("instruction", 0.0, required=bool(spec.instructions))
+        self.ch_cams = {im.name: InputChannel(f"camera_{im.name}", self.image_timeout) for im in spec.images}
+        self.watchdog = Watchdog([self.ch_js, self.ch_grip, self.ch_obj, self.ch_goal, self.ch_img, self.ch_interv,
+                                  self.ch_instr, *self.ch_cams.values()])
+        # chunked execution: the inference thread submits, the tick samples (runtime/chunks.py)
+        self.chunks = ChunkExecutor(spec.chunk_len, spec.chunk_rate_hz, A, mode=self.chunk_mode,
+                                    interpolate=self.chunk_interpolate, ensemble_decay=self.ensemble_decay) \
+            if spec.vla_shaped else None
+        self.replan_steps = replan or (1 if self.chunk_mode == "ensemble" else max(1, spec.chunk_len // 2))
+        self._chunk_info = ChunkSample()
+        self._instr_idx = -1
+        self._frames: dict[str, tuple] = {}  # camera name -> (Image msg, stamp s), replaced whole by its callback
+        self._snap = np.zeros(spec.obs_dim, dtype=np.float32)  # the observation the inference thread reads
+        self._snap_t = 0.0  # its stamp (s); 0 = none yet
+        self._snap_lock = threading.Lock()
+        self.chunk_starved_ticks = 0
+        self.inferences = 0
+        self.inferences_skipped = 0
+        self.infer_time = LatencyWindow()  # one chunk inference (s)
+        self.infer_age = LatencyWindow()  # observation stamp -> chunk ready (s)
+        self.deadline_overruns = 0  # ticks whose compute took longer than the control period
+        self._skip_reason = ""
+        self._latency_ema = 0.0  # observation -> chunk ready (s), smoothed: when the next inference must start
+        self._period = 1.0 / self.rate_hz
         self._js_stamp_ns = 0
         self._obj = np.zeros(3)
         self._goal = np.zeros(3)
@@ -282,8 +345,12 @@ class PolicyNode(Node):
                                      lambda e: self._log_reject(f"rejected transform: {e}"))
         sub(PoseStamped, topics["object_pose"], g(self._on_object_pose), sensor)
         sub(PoseStamped, topics["goal_pose"], g(self._on_goal_pose), sensor)
-        if topics["image"]:
+        if topics["image"] and topics["image"] not in {im.topic for im in spec.images}:
             sub(Image, topics["image"], g(self._on_image), sensor)
+        for im in spec.images:  # the model's cameras: validated here, decoded by the inference thread
+            sub(Image, im.topic, g(self._camera_callback(im)), sensor)
+        if spec.instructions:
+            sub(String, topics["instruction"], g(self._on_instruction), LATCHED)
         sub(Float64MultiArray, topics["intervention"], g(self._on_intervention), sensor)
         sub(Bool, topics["estop"], g(self._on_estop), LATCHED)
         sub(String, topics["policy_update"], g(self._on_policy_update), RELIABLE_10)
@@ -292,6 +359,11 @@ class PolicyNode(Node):
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._work, name="policy_loader", daemon=True)
         self._worker.start()
+        self._infer_stop = threading.Event()
+        self._infer_thread = None
+        if self.chunks is not None:  # started before the control thread's scheduling is raised: it keeps its own
+            self._infer_thread = threading.Thread(target=self._infer_loop, name="policy_inference", daemon=True)
+            self._infer_thread.start()
         if self.model_path:
             self._tasks.put(("load", {"path": self.model_path, "sha256": self.model_sha256, "version": None,
                                       "source": "model_path"}))
@@ -320,6 +392,7 @@ class PolicyNode(Node):
         self._step_act = step[o: o + A]
         self._step_meta = step[o + A:]
         self._step_meta[5] = self.rate_hz
+        self._step_meta[6] = self._step_meta[7] = -1.0
 
     def _other_threads(self) -> list[int]:
         """With ``realtime_middleware_threads``: the process's threads other than the calling one and the
@@ -332,7 +405,10 @@ class PolicyNode(Node):
             tids = [int(t) for t in os.listdir("/proc/self/task")]
         except OSError:
             return []
-        return [t for t in tids if t not in (threading.get_native_id(), self._worker.native_id)]
+        mine = {threading.get_native_id(), self._worker.native_id}
+        if self._infer_thread is not None:
+            mine.add(self._infer_thread.native_id)
+        return [t for t in tids if t not in mine]
 
     def _apply(self, setting: str, what: str, fn) -> None:
         """``fn(tid)`` for this (executor) thread, then for the middleware's threads; a refusal warns, never
@@ -455,6 +531,42 @@ class PolicyNode(Node):
         else:
             self.ch_img.accept(now)
 
+    def _camera_callback(self, im):
+        ch = self.ch_cams[im.name]
+
+        def on_camera(msg: Image, _unused=None) -> None:  # two parameters: _guard wraps it as a subscription
+            now = time.monotonic()
+            err = validate_image(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+            if err is None and msg.encoding != im.encoding:
+                err = f"encoding {msg.encoding!r}, the spec declares {im.encoding!r}"
+            if err is None and im.crop:
+                top, left, h, w = im.crop
+                if top + h > msg.height or left + w > msg.width:
+                    err = f"crop {list(im.crop)} does not fit a {msg.width}x{msg.height} frame"
+            if err is not None:
+                self._reject(ch, now, err)
+                return
+            st = _stamp_ns(msg.header.stamp)
+            self._frames[im.name] = (msg, st * 1e-9 if st > 0 else self._now_ns() * 1e-9)
+            ch.accept(now)
+
+        on_camera.__name__ = f"_on_camera_{im.name}"
+        return on_camera
+
+    def _on_instruction(self, msg: String) -> None:
+        now = time.monotonic()
+        i = self.spec.instruction_index(msg.data)
+        if i < 0:
+            self._instr_idx = -1
+            self._reject(self.ch_instr, now, f"unknown instruction {msg.data[:80]!r} (the model knows: "
+                         f"{', '.join(repr(x) for x in self.spec.instructions)})")
+            return
+        if i != self._instr_idx and self.chunks is not None:
+            self.chunks.clear()  # the old instruction's chunks must not run on
+        self._instr_idx = i
+        self.ch_instr.accept(now)
+        self.get_logger().info(f"instruction: {self.spec.instructions[i]!r}")
+
     def _on_intervention(self, msg: Float64MultiArray) -> None:
         now = time.monotonic()
         err = validate_action(msg.data, self.spec.action_dim)
@@ -542,19 +654,33 @@ class PolicyNode(Node):
         reason = self.watchdog.check(now)
         intervention = False
         action = self._action
+        chunk = self._chunk_info
+        chunk.seq = -1
+        if self.chunks is not None:
+            if reason:  # a watchdog hold (estop, stale inputs): no chunk from before it runs after it
+                self.chunks.clear()
+            elif have_obs:  # the inference thread's input: this tick's observation and its stamp
+                with self._snap_lock:
+                    self._snap[:] = self._obs
+                    self._snap_t = self._js_stamp_ns * 1e-9
         if not reason:
             if self.ch_interv.fresh(now, self.interv_timeout):
                 action = self._interv
                 intervention = True
             elif policy is None:
                 reason = "no model: " + self.model_error
+            elif policy.chunked:  # the current chunk at this tick's time (runtime/chunks.py); inference runs elsewhere
+                if self.chunks.sample(self._now_ns() * 1e-9, action, chunk):
+                    self._explore(action)
+                else:
+                    chunk.seq = -1
+                    self.chunk_starved_ticks += 1
+                    reason = self._starved_reason()
             else:
                 try:
                     action[:] = policy.act(self._obs)  # float32 -> float64, then clipped in float64 (cheaper)
                     np.minimum(np.maximum(action, -1.0, out=action), 1.0, out=action)
-                    if self.explore_std > 0.0:
-                        action += self._explore_rng.normal(0.0, self.explore_std, action.shape)
-                        np.minimum(np.maximum(action, -1.0, out=action), 1.0, out=action)
+                    self._explore(action)
                 except Exception as e:  # a model that validated but fails at run time: hold, count, report
                     self.inference_errors += 1
                     reason = f"inference failed: {e}"
@@ -587,9 +713,16 @@ class PolicyNode(Node):
             meta[2] = cmd_ns * 1e-9
             meta[3] = 1.0 if intervention else 0.0
             meta[4] = 1.0 if hold else 0.0
+            if chunk.seq >= 0 and not hold and not intervention:  # which chunk step ran, from which frame
+                meta[6], meta[7], meta[8] = chunk.seq, chunk.step, chunk.frame_stamp
+            else:
+                meta[6], meta[7], meta[8] = -1.0, -1.0, 0.0
             self._step_out.publish()
         self.latency.add((cmd_ns - self._js_stamp_ns) * 1e-9)
-        self.compute.add(time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        self.compute.add(dt)
+        if dt > self._period:
+            self.deadline_overruns += 1
         if hold:
             self.hold_ticks += 1
             self.hold_reason = reason
@@ -601,6 +734,92 @@ class PolicyNode(Node):
         if hold != self._holding:
             self._holding = hold
             self._tasks.put(("transition", reason))
+
+    def _explore(self, action: np.ndarray) -> None:
+        if self.explore_std > 0.0:
+            action += self._explore_rng.normal(0.0, self.explore_std, action.shape)
+            np.minimum(np.maximum(action, -1.0, out=action), 1.0, out=action)
+
+    def _starved_reason(self) -> str:
+        c = self.chunks.newest()
+        why = f" ({self._skip_reason})" if self._skip_reason else ""
+        if c is None:
+            return "no action chunk yet: waiting for the first inference" + why
+        return (f"action chunk {c.seq} ran out ({self.chunks.K} steps at {self.chunks.hz:g} Hz) before the next "
+                "inference" + why)
+
+    # ================================================== inference (VLA-shaped models)
+    def _infer_loop(self) -> None:
+        """The inference thread: a chunk whenever the newest has run ``replan_steps`` steps, from the newest
+        observation and camera frames, never on the control thread. ONNX Runtime releases the GIL while it
+        computes, so the control ticks go on during a 100 ms inference."""
+        try:  # relative to the process's own nice value: a niced node's inference must not outrank its ticks
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.inference_nice))
+        except (OSError, AttributeError):
+            pass
+        _name_os_thread("vla_inference")  # visible in top -H and /proc/<pid>/task/*/comm
+        if self.inference_affinity:
+            try:
+                os.sched_setaffinity(0, self.inference_affinity)
+            except (OSError, ValueError) as e:
+                self.get_logger().warning(f"inference_cpu_affinity {self.inference_affinity} refused ({e})")
+        while not self._infer_stop.is_set():
+            try:
+                wait = self._infer_once()
+            except Exception as e:  # a failing model: count, report, hold (no chunk), try again
+                self.inference_errors += 1
+                self._skip_reason = f"inference failed: {type(e).__name__}: {e}"
+                self.last_error = self._skip_reason
+                wait = 0.05
+            if wait > 0.0:
+                self._infer_stop.wait(wait)
+
+    def _infer_once(self) -> float:
+        """One inference if one is due; returns how long to wait before the next look (s)."""
+        pol = self._policy
+        if pol is None or not pol.chunked:
+            return 0.02
+        now = self._now_ns() * 1e-9
+        # the next inference starts after replan_steps of the newest chunk, or earlier when the model's measured
+        # latency (observation -> chunk ready) would otherwise let the chunk run out before the next one arrives
+        lead = 1.5 * self._latency_ema * self.chunks.hz + 1.0
+        due = min(float(self.replan_steps), self.chunks.K - lead) - self.chunks.steps_done(now)
+        if due > 0.0:
+            return min(due / self.chunks.hz, 0.02)
+        with self._snap_lock:
+            t_obs = self._snap_t
+            obs = self._snap.copy()
+        if t_obs <= 0.0 or now - t_obs > self.js_timeout:
+            return self._skip("no fresh observation (the control loop is holding)")
+        if self.spec.instructions and self._instr_idx < 0:
+            return self._skip("no instruction")
+        frame_stamp = 0.0
+        for im in self.spec.images:
+            got = self._frames.get(im.name)
+            if got is None or now - got[1] > self.image_timeout:
+                return self._skip(f"camera {im.name}: no frame within image_timeout_s")
+            msg, stamp = got
+            decode_into(msg, im, pol.image_input(im.name))
+            frame_stamp = max(frame_stamp, stamp)
+        instr = self._instr_idx
+        t = time.perf_counter()
+        actions = pol.act_chunk(obs, instr)
+        self.infer_time.add(time.perf_counter() - t)
+        if pol is not self._policy or instr != self._instr_idx:  # a new model or instruction meanwhile: not this
+            return 0.0
+        self.chunks.submit(actions, t_obs, frame_stamp)
+        self.inferences += 1
+        age = self._now_ns() * 1e-9 - t_obs
+        self.infer_age.add(age)
+        self._latency_ema = age if self._latency_ema == 0.0 else 0.8 * self._latency_ema + 0.2 * age
+        self._skip_reason = ""
+        return 0.0
+
+    def _skip(self, why: str) -> float:
+        self.inferences_skipped += 1
+        self._skip_reason = why
+        return 0.01
 
     # =================================================== loader / notifier
     def _work(self) -> None:
@@ -622,7 +841,12 @@ class PolicyNode(Node):
                     self._reply({"event": "first_command", "version": pol.version, "accepted": True, "reason": "",
                                  "sha256": pol.sha256, "tick": tick, "cmd_stamp_s": cmd_ns * 1e-9})
                 elif kind == "transition":
-                    if arg:
+                    if self.chunks is not None:  # a slow model's starved ticks come and go: at most once a second
+                        if arg:
+                            self.get_logger().warning(f"holding: {arg}", throttle_duration_sec=1.0)
+                        else:
+                            self.get_logger().info("acting (hold released)", throttle_duration_sec=1.0)
+                    elif arg:
                         self.get_logger().warning(f"holding: {arg}")
                     else:
                         self.get_logger().info("acting (hold released)")
@@ -645,7 +869,7 @@ class PolicyNode(Node):
             if req.get("source") == "policy_update":
                 seq = self.update_guard.check(req, path)
             pol = load_validated(path, req.get("sha256") or None, self.spec, expected_version=version,
-                                 probe_obs=self._probe_obs(), kinematics=self.kin)
+                                 probe_obs=self._probe_obs(), kinematics=self.kin, providers=self.providers)
         except UpdateRejected as e:
             reason, kind = e.reason, e.kind
         except ModelRejected as e:
@@ -654,6 +878,8 @@ class PolicyNode(Node):
             reason = f"unexpected {type(e).__name__}: {e}"
         else:
             old = self._policy
+            if self.chunks is not None:
+                self.chunks.clear()  # no chunk of the old model runs under the new one
             self._policy = pol  # the swap: one reference assignment, picked up by the next tick
             self.update_guard.installed(seq, pol.sha256)
             self.model_error = ""
@@ -731,6 +957,8 @@ class PolicyNode(Node):
             **{f"rejected_updates_{k}": str(n) for k, n in self.update_guard.counts.items()},
             "signatures_required": str(self.update_guard.required).lower(),
             "inference_errors": str(self.inference_errors),
+            "deadline_overruns": str(self.deadline_overruns),
+            **self._chunk_diagnostics(f),
             "callback_errors": str(self.callback_errors),
             "last_error": self.last_error,
         }
@@ -740,7 +968,26 @@ class PolicyNode(Node):
         self.latency.clear()
         self.compute.clear()
 
+    def _chunk_diagnostics(self, f) -> dict:
+        if self.chunks is None:
+            return {}
+        it, age = self.infer_time.summary(), self.infer_age.summary()
+        self.infer_time.clear()
+        self.infer_age.clear()
+        c = self.chunks.newest()
+        return {"chunk_len": str(self.spec.chunk_len), "chunk_hz": f"{self.chunks.hz:g}",
+                "chunk_execution": self.chunk_mode, "replan_steps": str(self.replan_steps),
+                "inferences": str(self.inferences), "inferences_skipped": str(self.inferences_skipped),
+                "inference_skip_reason": self._skip_reason,
+                "chunk_starved_ticks": str(self.chunk_starved_ticks), "chunk_seq": str(c.seq if c else -1),
+                "inference_p50_ms": f(it.p50, 1e3), "inference_p99_ms": f(it.p99, 1e3),
+                "obs_to_chunk_p50_ms": f(age.p50, 1e3), "obs_to_chunk_p99_ms": f(age.p99, 1e3),
+                "instruction": self.spec.instructions[self._instr_idx] if self._instr_idx >= 0 else ""}
+
     def destroy_node(self) -> None:
+        self._infer_stop.set()
+        if self._infer_thread is not None:  # an inference in flight ends before the interpreter does
+            self._infer_thread.join(timeout=5.0)
         self._tasks.put(("stop", None))
         super().destroy_node()
 

@@ -230,7 +230,8 @@ class EpisodeRecorder:
         try:
             self.w.add_step(prev.obs, prev.action, r, rec.obs, terminated=success, truncated=timeout and not success,
                             intervention=prev.intervention, model_version=prev.model_version,
-                            obs_stamp=prev.obs_stamp, cmd_stamp=prev.cmd_stamp)
+                            obs_stamp=prev.obs_stamp, cmd_stamp=prev.cmd_stamp,
+                            chunk=(prev.chunk_seq, prev.chunk_step, prev.frame_stamp) if prev.chunk_seq > 0 else None)
         except InvalidStep as e:
             c.rejected += 1
             c.last_error = str(e)

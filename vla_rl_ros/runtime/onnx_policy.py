@@ -78,6 +78,15 @@ def session_options():
     return so
 
 
+def available_providers(wanted) -> list[str]:
+    """``wanted`` execution providers that this ONNX Runtime has, in order, then ``CPUExecutionProvider``."""
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    out = [p for p in wanted if p in have and p != "CPUExecutionProvider"]
+    return out + ["CPUExecutionProvider"]
+
+
 def realistic_observation(spec: Spec, kin=None) -> np.ndarray:
     """An in-distribution observation for the test inference: arm at home, object on the table, goal above it.
 
@@ -120,6 +129,8 @@ class OnnxPolicy:
     the loop by assigning one reference; never mutate a policy that is running.
     """
 
+    chunked = False
+
     def __init__(self, session, info: ModelInfo, input_name: str, output_name: str, input_rank: int):
         self.session = session
         self.info = info
@@ -151,6 +162,100 @@ class OnnxPolicy:
         return f"OnnxPolicy(version={self.version!r}, sha256={self.sha256[:12]}, path={self.info.path!r})"
 
 
+class ChunkPolicy:
+    """A validated VLA-shaped model (:attr:`Spec.vla_shaped`): state, camera images and an instruction in, a chunk
+    of ``chunk_len`` actions out. Slow by design (tens to hundreds of ms): ``policy_node`` calls it from its
+    inference thread, never from the control tick.
+
+    Inputs (by name): ``obs`` float32 ``(1, obs_dim)``; ``image_<name>`` uint8 ``(1, 3, H, W)`` RGB for each of
+    the spec's images; ``instruction`` float32 one-hot ``(1, len(instructions))`` when the spec has a vocabulary.
+    Output ``action``: ``(1, K, action_dim)`` or ``(1, K * action_dim)``.
+    """
+
+    chunked = True
+
+    def __init__(self, session, info: ModelInfo, output_name: str):
+        self.session = session
+        self.info = info
+        self.spec = spec = info.spec
+        self.version = info.version
+        self.sha256 = info.sha256
+        self._out = [output_name]
+        self._obs = np.zeros((1, spec.obs_dim), dtype=np.float32)
+        self._feed: dict[str, np.ndarray] = {"obs": self._obs}
+        for im in spec.images:
+            self._feed[im.input_name] = np.zeros((1, 3, im.height, im.width), dtype=np.uint8)
+        self._instr = None
+        if spec.instructions:
+            self._instr = self._feed["instruction"] = np.zeros((1, len(spec.instructions)), dtype=np.float32)
+        self.chunk_len, self.action_dim = spec.chunk_len, spec.action_dim
+
+    def image_input(self, name: str) -> np.ndarray:
+        """The preallocated ``(3, H, W)`` uint8 input of camera ``name``: the caller writes the frame into it."""
+        return self._feed["image_" + name][0]
+
+    def act_chunk(self, obs: np.ndarray, instruction: int = -1) -> np.ndarray:
+        """The chunk for one observation (images already written with :meth:`image_input`): float32 ``(K, A)``."""
+        self._obs[0] = obs
+        if self._instr is not None:
+            self._instr[:] = 0.0
+            if instruction >= 0:
+                self._instr[0, instruction] = 1.0
+        y = self.session.run(self._out, self._feed)[0]
+        return np.asarray(y, dtype=np.float32).reshape(self.chunk_len, self.action_dim)
+
+    def __repr__(self) -> str:
+        return f"ChunkPolicy(version={self.version!r}, K={self.chunk_len}, sha256={self.sha256[:12]})"
+
+
+def _validate_chunk_policy(sess, info: ModelInfo, probe_obs, kinematics, warmup: int, t0: float) -> ChunkPolicy:
+    """The input/output contract of a VLA-shaped model (:class:`ChunkPolicy`), then a test inference."""
+    import time
+
+    spec, path = info.spec, info.path
+    want = {"obs": ("tensor(float)", [spec.obs_dim])}
+    for im in spec.images:
+        want[im.input_name] = ("tensor(uint8)", [3, im.height, im.width])
+    if spec.instructions:
+        want["instruction"] = ("tensor(float)", [len(spec.instructions)])
+    ins = {i.name: i for i in sess.get_inputs()}
+    if set(ins) != set(want):
+        raise ModelRejected(path, f"model inputs {sorted(ins)} differ from the spec's {sorted(want)}")
+    for name, (typ, tail) in want.items():
+        i = ins[name]
+        shape = list(i.shape)
+        if i.type != typ:
+            raise ModelRejected(path, f"input {name!r} has type {i.type}, expected {typ}")
+        if len(shape) != 1 + len(tail) or any(_dim(a) not in (None, b) for a, b in zip(shape[1:], tail)) \
+                or _dim(shape[0]) not in (None, 1):
+            raise ModelRejected(path, f"input {name!r} has shape {shape}, expected [1, {', '.join(map(str, tail))}]")
+    outs = {o.name: o for o in sess.get_outputs()}
+    if "action" not in outs:
+        raise ModelRejected(path, f"model has no output named 'action' (outputs: {sorted(outs)})")
+    if outs["action"].type != "tensor(float)":
+        raise ModelRejected(path, f"output 'action' has type {outs['action'].type}, expected tensor(float)")
+    policy = ChunkPolicy(sess, info, "action")
+    obs = realistic_observation(spec, kinematics) if probe_obs is None else np.asarray(probe_obs, np.float32).reshape(-1)
+    rng = np.random.default_rng(0)
+    for im in spec.images:  # a textured probe frame: a model that fails on real pixels fails here
+        policy.image_input(im.name)[:] = rng.integers(0, 256, (3, im.height, im.width), dtype=np.uint8)
+    try:
+        y = np.asarray(sess.run(["action"], policy._feed | {"obs": obs.astype(np.float32).reshape(1, -1)})[0])
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ModelRejected(path, f"test inference failed: {msg}") from e
+    if y.size != spec.chunk_len * spec.action_dim:
+        raise ModelRejected(path, f"test inference returned shape {list(y.shape)}, expected {spec.chunk_len} x "
+                                  f"{spec.action_dim} values (chunk_len x action_dim)")
+    if not np.all(np.isfinite(y)):
+        raise ModelRejected(path, "test inference on a realistic observation gave a non-finite action chunk")
+    for _ in range(min(max(0, int(warmup)), 3)):  # a slow model: a few runs warm it
+        policy.act_chunk(obs, 0 if spec.instructions else -1)
+    info.probe_action = y.reshape(spec.chunk_len, spec.action_dim)[0].astype(np.float32)
+    info.load_s = time.perf_counter() - t0
+    return policy
+
+
 def _dim(d) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
@@ -164,8 +269,10 @@ def load_validated(
     probe_obs: np.ndarray | None = None,
     kinematics=None,
     warmup: int = 20,
-) -> OnnxPolicy:
-    """Load ``path`` and run every check; return a ready :class:`OnnxPolicy` or raise :class:`ModelRejected`.
+    providers: tuple[str, ...] | list[str] = ("CPUExecutionProvider",),
+) -> "OnnxPolicy | ChunkPolicy":
+    """Load ``path`` and run every check; return a ready :class:`OnnxPolicy` (a VLA-shaped spec:
+    :class:`ChunkPolicy`) or raise :class:`ModelRejected`.
 
     Args:
         path: the ``.onnx`` file.
@@ -176,6 +283,9 @@ def load_validated(
         probe_obs: observation for the test inference (default :func:`realistic_observation`).
         kinematics: used by the default probe for the hand position.
         warmup: inferences run after the probe so that the first control tick is not the slow first run.
+        providers: ONNX Runtime execution providers in order of preference (``CUDAExecutionProvider``,
+            ``TensorrtExecutionProvider`` where the robot has them); those this ORT build lacks are skipped
+            (:func:`available_providers`), and the CPU is always the last resort.
     """
     import time
 
@@ -203,7 +313,7 @@ def load_validated(
     import onnxruntime as ort
 
     try:
-        sess = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(data, session_options(), providers=available_providers(providers))
     except Exception as e:  # ORT raises InvalidProtobuf, Fail, InvalidGraph, ... for broken files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelRejected(path, f"not a loadable ONNX model (corrupt or truncated?): {first[:300]}") from e
@@ -231,6 +341,11 @@ def load_validated(
         except json.JSONDecodeError:
             lineage = meta[LINEAGE_KEY]
 
+    info = ModelInfo(path=path, sha256=digest, version=version, spec=spec, lineage=lineage, metadata=meta,
+                     size_bytes=len(data))
+    if spec.vla_shaped:
+        return _validate_chunk_policy(sess, info, probe_obs, kinematics, warmup, t0)
+
     ins, outs = sess.get_inputs(), sess.get_outputs()
     if len(ins) != 1:
         raise ModelRejected(path, f"model has {len(ins)} inputs {[i.name for i in ins]}, expected exactly 1 (the observation)")
@@ -252,7 +367,6 @@ def load_validated(
     if len(oshape) not in (1, 2) or (_dim(oshape[-1]) is not None and oshape[-1] != spec.action_dim):
         raise ModelRejected(path, f"output {out.name!r} has shape {oshape}, expected [batch, {spec.action_dim}] (action_dim)")
 
-    info = ModelInfo(path=path, sha256=digest, version=version, spec=spec, lineage=lineage, metadata=meta, size_bytes=len(data))
     policy = OnnxPolicy(sess, info, inp.name, out.name, len(ishape))
 
     obs = realistic_observation(spec, kinematics) if probe_obs is None else np.asarray(probe_obs, dtype=np.float32).reshape(-1)
