@@ -14,7 +14,7 @@ import os
 import platform
 
 ORDER = ["continual_summary", "continual_noteacher_gap_0", "continual_noteacher_gap_1", "continual_noteacher_gap_2", "continual_teacher_gap_0", "continual_teacher_gap_1", "continual_teacher_gap_2", "continual_teacher_v4_1", "continual_teacher_v3_1", "continual_teacher_v3_2", "continual_teacher_v3_3", "continual_noteacher_v2_1", "continual_noteacher_v2_2", "continual_noteacher_v2_3", "continual_noteacher_v2_4", "soak", "soak_capped", "teacher", "recap_settings_teacher", "continual_teacher_v2_1", "recap_settings", "gate", "continual_noteacher_her_1", "continual_teacher_her_1", "sac_twin_her", "continual_teacher_1", "continual_teacher_2", "continual_teacher_3", "continual_noteacher_1",
-         "continual_noteacher_2", "continual_noteacher_3", "continual_ablation", "continual", "continual_run2", "policy", "control_1khz", "buffer", "learner", "sample_efficiency", "offline", "offline_rl", "ppo", "loop_latency", "chunked"]
+         "continual_noteacher_2", "continual_noteacher_3", "continual_ablation", "continual", "continual_run2", "policy", "control_1khz", "buffer", "learner", "sample_efficiency", "offline", "offline_rl", "ppo", "loop_latency", "chunked", "chunk_bc", "camera_loop", "pixel_sac_reach"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.join(os.path.dirname(HERE), "docs")
 
