@@ -42,3 +42,14 @@ def test_eval_refuses_a_bad_model_clearly(tmp_path):
     out = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "eval", "--model", str(bad), "--episodes", "1"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "error" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_chunked_model_carries_its_chunk_spec_and_matches_its_card():
+    path = os.path.join(MODELS, "pick_place_chunk_bc.onnx")
+    spec, lineage, version = read_model_metadata(path)
+    assert spec == Spec(task="pick_place", chunk_len=5) and spec.vla_shaped
+    assert lineage["algorithm"] == "chunk_bc" and lineage["recipe"]["execution"] == "receding"
+    card = open(os.path.join(MODELS, "pick_place_chunk_bc.md")).read()
+    assert sha256_file(path) in card and version in card and "chunk of **5 actions**" in card
+    rate = float(re.search(r"\*\*([\d.]+)%\*\* over", card).group(1))
+    assert rate == pytest.approx(100 * lineage["twin_success_at_gate"]["rate"], abs=0.05)

@@ -187,7 +187,7 @@ The ONNX file carries the spec (`vla_rl_ros.spec`) and this lineage (`vla_rl_ros
 
 
 # The chunked model (issue 13): the pick_place recipe's demos, K actions per inference, ACT's L1 on the chunk.
-CHUNK_RECIPE = dict(chunk_len=10, steps=3000, execution="receding")
+CHUNK_RECIPE = dict(chunk_len=5, steps=3000, execution="receding")  # K = 5: docs/bench/chunk_bc.md
 CAMERA = dict(name="front", topic="/camera/image_raw", height=84, width=84)
 
 
