@@ -270,17 +270,9 @@ def main() -> int:
         md = markdown(saved["res"], saved["cal"], saved.get("info") or machine_info(), saved["cmd"], a)
         print(md) if a.no_write else write_section(md, a.out)
         return 0
-    if a.hog_cpu < 0:
-        a.hog_cpu = max(os.sched_getaffinity(0))
-    if a.feeder:
-        from bench_policy import feeder
+    from bench_control_1khz import helper_role
 
-        feeder(a.rate, a.feeder_rt)
-        return 0
-    if a.hog:
-        from bench_control_1khz import hog
-
-        hog(a.hog_cpu)
+    if helper_role(a):  # the feeder or the learner's stand-in, in its own process
         return 0
 
     import onnx_models as om

@@ -232,6 +232,20 @@ def cpu_times(cpu: int) -> dict[str, float]:
     return {"irq": 0.0, "softirq": 0.0, "steal": 0.0}
 
 
+def helper_role(a) -> bool:
+    """In a helper process of a policy_node bench (``--feeder``, ``--hog``), play that role until stopped and
+    return True; else (the bench itself) return False. ``--hog-cpu`` -1 becomes the last CPU."""
+    if a.hog_cpu < 0:
+        a.hog_cpu = max(os.sched_getaffinity(0))
+    if a.feeder:
+        feeder(a.rate, a.feeder_rt)
+        return True
+    if a.hog:
+        hog(a.hog_cpu)
+        return True
+    return False
+
+
 # ----------------------------------------------------------------------------- report
 def verdicts(r: dict) -> dict[str, bool | None]:
     return {"missed": r["missed_pct"] <= TARGET_MISSED_PCT,
@@ -411,13 +425,7 @@ def main() -> int:
 
             write_section(md, a.out)
         return 0
-    if a.hog_cpu < 0:
-        a.hog_cpu = max(os.sched_getaffinity(0))
-    if a.feeder:
-        feeder(a.rate, a.feeder_rt)
-        return 0
-    if a.hog:
-        hog(a.hog_cpu)
+    if helper_role(a):
         return 0
 
     import onnx_models as om
