@@ -87,46 +87,13 @@ def calibrate(size: int, target_ms: float, work: str) -> tuple[int, float]:
 
 
 def run_cell(name: str, model: str, extra: dict, a, work: str) -> dict:
-    import yaml
+    from bench_control_1khz import cpu_times, measure_cell
 
-    from bench_control_1khz import cpu_times
-    from bench_policy import diagnostics_probe, start, teardown
-    from conftest import reserve_domain_id
-
-    domain, lock = reserve_domain_id()
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-    params = os.path.join(work, f"p_{name}.yaml")
-    node_params = {"model_path": model, "control_rate_hz": float(a.rate), "joint_state_timeout_s": 0.1,
-                   "executor": "events", "tick_mode": "timer", "realtime_priority": a.rt,
-                   "exploration_std": 0.0, **extra}
-    if a.node_cpu >= 0:
-        node_params["cpu_affinity"] = [a.node_cpu]
-    with open(params, "w") as f:
-        yaml.safe_dump({"policy_node": {"ros__parameters": node_params}}, f)
-    logs = {k: open(os.path.join(work, f"{k}_{name}.txt"), "wb") for k in ("node", "feeder", "hog")}
-    ctx, node, ex, diags = diagnostics_probe(domain)
-    procs = []
-    me = os.path.abspath(__file__)
-    try:
-        procs.append(start([me, "--hog", "--hog-cpu", str(a.hog_cpu)], env, logs["hog"]))
-        procs.append(start([me, "--feeder", "--rate", str(a.rate), "--feeder-rt", str(a.rt + 1 if a.rt else 0)], env,
-                           logs["feeder"]))
-        pn = start(["-m", "vla_rl_ros.nodes.policy_node", "--ros-args", "--params-file", params], env, logs["node"])
-        procs.append(pn)
-        deadline = time.monotonic() + 120 + a.seconds + a.warmup
-        t0 = None
-        while time.monotonic() < deadline:
-            ex.spin_once(timeout_sec=0.2)
-            n_ok = sum(d.get("watchdog") == "ok" for d in diags)
-            if t0 is None and n_ok >= a.warmup + 1:
-                t0 = (time.monotonic(), thread_cpu(pn.pid), cpu_times(a.node_cpu))
-            if n_ok >= a.warmup + a.seconds + 1:
-                break
-        t1 = (time.monotonic(), thread_cpu(pn.pid), cpu_times(a.node_cpu))
-    finally:
-        teardown(procs, ex, node, ctx, logs["hog"], lock)
-        for f in logs.values():
-            f.close()
+    diags, t0, t1 = measure_cell(
+        os.path.abspath(__file__), name, work, {"model_path": model, "tick_mode": "timer", "exploration_std": 0.0,
+                                                **extra},
+        rate=a.rate, rt=a.rt, hog_cpu=a.hog_cpu, node_cpu=a.node_cpu, seconds=a.seconds, warmup=a.warmup,
+        startup_s=120.0, snapshot=lambda pid: (time.monotonic(), thread_cpu(pid), cpu_times(a.node_cpu)))
     windows = [d for d in diags if "ticks" in d]
     acting = [d for d in windows if d.get("watchdog") == "ok"][a.warmup:]
     if len(acting) < 2 or t0 is None:

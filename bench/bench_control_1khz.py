@@ -140,19 +140,23 @@ def tick_parts(model: str, n: int = 5000) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- one cell
-def run_cell(mode: str, rt: int, rate: float, model: str, seconds: int, warmup: int, node_cpu: int, hog_cpu: int,
-             work: str) -> dict:
+def measure_cell(script: str, name: str, work: str, node_params: dict, *, rate: float, rt: int, hog_cpu: int,
+                 node_cpu: int, seconds: int, warmup: int, snapshot, startup_s: float = 90.0):
+    """One cell of a policy_node bench, in processes of their own on a reserved ROS_DOMAIN_ID (LOCALHOST): the
+    learner's stand-in (``script --hog``) pinned to ``hog_cpu``, the joint-state feeder (``script --feeder``, one
+    SCHED_FIFO priority above ``rt``), and policy_node with ``node_params`` (its control thread on ``node_cpu``).
+    It runs until ``warmup + seconds + 1`` acting /diagnostics windows; ``snapshot(pid)`` (policy_node's pid) is
+    taken once ``warmup + 1`` have passed and again at the end. Returns (the windows, first snapshot, last one)."""
     import yaml
 
     from bench_policy import diagnostics_probe, start, teardown
     from conftest import reserve_domain_id
 
-    name = f"{mode}_{'fifo' if rt else 'normal'}"
     domain, lock = reserve_domain_id()
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
     params = os.path.join(work, f"p_{name}.yaml")
-    node_params = {"model_path": model, "control_rate_hz": float(rate), "joint_state_timeout_s": 0.1,
-                   "executor": "events", "tick_mode": mode, "realtime_priority": rt}
+    node_params = {"model_path": "", "control_rate_hz": float(rate), "joint_state_timeout_s": 0.1,
+                   "executor": "events", "realtime_priority": rt, **node_params}
     if node_cpu >= 0:
         node_params["cpu_affinity"] = [node_cpu]
     with open(params, "w") as f:
@@ -160,28 +164,37 @@ def run_cell(mode: str, rt: int, rate: float, model: str, seconds: int, warmup: 
     logs = {k: open(os.path.join(work, f"{k}_{name}.txt"), "wb") for k in ("node", "feeder", "hog")}
     ctx, node, ex, diags = diagnostics_probe(domain)
     procs = []
-    me = os.path.abspath(__file__)
+    s0 = s1 = None
     try:
-        procs.append(start([me, "--hog", "--hog-cpu", str(hog_cpu)], env, logs["hog"]))
-        procs.append(start([me, "--feeder", "--rate", str(rate), "--feeder-rt", str(rt + 1 if rt else 0)], env,
+        procs.append(start([script, "--hog", "--hog-cpu", str(hog_cpu)], env, logs["hog"]))
+        procs.append(start([script, "--feeder", "--rate", str(rate), "--feeder-rt", str(rt + 1 if rt else 0)], env,
                            logs["feeder"]))
-        procs.append(start(["-m", "vla_rl_ros.nodes.policy_node", "--ros-args", "--params-file", params], env,
-                           logs["node"]))
-        deadline = time.monotonic() + 90 + seconds + warmup
-        cpu_t0 = cpu_t1 = None
+        pn = start(["-m", "vla_rl_ros.nodes.policy_node", "--ros-args", "--params-file", params], env, logs["node"])
+        procs.append(pn)
+        deadline = time.monotonic() + startup_s + seconds + warmup
         while time.monotonic() < deadline:
             ex.spin_once(timeout_sec=0.2)
             n_ok = sum(d.get("watchdog") == "ok" for d in diags)
-            if cpu_t0 is None and n_ok >= warmup + 1:
-                cpu_t0 = (time.monotonic(), cpu_times(node_cpu))
+            if s0 is None and n_ok >= warmup + 1:
+                s0 = snapshot(pn.pid)
             if n_ok >= warmup + seconds + 1:
                 break
-        cpu_t1 = (time.monotonic(), cpu_times(node_cpu))
-        load_end = os.getloadavg()[0]
+        s1 = snapshot(pn.pid)
     finally:  # SIGINT, newest first: the feeder prints its count as it stops
         teardown(procs, ex, node, ctx, logs["hog"], lock)
         for f in logs.values():
             f.close()
+    return diags, s0, s1
+
+
+def run_cell(mode: str, rt: int, rate: float, model: str, seconds: int, warmup: int, node_cpu: int, hog_cpu: int,
+             work: str) -> dict:
+    name = f"{mode}_{'fifo' if rt else 'normal'}"
+    diags, cpu_t0, cpu_t1 = measure_cell(
+        os.path.abspath(__file__), name, work, {"model_path": model, "tick_mode": mode}, rate=rate, rt=rt,
+        hog_cpu=hog_cpu, node_cpu=node_cpu, seconds=seconds, warmup=warmup,
+        snapshot=lambda pid: (time.monotonic(), cpu_times(node_cpu)))
+    load_end = os.getloadavg()[0]
     acting = [d for d in diags if d.get("watchdog") == "ok"][warmup:]
     if len(acting) < 2:
         raise RuntimeError(f"policy_node never acted in cell {name}; see {work}/node_{name}.txt")
