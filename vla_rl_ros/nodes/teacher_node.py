@@ -61,8 +61,8 @@ class TeacherNode(Node):
                                lo=0.0, hi=60.0)
         rate = declare(self, "rate_hz", 50.0, "publish rate of /rl/intervention while taking over", lo=1.0, hi=1000.0)
         seed = declare(self, "seed", 0, "RNG seed of the per-episode watch draws", lo=0, hi=2**31 - 1)
-        gain = declare(self, "gain", 0.2, "proportional gain on the hand error (max_ee_step units per tick); "
-                       "0.2 keeps a take-over stable when its action lands 1-3 ticks late (twin/teacher.py)", lo=0.05, hi=5.0)
+        gain = declare(self, "gain", 0.5, "proportional gain on the hand error (max_ee_step units per tick); "
+                       "lower (0.25) keeps a take-over stable when its action is 2-3 ticks late (twin/teacher.py)", lo=0.05, hi=5.0)
         self.executor_kind = declare(self, "executor", "single_threaded", "events | single_threaded",
                                      additional="one of: events, single_threaded")
         from ..twin.teacher import Teacher

@@ -37,14 +37,15 @@ class Teacher:
             it, and the take-over times out. Measured in the gym twin with the delay
             (``bench/bench_teacher.py``, ``docs/bench/teacher.md``): gain 1.5 finished 14%
             of its take-over episodes one tick late; 0.5 finished 69% one tick late but
-            46% two ticks late and none three ticks late; 0.2 finished 78%, 81% and 63%.
-            The default is 0.2 because the sim's arm has the reality gap's tick of actuation
-            delay on top of the teacher's own tick, so its action lands two ticks late.
+            46% two ticks late and none three ticks late; 0.25 finished 73%, 70% and 63%.
+            The default stays 0.5: in the live loop it taught faster (three 30-minute
+            runs reached 90-98% within 11-18 minutes; one run at 0.25 reached 69% in 30
+            minutes, ``docs/bench/continual_summary.md``).
             Lower it where the teacher's action arrives later (a loaded machine).
     """
 
     def __init__(self, spec: Spec, watch_fraction: float = 0.5, takeover_s: float = 1.0, stall_s: float = 2.5,
-                 seed: int = 0, until_held_s: float = 3.0, gain: float = 0.2) -> None:
+                 seed: int = 0, until_held_s: float = 3.0, gain: float = 0.5) -> None:
         if not 0.0 <= watch_fraction <= 1.0:
             raise ValueError("watch_fraction must be in [0, 1]")
         self.supported = spec.task == "pick_place" and spec.action_mode == "ee_delta"
