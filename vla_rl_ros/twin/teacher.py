@@ -40,7 +40,9 @@ class Teacher:
             46% two ticks late and none three ticks late; 0.25 finished 73%, 70% and 63%.
             The default stays 0.5: in the live loop it taught faster (three 30-minute
             runs reached 90-98% within 11-18 minutes; one run at 0.25 reached 69% in 30
-            minutes, ``docs/bench/continual_summary.md``).
+            minutes, ``docs/bench/continual_summary.md``). Gain 0.2, the replay's best two ticks
+            late (81%), was slower on the live arm with the reality gap: its corrections took a
+            median 33 ticks to reach the cube against 15 at 0.5 (``docs/bench/teacher_live.md``).
             Lower it where the teacher's action arrives later (a loaded machine).
     """
 
