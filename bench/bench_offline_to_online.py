@@ -227,10 +227,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--algo", default="iql", choices=["iql", "cql", "sac"])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--offline-updates", type=int, default=20_000)
-    ap.add_argument("--online-episodes", type=int, default=200)
-    ap.add_argument("--updates-per-step", type=float, default=1.0)
-    ap.add_argument("--candidate-every", type=int, default=5_000)
+    ap.add_argument("--offline-updates", type=int, default=5_000,
+                    help="learner updates on the run's data alone (each is utd = 2 gradient steps for IQL)")
+    ap.add_argument("--online-episodes", type=int, default=150)
+    ap.add_argument("--updates-per-step", type=float, default=0.5,
+                    help="learner updates per environment step online (0.5: one gradient step per env step at utd 2)")
+    ap.add_argument("--candidate-every", type=int, default=2_500)
     ap.add_argument("--gate-episodes", type=int, default=50)
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--data-root", default=str(ROOT / "runs" / "bench"))
