@@ -80,3 +80,36 @@ def test_unknown_algorithm_settings_are_refused(run):
             L._build_algo()
     finally:
         L.close()
+
+
+@pytest.mark.parametrize("algo,params,want", [
+    ("iql", {"iql_expectile": 0.9, "iql_beta": 10.0, "iql_max_weight": 50.0, "gamma": 0.98},
+     {"expectile": 0.9, "beta": 10.0, "max_weight": 50.0, "gamma": 0.98}),
+    ("cql", {"cql_alpha": 1.0, "cql_n_actions": 4, "cql_lagrange": True, "cql_target_gap": 2.0, "gamma": 0.97},
+     {"cql_alpha": 1.0, "cql_n_actions": 4, "cql_lagrange": True, "cql_target_gap": 2.0, "gamma": 0.97}),
+])
+def test_learner_node_parameters_reach_the_iql_and_cql_learners(ros_env, run, tmp_path, algo, params, want):
+    """``learner_node``'s iql_*/cql_* parameters (from a params file, as on a robot) reach the algorithm the
+    continual learner builds, and the discount reaches it too."""
+    import rclpy
+    import yaml
+
+    from vla_rl_ros.nodes.learner_node import LearnerNode
+
+    r, still = run
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({"learner_node": {"ros__parameters": {
+        "run_dir": str(r.path), "initial_model": still, "task": "reach", "algo": algo, "monitor_episodes": 0,
+        "min_transitions": 100000, **params}}}))
+    rclpy.init(args=["node", "--ros-args", "--params-file", str(f)])
+    try:
+        node = LearnerNode()
+        try:
+            node.learner._build_algo()
+            cfg = node.learner.algo.cfg
+            assert type(node.learner.algo) is {"iql": IQL, "cql": CQL}[algo]
+            assert {k: getattr(cfg, k) for k in want} == want
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown()

@@ -61,6 +61,8 @@ class LearnerNode(Node):
         # hindsight relabels only to goals the task draws (the twin scene's region)
         goal_low, goal_high = Scene.load(arm.scene).region.goals(arm.spec.task)
         LC = LearnerConfig()  # the defaults
+        gamma = declare(self, "gamma", 0.99, "Discount of the transition learners (sac, cql, iql, rlhf)", lo=0.5,
+                        hi=0.9999)
         cfg = LearnerConfig(
             algo=d("algo", "recap", "sac (online, RLPD sampling) | cql | iql (offline-to-online over the growing "
                    "buffer, same sampling) | rlhf (SAC on the learned reward, KL-anchored to the behaviour-cloned "
@@ -104,11 +106,31 @@ class LearnerNode(Node):
             sac_overrides={
                 "n_critics": d("n_critics", 2, "SAC critic ensemble size (clipped double-Q over the ensemble)"),
                 "critic_layernorm": d("critic_layernorm", False, "SAC: LayerNorm in the critics (RLPD)"),
-                "gamma": d("gamma", 0.99, "Discount"),
+                "gamma": gamma,
                 "bc_weight": d("sac_bc_weight", 0.0, "SAC: weight of the BC term on demo/intervention rows of the "
                                "actor loss (TD3+BC-style; 0 = pure SAC)"),
                 "actor_warmup_updates": d("sac_actor_warmup_updates", 0, "SAC: critic-only updates after BC "
                                           "initialisation before the actor moves"),
+            },
+            cql_overrides={
+                "gamma": gamma,
+                "cql_alpha": declare(self, "cql_alpha", 5.0, "cql: weight of the conservative gap (the paper's 5.0)",
+                                     lo=0.0, hi=1e4),
+                "cql_n_actions": declare(self, "cql_n_actions", 10, "cql: sampled actions per state and proposal "
+                                         "in the log-sum-exp", lo=1, hi=1000),
+                "cql_lagrange": d("cql_lagrange", False, "cql: learn the gap's multiplier by dual ascent against "
+                                  "cql_target_gap"),
+                "cql_target_gap": declare(self, "cql_target_gap", 10.0, "cql (lagrange): threshold on "
+                                          "cql_alpha x gap", lo=0.0, hi=1e6),
+            },
+            iql_overrides={
+                "gamma": gamma,
+                "expectile": declare(self, "iql_expectile", 0.7, "iql: expectile of the value's loss (0.5 = the "
+                                     "mean; higher leans to the best actions in the data)", lo=0.5, hi=0.999),
+                "beta": declare(self, "iql_beta", 3.0, "iql: inverse temperature of the advantage weights",
+                                lo=0.0, hi=1000.0),
+                "max_weight": declare(self, "iql_max_weight", 100.0, "iql: clip on exp(beta x advantage)",
+                                      lo=1.0, hi=1e6),
             },
             recap_overrides={
                 "value_steps": d("recap_value_steps", 2000, "Recap: value-function gradient steps per round"),
