@@ -19,10 +19,23 @@ class ScriptedExpert:
         gain: proportional gain on the hand error, in units of ``max_ee_step``.
         noise: std of Gaussian noise added to the action (0 = the clean expert).
         rng: generator for the noise.
+        latch: once the object is in hand, keep treating it as held until the hand is clearly open or the
+            object has clearly left it (the fingers 90% open, or the hand more than 5 cm from it),
+            instead of judging each observation afresh. A carried cube rides about 2.5 cm from the hand point;
+            on a live cell its pose comes late (the twin's 30 Hz poses against 100 Hz joint states) and noisy,
+            so while the hand lifts, the fresh test (within 3 cm) fails now and then, and each failure made the
+            expert open its hand and drop the cube. Likewise a grasp, once the hand closes at the object,
+            goes on closing while the hand stays within 2.5 cm of it sideways and 2 cm above (a late or noisy
+            reading no longer reopens it halfway); fingers that have stopped closing at the object count as
+            holding it even wider than ``closed_width`` (a cube turned across the fingers stops them at up to
+            7.1 cm); and a descent onto the object, once aligned, goes on while the
+            hand stays within 2.5 cm of it sideways (not back up to the hover point for a few mm of noise).
+            Off by default, so the demonstrations (noise-free, from the
+            gym twin) stay exactly as the shipped models saw them; the sim teacher uses it.
     """
 
     def __init__(self, spec: Spec, gain: float = 1.5, noise: float = 0.0, rng: np.random.Generator | None = None,
-                 hover: float = 0.06, closed_width: float = 0.055):
+                 hover: float = 0.06, closed_width: float = 0.055, latch: bool = False):
         if spec.action_mode != "ee_delta":
             raise ValueError("the scripted expert acts in ee_delta mode")
         self.spec = spec
@@ -35,15 +48,36 @@ class ScriptedExpert:
         self._obj = spec.obs_slice("object_pos")
         self._goal = spec.obs_slice("goal_pos")
         self._w = spec.obs_slice("gripper_width").start
+        self.latch = latch
+        self._held = False
+        self._closing = self._descending = False
+        self._last_width = np.inf
+        self.gripper_stop = 0.9 * spec.gripper_open  # narrower than this with the hand closing: on something
+
+    def reset(self) -> None:
+        """Forget the latched grasp (a new episode)."""
+        self._held = False
+        self._closing = self._descending = False
+        self._last_width = np.inf
 
     def _move(self, target: np.ndarray, ee: np.ndarray) -> np.ndarray:
         return np.clip(self.gain * (target - ee) / self.spec.max_ee_step, -1.0, 1.0)
 
     def holding(self, obs: np.ndarray) -> bool:
-        """The gripper is partly closed (on something) with the hand at the object."""
+        """The gripper is partly closed (on something) with the hand at the object (with ``latch``: or it was,
+        and neither has clearly changed since)."""
         o = np.asarray(obs, dtype=np.float64)
         width = o[self._w]
-        return bool(0.01 < width < self.closed_width and np.linalg.norm(o[self._ee] - o[self._obj]) < 0.03)
+        d = float(np.linalg.norm(o[self._ee] - o[self._obj]))
+        if self.latch and self._held:
+            self._held = bool(0.01 < width < self.gripper_stop and d < 0.05)
+        else:
+            self._held = bool(0.01 < width < self.closed_width and d < 0.03)
+            if self.latch and not self._held and self._closing:
+                # fingers closing at the object have stopped on it: a cube turned across the fingers stops them
+                # wider than closed_width (5 cm square: up to 7.1 cm across its diagonal)
+                self._held = bool(0.01 < width < self.gripper_stop and d < 0.03 and self._last_width - width < 5e-4)
+        return self._held
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         o = np.asarray(obs, dtype=np.float64)
@@ -57,7 +91,11 @@ class ScriptedExpert:
             if self.holding(o):
                 a[:3] = self._move(goal, ee)
                 a[3] = -1.0
-            elif d_xy > 0.012:
+                self._closing = self._descending = False
+            elif self.latch and self._closing and d_xy < 0.025 and ee[2] - obj[2] < 0.02 and width > 0.01:
+                a[:3] = self._move(obj, ee) * 0.2  # committed to this grasp: go on closing
+                a[3] = -1.0
+            elif d_xy > (0.025 if self.latch and self._descending else 0.012):
                 above = obj + np.array([0.0, 0.0, self.hover])
                 # rise first if low and far, so the fingers don't sweep the cube away
                 if ee[2] < obj[2] + self.hover * 0.5 and d_xy > 0.03:
@@ -65,6 +103,7 @@ class ScriptedExpert:
                 a[:3] = self._move(above, ee)
                 a[3] = 1.0
             elif ee[2] - obj[2] > 0.008:
+                self._descending = True
                 a[:3] = self._move(obj, ee)
                 # open while descending (a closed hand above the cube, after a miss, must open first); the
                 # clean expert's hand is open all the way down, so its demonstrations are unchanged
@@ -72,6 +111,10 @@ class ScriptedExpert:
             else:
                 a[:3] = self._move(obj, ee) * 0.2
                 a[3] = -1.0
+                self._closing = True
+            if a[3] > 0:
+                self._closing = False
+            self._last_width = float(width)
         if self.noise > 0:
             a[:3] += self.rng.normal(0.0, self.noise, 3)
         return np.clip(a, -1.0, 1.0).astype(np.float32)

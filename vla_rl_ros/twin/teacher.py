@@ -35,19 +35,24 @@ class Teacher:
             ``x' = x - K x_late`` is stable only for ``K < 1`` with one tick of delay and
             for smaller ``K`` with more; past that the hand circles the cube, pushes
             it, and the take-over times out. Measured in the gym twin with the delay
-            (``bench/bench_teacher.py``, ``docs/bench/teacher.md``): gain 1.5 finished 14%
-            of its take-over episodes one tick late; 0.5 finished 69% one tick late but
-            46% two ticks late and none three ticks late; 0.25 finished 73%, 70% and 63%.
-            The default stays 0.5: in the live loop it taught faster (three 30-minute
-            runs reached 90-98% within 11-18 minutes; one run at 0.25 reached 69% in 30
-            minutes, ``docs/bench/continual_summary.md``). Gain 0.2, the replay's best two ticks
-            late (81%), was slower on the live arm with the reality gap: its corrections took a
-            median 33 ticks to reach the cube against 15 at 0.5 (``docs/bench/teacher_live.md``).
+            (``bench/bench_teacher.py``, ``docs/bench/teacher.md``), before the grasp latch
+            below: gain 1.5 finished 14% of its take-over episodes one tick late; 0.5 finished
+            69% one tick late but 46% two ticks late and none three ticks late; 0.25 finished
+            73%, 70% and 63%. The default stays 0.5: in the live loop it taught faster (three
+            30-minute runs reached 90-98% within 11-18 minutes; one run at 0.25 reached 69% in
+            30 minutes, ``docs/bench/continual_summary.md``), and 0.2 approached the cube half
+            as fast on the live arm (``docs/bench/teacher_live.md``). With the latch, 0.5
+            finishes 81%, 79% and 23% one, two and three ticks late.
             Lower it where the teacher's action arrives later (a loaded machine).
+        latch: a person does not drop what they hold: once the object is in hand, it stays "held"
+            until the hand clearly opens or the object clearly leaves it
+            (:class:`~vla_rl_ros.twin.expert.ScriptedExpert`'s ``latch``). Without it, a late or noisy
+            object pose while lifting read as "not held", and the teacher opened the hand.
     """
 
     def __init__(self, spec: Spec, watch_fraction: float = 0.5, takeover_s: float = 1.0, stall_s: float = 2.5,
-                 seed: int = 0, until_held_s: float = 3.0, gain: float = 0.5) -> None:
+                 seed: int = 0, until_held_s: float = 3.0, gain: float = 0.5,
+                 latch: bool = True) -> None:
         if not 0.0 <= watch_fraction <= 1.0:
             raise ValueError("watch_fraction must be in [0, 1]")
         self.supported = spec.task == "pick_place" and spec.action_mode == "ee_delta"
@@ -56,7 +61,7 @@ class Teacher:
         self.until_held_s = max(float(until_held_s), float(takeover_s))
         if not gain > 0:
             raise ValueError("gain must be > 0")
-        self.expert = ScriptedExpert(spec, gain=gain)
+        self.expert = ScriptedExpert(spec, gain=gain, latch=latch)
         self.rng = np.random.default_rng(seed)
         self._ee, self._ob = spec.obs_slice("ee_pos"), spec.obs_slice("object_pos")
         self._w = spec.obs_slice("gripper_width").start
@@ -72,6 +77,7 @@ class Teacher:
         self.episode_start = float(t)
         self.until = -np.inf
         self.latest = -np.inf
+        self.expert.reset()
         return self.watching
 
     def trigger(self, obs: np.ndarray, t: float) -> str | None:
