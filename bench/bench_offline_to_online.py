@@ -217,6 +217,8 @@ def report(args) -> int:
     n = next(iter(by.values()))[0]["eval_episodes"]
     lines += ["", f"Success over {n} seeded episodes per model. Issue 10's target: the learner, started from a "
               "run's data and continued in the loop, improves over its offline start.", "", *verdicts, ""]
+    if args.note:
+        lines += [args.note, ""]
     text = "\n".join(lines)
     print(text)
     write_section(text, args.out)
@@ -237,6 +239,7 @@ def main() -> int:
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--data-root", default=str(ROOT / "runs" / "bench"))
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--note", default="", help="--report: a paragraph added under the table")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "offline_to_online.md"))
     args = ap.parse_args()
     return report(args) if args.report else run_one(args)
