@@ -113,7 +113,6 @@ def ship_bc_model(task: str, out_path: str, demos: int | None = None, noise: flo
     from ..arm import Arm
     from ..spec import Spec
     from .evaluate import evaluate_onnx
-    from .lineage import update_lineage
 
     r = dict(RECIPES[task])
     for k, v in (("demos", demos), ("noise", noise), ("bc_steps", bc_steps), ("seed", seed)):
@@ -125,23 +124,34 @@ def ship_bc_model(task: str, out_path: str, demos: int | None = None, noise: flo
     obs, act, succ = collect_dart_demos(task, r["demos"], r["noise"], r["seed"], progress, arm=arm)
     policy = train_bc(obs, act, steps=r["bc_steps"], seed=r["seed"], progress=progress)
     spec = arm.spec
-    lineage = {
-        "algorithm": "bc", "parent_version": None,
-        "data": f"{r['demos']} scripted-expert episodes (seeds {r['seed']}..{r['seed'] + r['demos'] - 1}, "
-                f"DART noise {r['noise']}), {len(obs)} transitions",
-        "training_steps": r["bc_steps"], "recipe": r, "arm": arm_name(arm),
-    }
-    version = export_onnx(policy, spec, out_path, lineage).version
+    version = export_onnx(policy, spec, out_path, _demo_lineage("bc", r, len(obs), r["bc_steps"], arm)).version
     res = evaluate_onnx(out_path, task, episodes=eval_episodes, seed=eval_seed, progress=progress, twin=arm.twin())
-    # record the measured twin success in the model's own lineage (atomic rewrite)
-    update_lineage(out_path, {"twin_success_at_gate": {"rate": res.success_rate, "episodes": eval_episodes,
-                                                        "seed": eval_seed}})
-    out = ShipResult(task=task, arm=arm_name(arm), path=out_path, version=version, demos=r["demos"],
-                     demo_success_rate=float(np.mean(succ)), demo_transitions=len(obs), bc_steps=r["bc_steps"],
-                     success_rate=res.success_rate, success_ci95=res.wilson_interval(), mean_return=res.mean_return,
-                     eval_episodes=eval_episodes, eval_seed=eval_seed, seconds=time.time() - t0)
+    out = _shipped(out_path, version, task, arm, r, succ, len(obs), r["bc_steps"], res, eval_episodes, eval_seed, t0)
     write_model_card(out, r, params)
     return out
+
+
+def _demo_lineage(algorithm: str, r: dict, transitions: int, steps: int, arm) -> dict:
+    """The lineage of a model trained from the recipe's scripted-expert demonstrations."""
+    return {
+        "algorithm": algorithm, "parent_version": None,
+        "data": f"{r['demos']} scripted-expert episodes (seeds {r['seed']}..{r['seed'] + r['demos'] - 1}, "
+                f"DART noise {r['noise']}), {transitions} transitions",
+        "training_steps": steps, "recipe": r, "arm": arm_name(arm),
+    }
+
+
+def _shipped(out_path: str, version: str, task: str, arm, r: dict, demo_successes, transitions: int, steps: int,
+             res, eval_episodes: int, eval_seed: int, t0: float, **gate_extra) -> ShipResult:
+    """Record the measured twin success in the model's own lineage (atomic rewrite) and say what was shipped."""
+    from .lineage import update_lineage
+
+    update_lineage(out_path, {"twin_success_at_gate": {"rate": res.success_rate, "episodes": eval_episodes,
+                                                        "seed": eval_seed, **gate_extra}})
+    return ShipResult(task=task, arm=arm_name(arm), path=out_path, version=version, demos=r["demos"],
+                      demo_success_rate=float(np.mean(demo_successes)), demo_transitions=transitions, bc_steps=steps,
+                      success_rate=res.success_rate, success_ci95=res.wilson_interval(), mean_return=res.mean_return,
+                      eval_episodes=eval_episodes, eval_seed=eval_seed, seconds=time.time() - t0)
 
 
 def arm_name(arm) -> str:
@@ -208,7 +218,6 @@ def ship_chunk_model(task: str, out_path: str, chunk_len: int | None = None, cam
     from ..spec import ImageSpec, Spec
     from ..runtime.onnx_policy import load_validated
     from .evaluate import ChunkActor, evaluate_policy
-    from .lineage import update_lineage
 
     r = dict(RECIPES[task], **CHUNK_RECIPE, camera=bool(camera))
     for k, v in (("demos", demos), ("noise", noise), ("steps", steps), ("seed", seed), ("chunk_len", chunk_len),
@@ -224,13 +233,7 @@ def ship_chunk_model(task: str, out_path: str, chunk_len: int | None = None, cam
     eps = collect_demo_episodes(task, r["demos"], r["noise"], r["seed"], progress, arm=arm, images=images)
     data = ChunkData.from_episodes(eps, spec.chunk_len)
     net = train_chunk_bc(data, spec, steps=r["steps"], seed=r["seed"], progress=progress)
-    lineage = {
-        "algorithm": "chunk_bc", "parent_version": None,
-        "data": f"{r['demos']} scripted-expert episodes (seeds {r['seed']}..{r['seed'] + r['demos'] - 1}, "
-                f"DART noise {r['noise']}), {len(data.obs)} transitions",
-        "training_steps": r["steps"], "recipe": r, "arm": arm_name(arm),
-    }
-    version = export_onnx(net, spec, out_path, lineage).version
+    version = export_onnx(net, spec, out_path, _demo_lineage("chunk_bc", r, len(data.obs), r["steps"], arm)).version
     pol = load_validated(out_path, None, spec)
     env = arm.twin().env(task, spec)
     try:
@@ -238,13 +241,8 @@ def ship_chunk_model(task: str, out_path: str, chunk_len: int | None = None, cam
                               seed=eval_seed, progress=progress, env=env)
     finally:
         env.close()
-    update_lineage(out_path, {"twin_success_at_gate": {"rate": res.success_rate, "episodes": eval_episodes,
-                                                        "seed": eval_seed, "chunk_execution": r["execution"]}})
-    out = ShipResult(task=task, arm=arm_name(arm), path=out_path, version=version, demos=r["demos"],
-                     demo_success_rate=float(np.mean([e["success"] for e in eps])), demo_transitions=len(data.obs),
-                     bc_steps=r["steps"], success_rate=res.success_rate, success_ci95=res.wilson_interval(),
-                     mean_return=res.mean_return, eval_episodes=eval_episodes, eval_seed=eval_seed,
-                     seconds=time.time() - t0)
+    out = _shipped(out_path, version, task, arm, r, [e["success"] for e in eps], len(data.obs), r["steps"], res,
+                   eval_episodes, eval_seed, t0, chunk_execution=r["execution"])
     write_chunk_card(out, r, spec)
     return out
 
