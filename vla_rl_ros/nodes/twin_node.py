@@ -42,6 +42,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from ..runtime.inputs import validate_command
+from ..twin.camera import RENDERERS
 from ..twin.core import TwinCore
 from ..twin.gap import RealityGap, SensorNoise
 from ._common import RateLimitedLog, declare, declare_arm, run_node
@@ -71,6 +72,12 @@ class TwinNode(Node):
         cam_rate = declare(self, "camera_rate_hz", 10.0, "camera frame rate (Hz), when enabled", lo=0.1, hi=60.0)
         cam_w = declare(self, "camera_width", 84, "camera image width (px)", lo=8, hi=1024)
         cam_h = declare(self, "camera_height", 84, "camera image height (px)", lo=8, hi=1024)
+        cam_renderer = declare(self, "camera_renderer", "layered",
+                               "layered | tiny: how the camera is drawn (vla_rl_ros/twin/camera.py); the same "
+                               "frame, layered (the table and floor drawn once) takes ~1/3 of tiny's CPU time",
+                               additional="one of: " + ", ".join(RENDERERS))
+        if cam_renderer not in RENDERERS:
+            raise ValueError(f"camera_renderer {cam_renderer!r}: expected one of {', '.join(RENDERERS)}")
         self.publish_clock = declare(self, "publish_clock", False, "publish /clock (simulated time) and stamp with it")
         self.seed = declare(self, "seed", 0, "base seed: episode k draws its object/goal with seed + k", lo=0, hi=2**31 - 1)
         self.max_catchup = declare(self, "max_catchup_steps", 24, "max physics steps per timer callback when late",
@@ -118,7 +125,8 @@ class TwinNode(Node):
         if self.camera_enabled:
             from ._camera import Renderer, intrinsics
 
-            self.renderer = Renderer(spec, self.urdf_path, cam_w, cam_h, scene=arm.scene, gap=gap)
+            self.renderer = Renderer(spec, self.urdf_path, cam_w, cam_h, scene=arm.scene, gap=gap,
+                                     renderer=cam_renderer)
             self.pub_img = self.create_publisher(Image, topics["image"], qos_profile_sensor_data)
             self.pub_info = self.create_publisher(CameraInfo, topics["camera_info"], qos_profile_sensor_data)
             fx, fy, cx, cy = intrinsics(cam_w, cam_h)
@@ -135,7 +143,7 @@ class TwinNode(Node):
         self.create_timer(1.0 / pose_rate, self._publish_poses)
         self.get_logger().info(
             f"twin_node: {spec.task}, {self.n_arm} arm joints, physics {self.physics_rate:g} Hz, joint states "
-            f"{js_rate:g} Hz, poses {pose_rate:g} Hz, camera {'on' if self.camera_enabled else 'off'}, seed {self.seed}, "
+            f"{js_rate:g} Hz, poses {pose_rate:g} Hz, camera {f'on ({cam_w}x{cam_h}, {cam_renderer})' if self.camera_enabled else 'off'}, seed {self.seed}, "
             f"reality gap: {gap.describe()}")
 
     # ------------------------------------------------------------------ time

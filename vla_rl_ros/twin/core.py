@@ -120,6 +120,13 @@ class Scene:
             raise ValueError(f"twin scene {resolved} is malformed: {e!r}") from e
 
 
+def load_fixed_bodies(scene: Scene, cid: int) -> tuple[int, int]:
+    """The scene's bodies that never move, loaded into client ``cid``: the floor plane and the table; their ids."""
+    plane = pb.loadURDF(scene.plane_urdf, list(scene.plane_position), physicsClientId=cid)
+    table = pb.loadURDF(scene.table_urdf, list(scene.table_position), useFixedBase=True, physicsClientId=cid)
+    return plane, table
+
+
 def _gripper_mimics(urdf_path: str, gripper_joints, joint_index: dict) -> list[tuple[int, int, float, float]]:
     """``(joint index, gripper joint number, multiplier, offset)`` of every URDF joint that ``<mimic>``s one of
     the gripper joints (PyBullet ignores ``<mimic>``: the twin drives them): a parallel or linkage gripper with
@@ -216,8 +223,7 @@ class TwinCore:
         pb.setGravity(0, 0, -9.81, physicsClientId=c)
         pb.setTimeStep(self.time_step, physicsClientId=c)
         pb.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
-        pb.loadURDF(sc.plane_urdf, list(sc.plane_position), physicsClientId=c)
-        self.table = pb.loadURDF(sc.table_urdf, list(sc.table_position), useFixedBase=True, physicsClientId=c)
+        self.plane, self.table = load_fixed_bodies(sc, c)
         self.robot = pb.loadURDF(
             pybullet_urdf(self.urdf_path), [0, 0, 0], useFixedBase=True, flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c
         )
@@ -338,19 +344,32 @@ class TwinCore:
         )
 
     def render(self, width: int = 84, height: int = 84) -> np.ndarray:
-        """RGB frame (H, W, 3) uint8 from a fixed camera looking at the workspace (TinyRenderer).
+        """RGB frame (H, W, 3) uint8 from a fixed camera looking at the workspace (TinyRenderer, one pass over
+        the whole scene; :class:`~vla_rl_ros.twin.camera.TwinCamera` draws the same frame faster).
 
         The scene's object markers (:class:`MarkerSpec`) are drawn on the object's faces: visual-only bodies
         (no collision, no mass), made at the first render and moved onto the object before each one."""
-        c = self.cid
-        sc = self.scene
-        if sc.object_marker is not None:
+        if self.scene.object_marker is not None:
             self._place_marker()
+        return self.draw(width, height)[0]
+
+    def camera_matrices(self, width: int, height: int) -> tuple[list, list]:
+        """PyBullet's (view, projection) matrices of the scene's camera for a ``width`` x ``height`` frame."""
+        sc, c = self.scene, self.cid
         view = pb.computeViewMatrix(list(sc.camera_eye), list(sc.camera_target), [0, 0, 1], physicsClientId=c)
         proj = pb.computeProjectionMatrixFOV(sc.camera_fov_deg, width / height, 0.05, 3.0, physicsClientId=c)
-        img = pb.getCameraImage(width, height, view, proj, renderer=pb.ER_TINY_RENDERER, physicsClientId=c)
+        return view, proj
+
+    def draw(self, width: int, height: int, cid: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One TinyRenderer pass of client ``cid`` (default: this twin's) through the scene's camera, as it
+        stands: the RGB frame (H, W, 3) uint8 and TinyRenderer's depth buffer (H, W) float32 (1.0: nothing
+        drawn). No shadows (TinyRenderer's default) and no segmentation mask (not used; it costs ~10% more)."""
+        view, proj = self.camera_matrices(width, height)
+        img = pb.getCameraImage(width, height, view, proj, renderer=pb.ER_TINY_RENDERER, shadow=0,
+                                flags=pb.ER_NO_SEGMENTATION_MASK, physicsClientId=self.cid if cid is None else cid)
         rgba = np.reshape(np.asarray(img[2], dtype=np.uint8), (height, width, 4))
-        return np.ascontiguousarray(rgba[:, :, :3])
+        depth = np.reshape(np.asarray(img[3], dtype=np.float32), (height, width))
+        return np.ascontiguousarray(rgba[:, :, :3]), depth
 
     def _place_marker(self) -> None:
         from ..perception.aruco import SIDE_FACES, face_rotation, matrix_to_quat
