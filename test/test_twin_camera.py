@@ -98,6 +98,27 @@ def test_perception_reads_layered_frames(twin, layered):
     assert math.degrees(max(yaws)) < 3.0, np.degrees(yaws).round(2).tolist()
 
 
-def test_an_unknown_renderer_is_refused():
+def test_the_arms_collision_shapes(twin, layered):
+    """arm_shapes "collision": only the arm's pixels change (the table, floor and cube are the same frame's), and
+    the cube's pose is read as before."""
+    coarse = TwinCamera(W, H, Spec(task="pick_place"), arm_shapes="collision")
+    try:
+        truth, yaw = pose(twin, np.random.default_rng(4), arm_noise=0.0)
+        fine, rough = layered.render_twin(twin), coarse.render_twin(twin)
+        differ = (fine != rough).any(axis=2)
+        assert 0 < differ.mean() < 0.03  # the arm at home fills the top of the frame; nothing else moves
+        assert not differ[H // 2:].any()  # the lower half (table and cube) is the same
+        m = layered.twin.scene.object_marker
+        est = MarkerPoseEstimator(MarkerConfig(dictionary=m.dictionary, marker_id=m.id, marker_size=m.size),
+                                  camera_matrix(*intrinsics(W, H)), twin_extrinsic(layered.twin.scene))
+        p = est.estimate(rough)
+        assert p is not None and np.linalg.norm(p.position - truth) < 0.010 and abs(angle_diff(p.yaw, yaw)) < 0.05
+    finally:
+        coarse.close()
+
+
+def test_unknown_choices_are_refused():
     with pytest.raises(ValueError, match="layered, tiny"):
         TwinCamera(64, 48, renderer="egl")
+    with pytest.raises(ValueError, match="visual, collision"):
+        TwinCore(arm_shapes="none")

@@ -30,13 +30,13 @@ def intrinsics(width: int, height: int) -> tuple[float, float, float, float]:
 
 
 def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int, scene: str | None = None,
-            gap: dict | None = None, renderer: str = "layered") -> None:
+            gap: dict | None = None, renderer: str = "layered", arm_shapes: str = "visual") -> None:
     from ..spec import Spec
     from ..twin.camera import TwinCamera
     from ..twin.gap import RealityGap
 
     camera = TwinCamera(width, height, Spec.from_json(spec_json), urdf_path=urdf_path, scene=scene,
-                        gap=RealityGap(**(gap or {})), renderer=renderer)
+                        gap=RealityGap(**(gap or {})), renderer=renderer, arm_shapes=arm_shapes)
     while True:
         try:
             req = conn.recv()
@@ -56,12 +56,12 @@ class Renderer:
     """One frame in flight at a time: :meth:`request` when :attr:`busy` is False, :meth:`poll` for the result."""
 
     def __init__(self, spec, urdf_path: str, width: int, height: int, scene: str | None = None, gap=None,
-                 renderer: str = "layered"):
+                 renderer: str = "layered", arm_shapes: str = "visual"):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         gap = gap.to_dict() if gap is not None else None
         self._proc = ctx.Process(target=_worker, args=(child, spec.to_json(), urdf_path, width, height, scene, gap,
-                                                       renderer), name="twin_camera", daemon=True)
+                                                       renderer, arm_shapes), name="twin_camera", daemon=True)
         self._proc.start()
         child.close()
         self.width, self.height = width, height

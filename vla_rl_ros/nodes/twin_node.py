@@ -43,7 +43,7 @@ from std_srvs.srv import Trigger
 
 from ..runtime.inputs import validate_command
 from ..twin.camera import RENDERERS
-from ..twin.core import TwinCore
+from ..twin.core import ARM_SHAPES, TwinCore
 from ..twin.gap import RealityGap, SensorNoise
 from ._common import RateLimitedLog, declare, declare_arm, run_node
 
@@ -78,6 +78,11 @@ class TwinNode(Node):
                                additional="one of: " + ", ".join(RENDERERS))
         if cam_renderer not in RENDERERS:
             raise ValueError(f"camera_renderer {cam_renderer!r}: expected one of {', '.join(RENDERERS)}")
+        cam_arm = declare(self, "camera_arm", "visual",
+                          "visual | collision: the arm's shapes the camera draws; collision is coarser and, for the "
+                          "Panda, about halves a layered frame's CPU time", additional="one of: " + ", ".join(ARM_SHAPES))
+        if cam_arm not in ARM_SHAPES:
+            raise ValueError(f"camera_arm {cam_arm!r}: expected one of {', '.join(ARM_SHAPES)}")
         self.publish_clock = declare(self, "publish_clock", False, "publish /clock (simulated time) and stamp with it")
         self.seed = declare(self, "seed", 0, "base seed: episode k draws its object/goal with seed + k", lo=0, hi=2**31 - 1)
         self.max_catchup = declare(self, "max_catchup_steps", 24, "max physics steps per timer callback when late",
@@ -126,7 +131,7 @@ class TwinNode(Node):
             from ._camera import Renderer, intrinsics
 
             self.renderer = Renderer(spec, self.urdf_path, cam_w, cam_h, scene=arm.scene, gap=gap,
-                                     renderer=cam_renderer)
+                                     renderer=cam_renderer, arm_shapes=cam_arm)
             self.pub_img = self.create_publisher(Image, topics["image"], qos_profile_sensor_data)
             self.pub_info = self.create_publisher(CameraInfo, topics["camera_info"], qos_profile_sensor_data)
             fx, fy, cx, cy = intrinsics(cam_w, cam_h)
@@ -143,7 +148,7 @@ class TwinNode(Node):
         self.create_timer(1.0 / pose_rate, self._publish_poses)
         self.get_logger().info(
             f"twin_node: {spec.task}, {self.n_arm} arm joints, physics {self.physics_rate:g} Hz, joint states "
-            f"{js_rate:g} Hz, poses {pose_rate:g} Hz, camera {f'on ({cam_w}x{cam_h}, {cam_renderer})' if self.camera_enabled else 'off'}, seed {self.seed}, "
+            f"{js_rate:g} Hz, poses {pose_rate:g} Hz, camera {f'on ({cam_w}x{cam_h}, {cam_renderer}, {cam_arm} arm)' if self.camera_enabled else 'off'}, seed {self.seed}, "
             f"reality gap: {gap.describe()}")
 
     # ------------------------------------------------------------------ time

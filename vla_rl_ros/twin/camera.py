@@ -32,15 +32,17 @@ class TwinCamera:
     It owns a render-only copy of the twin (a :class:`TwinCore` whose physics is never stepped: :meth:`render`
     sets every moving body), as twin_node's camera process does, so hiding the fixed bodies there changes
     nothing in the twin that runs the arm. Under a reality gap the copy's object has the gap's size and its
-    camera the gap's pose.
+    camera the gap's pose. ``arm_shapes`` "collision" draws the arm from its collision shapes: a coarser arm
+    (the Panda's: ~10x fewer triangles, about half the layered frame's CPU time; bench/bench_twin_camera.py).
     """
 
     def __init__(self, width: int, height: int, spec=None, urdf_path: str | None = None, scene=None,
-                 gap: RealityGap | None = None, renderer: str = "layered"):
+                 gap: RealityGap | None = None, renderer: str = "layered", arm_shapes: str = "visual"):
         if renderer not in RENDERERS:
             raise ValueError(f"camera renderer {renderer!r}: expected one of {', '.join(RENDERERS)}")
         gap = gap or RealityGap()
-        self.twin = tw = TwinCore(spec, urdf_path=urdf_path, scene=scene, object_scale=gap.object_size_scale)
+        self.twin = tw = TwinCore(spec, urdf_path=urdf_path, scene=scene, object_scale=gap.object_size_scale,
+                                  arm_shapes=arm_shapes)
         tw.scene.camera_eye, tw.scene.camera_target = gap.camera(tw.scene.camera_eye, tw.scene.camera_target)
         self.width, self.height, self.renderer = int(width), int(height), renderer
         self._joints = tw.arm_idx + tw.finger_idx

@@ -31,6 +31,7 @@ from ..spec import Spec
 from .urdf import pybullet_urdf
 
 CUBE_HALF = 0.025
+ARM_SHAPES = ("visual", "collision")  # what the camera draws of the arm (TwinCore's arm_shapes)
 DEFAULT_SCENE = "sim/panda_table.yaml"
 
 
@@ -205,6 +206,8 @@ class TwinCore:
         scene: "Scene | str | None" = None,
         home=None,
         object_scale: float = 1.0,
+        egl: bool = False,
+        arm_shapes: str = "visual",
     ):
         self.spec = spec or Spec()
         self.urdf_path = urdf_path or default_panda_urdf()
@@ -217,15 +220,31 @@ class TwinCore:
         # objects are drawn resting on the table at its scaled half height
         self.object_scale = float(object_scale)
         self.object_half = sc.object_half_height * self.object_scale
+        # arm_shapes "collision": the arm drawn from its collision shapes (PyBullet draws those of a body loaded
+        # without its visual ones): coarser, and the Panda's have ~10x fewer triangles (twin_node's camera_arm)
+        if arm_shapes not in ARM_SHAPES:
+            raise ValueError(f"arm_shapes {arm_shapes!r}: expected one of {', '.join(ARM_SHAPES)}")
         self.cid = pb.connect(pb.GUI if gui else pb.DIRECT)
         c = self.cid
+        # egl: frames from PyBullet's EGL renderer plugin (OpenGL) instead of TinyRenderer. Measured and not used
+        # by the nodes (bench/bench_twin_camera.py: slower here, on Mesa's llvmpipe, and it draws no marker)
+        self.egl = bool(egl)
+        if self.egl:  # before any body: the plugin draws only the bodies loaded after it
+            import pkgutil
+
+            plugin = pkgutil.get_loader("eglRenderer")
+            if plugin is None or pb.loadPlugin(plugin.get_filename(), "_eglRendererPlugin", physicsClientId=c) < 0:
+                pb.disconnect(physicsClientId=c)
+                raise RuntimeError("PyBullet's EGL renderer plugin did not load (it needs libEGL and an OpenGL driver, "
+                                   "e.g. Debian's libegl1 and libgl1-mesa-dri)")
         pb.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=c)
         pb.setGravity(0, 0, -9.81, physicsClientId=c)
         pb.setTimeStep(self.time_step, physicsClientId=c)
         pb.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
         self.plane, self.table = load_fixed_bodies(sc, c)
         self.robot = pb.loadURDF(
-            pybullet_urdf(self.urdf_path), [0, 0, 0], useFixedBase=True, flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c
+            pybullet_urdf(self.urdf_path), [0, 0, 0], useFixedBase=True, flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
+            | (pb.URDF_IGNORE_VISUAL_SHAPES if arm_shapes == "collision" else 0), physicsClientId=c
         )
         scaling = {"globalScaling": self.object_scale} if self.object_scale != 1.0 else {}
         self.cube = pb.loadURDF(sc.object_urdf, [0.5, 0.0, self.object_half], physicsClientId=c, **scaling)
@@ -363,9 +382,11 @@ class TwinCore:
     def draw(self, width: int, height: int, cid: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One TinyRenderer pass of client ``cid`` (default: this twin's) through the scene's camera, as it
         stands: the RGB frame (H, W, 3) uint8 and TinyRenderer's depth buffer (H, W) float32 (1.0: nothing
-        drawn). No shadows (TinyRenderer's default) and no segmentation mask (not used; it costs ~10% more)."""
+        drawn). No shadows (TinyRenderer's default) and no segmentation mask (not used; it costs ~10% more).
+        An ``egl`` twin's frames come from the EGL plugin (which draws shadows regardless)."""
         view, proj = self.camera_matrices(width, height)
-        img = pb.getCameraImage(width, height, view, proj, renderer=pb.ER_TINY_RENDERER, shadow=0,
+        renderer = pb.ER_BULLET_HARDWARE_OPENGL if self.egl else pb.ER_TINY_RENDERER
+        img = pb.getCameraImage(width, height, view, proj, renderer=renderer, shadow=0,
                                 flags=pb.ER_NO_SEGMENTATION_MASK, physicsClientId=self.cid if cid is None else cid)
         rgba = np.reshape(np.asarray(img[2], dtype=np.uint8), (height, width, 4))
         depth = np.reshape(np.asarray(img[3], dtype=np.float32), (height, width))
