@@ -282,12 +282,16 @@ next camera tick.
 {chr(10).join(proc_rows)}
 """
     cmd = "nice -n 19 .venv/bin/python bench/bench_twin_camera.py " + shlex.join(sys.argv[1:])
+    egl_text = "" if "egl" in skipped else """
+EGL: PyBullet's plugin shades with its own lights and draws shadows whatever `shadow` says (hence hardly a pixel
+equal), and it draws none of the marker plates (it warns "issue extracting mesh from COLLADA/STL file" for each:
+a mesh given by its vertices): no marker, no pose."""
     skipped_text = "".join(f" Not measured: {k} ({v})." for k, v in skipped.items())
     text = f"""## The twin's camera: TinyRenderer, EGL, a cropped frame and the layered renderer (`bench/bench_twin_camera.py`)
 
 Command: `{cmd}`
 
-Machine: `nproc` = {os.cpu_count()}, CPU {cpu_model()}, PyBullet {pb.getAPIVersion()} (API), OpenCV {cv2.__version__} (1 thread), Python {platform.python_version()}; shared machine, 1-min load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; {time.time() - t_start:.0f} s.{(' ' + args.note) if args.note else ''}{skipped_text}
+Machine: `nproc` = {os.cpu_count()}, CPU {cpu_model()}, PyBullet API {pb.getAPIVersion()}, OpenCV {cv2.__version__} (1 thread), Python {platform.python_version()}; shared machine, 1-min load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; {time.time() - t_start:.0f} s.{(' ' + args.note) if args.note else ''}{skipped_text}
 
 At {args.poses} seeded scenes (the arm near home, each joint moved by up to ±0.3 rad; the cube resting in the object
 region at a random yaw) each candidate draws the frame of the scene's camera (640×480 unless cropped), and the
@@ -295,7 +299,7 @@ perception core (`vla_rl_ros/perception/aruco.py`, the sim's perception_node con
 the side ones) reads the cube's pose from it with the frame's own intrinsics. Draw time: the median per frame of
 the process's CPU time (what one free core gives; llvmpipe's threads included for EGL) and of wall time (this
 shared, niced machine). "Same pixels": the share of the frame's pixels equal to the first row's (the cropped frame:
-to that window of it). Errors are against the true pose, over the frames with a pose.
+to that window of it). Errors are against the true pose, over the frames with a pose.{egl_text}
 
 | candidate | frame | draw, CPU (ms) | rate on one core | vs first row | draw, wall (ms) | same pixels | detected | position error median (mm) | p95 (mm) | yaw error median (°) |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
