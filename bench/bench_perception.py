@@ -149,8 +149,8 @@ def main() -> int:
     import shlex
 
     cmd = "nice -n 19 .venv/bin/python bench/bench_perception.py " + shlex.join(sys.argv[1:])
-    camera = args.renderer + ("" if args.arm_shapes == "visual" else f", the arm's {args.arm_shapes} shapes")
-    text = f"""## Perception: the cube's pose from the twin camera's ArUco marker ({camera} renderer) (`bench/bench_perception.py`)
+    camera = f"{args.renderer} renderer" + ("" if args.arm_shapes == "visual" else f", the arm's {args.arm_shapes} shapes")
+    text = f"""## Perception: the cube's pose from the twin camera's ArUco marker ({camera}) (`bench/bench_perception.py`)
 
 Command: `{cmd}`
 

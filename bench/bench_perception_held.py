@@ -91,8 +91,8 @@ def main() -> int:
         rows.append(f"| {name} | {phase} | {len(v)} | **{100 * len(e) / max(1, len(v)):.0f}%** | "
                     + (f"{np.median(e):.1f} | {np.percentile(e, 95):.1f} |" if len(e) else "- | - |"))
     cmd = "nice -n 19 .venv/bin/python bench/bench_perception_held.py " + shlex.join(sys.argv[1:])
-    camera = args.renderer + ("" if args.arm_shapes == "visual" else f", the arm's {args.arm_shapes} shapes")
-    text = f"""## Perception while the hand holds the cube ({camera} renderer) (`bench/bench_perception_held.py`)
+    camera = f"{args.renderer} renderer" + ("" if args.arm_shapes == "visual" else f", the arm's {args.arm_shapes} shapes")
+    text = f"""## Perception while the hand holds the cube ({camera}) (`bench/bench_perception_held.py`)
 
 Command: `{cmd}`
 
