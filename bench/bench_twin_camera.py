@@ -32,7 +32,8 @@ figure a free core gives; this machine may be shared and the process niced) and 
 pixels equal the reference frame's (the crop: the reference's window); and the pose's error against the truth.
 
 ``--process-seconds``: then twin_node's camera process (a spawned child, as the node runs it) with each of
-twin_node's renderers (and the layered one with the arm's collision shapes), asked for frames back to back: frames per second and request-to-frame wall time.
+twin_node's renderers (and the layered one with the arm's collision shapes), asked for frames back to back: frames
+per second and request-to-frame wall time.
 """
 from __future__ import annotations
 
@@ -138,9 +139,9 @@ def candidates(twin: TwinCore) -> tuple[list[Candidate], dict]:
     except RuntimeError as e:
         skipped["egl"] = str(e)
     layered = TwinCamera(W, H, twin.spec)
-    out.append(Candidate("layered (twin_node's camera now)", layered.render_twin, close=layered.close))
+    out.append(Candidate("layered (twin_node's default)", layered.render_twin, close=layered.close))
     coarse = TwinCamera(W, H, twin.spec, arm_shapes="collision")
-    out.append(Candidate("layered, the arm's collision shapes drawn", coarse.render_twin, close=coarse.close))
+    out.append(Candidate("layered, the arm's collision shapes (`sim --perception`)", coarse.render_twin, close=coarse.close))
     return out, skipped
 
 
@@ -297,8 +298,8 @@ At {args.poses} seeded scenes (the arm near home, each joint moved by up to ±0.
 region at a random yaw) each candidate draws the frame of the scene's camera (640×480 unless cropped), and the
 perception core (`vla_rl_ros/perception/aruco.py`, the sim's perception_node configuration: the top marker, then
 the side ones) reads the cube's pose from it with the frame's own intrinsics. Draw time: the median per frame of
-the process's CPU time (what one free core gives; llvmpipe's threads included for EGL) and of wall time (this
-shared, niced machine). "Same pixels": the share of the frame's pixels equal to the first row's (the cropped frame:
+the process's CPU time (llvmpipe's threads included for EGL; on a shared machine it too rises with the load, if
+far less than wall time: compare the rows of one run) and of wall time. "Same pixels": the share of the frame's pixels equal to the first row's (the cropped frame:
 to that window of it). Errors are against the true pose, over the frames with a pose.{egl_text}
 
 | candidate | frame | draw, CPU (ms) | rate on one core | vs first row | draw, wall (ms) | same pixels | detected | position error median (mm) | p95 (mm) | yaw error median (°) |

@@ -146,9 +146,10 @@ class TwinNode(Node):
         self.create_timer(1.0 / self.physics_rate, self._physics)
         self.create_timer(1.0 / js_rate, self._publish_joint_states)
         self.create_timer(1.0 / pose_rate, self._publish_poses)
+        camera = f"on ({cam_w}x{cam_h}, {cam_renderer}, {cam_arm} arm)" if self.camera_enabled else "off"
         self.get_logger().info(
             f"twin_node: {spec.task}, {self.n_arm} arm joints, physics {self.physics_rate:g} Hz, joint states "
-            f"{js_rate:g} Hz, poses {pose_rate:g} Hz, camera {f'on ({cam_w}x{cam_h}, {cam_renderer}, {cam_arm} arm)' if self.camera_enabled else 'off'}, seed {self.seed}, "
+            f"{js_rate:g} Hz, poses {pose_rate:g} Hz, camera {camera}, seed {self.seed}, "
             f"reality gap: {gap.describe()}")
 
     # ------------------------------------------------------------------ time

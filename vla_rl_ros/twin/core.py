@@ -242,10 +242,11 @@ class TwinCore:
         pb.setTimeStep(self.time_step, physicsClientId=c)
         pb.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
         self.plane, self.table = load_fixed_bodies(sc, c)
-        self.robot = pb.loadURDF(
-            pybullet_urdf(self.urdf_path), [0, 0, 0], useFixedBase=True, flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
-            | (pb.URDF_IGNORE_VISUAL_SHAPES if arm_shapes == "collision" else 0), physicsClientId=c
-        )
+        flags = pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
+        if arm_shapes == "collision":
+            flags |= pb.URDF_IGNORE_VISUAL_SHAPES
+        self.robot = pb.loadURDF(pybullet_urdf(self.urdf_path), [0, 0, 0], useFixedBase=True, flags=flags,
+                                 physicsClientId=c)
         scaling = {"globalScaling": self.object_scale} if self.object_scale != 1.0 else {}
         self.cube = pb.loadURDF(sc.object_urdf, [0.5, 0.0, self.object_half], physicsClientId=c, **scaling)
         vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=sc.goal_radius, rgbaColor=list(sc.goal_rgba), physicsClientId=c)
