@@ -284,6 +284,7 @@ next camera tick.
 """
     cmd = "nice -n 19 .venv/bin/python bench/bench_twin_camera.py " + shlex.join(sys.argv[1:])
     egl_text = "" if "egl" in skipped else """
+
 EGL: PyBullet's plugin shades with its own lights and draws shadows whatever `shadow` says (hence hardly a pixel
 equal), and it draws none of the marker plates (it warns "issue extracting mesh from COLLADA/STL file" for each:
 a mesh given by its vertices): no marker, no pose."""
