@@ -203,35 +203,47 @@ def measure(poses: int, seed: int) -> tuple[list[Candidate], dict]:
         twin.close()
 
 
-def camera_process(renderer: str, seconds: float, arm_shapes: str = "visual") -> dict:
+PROCESS_CONFIGS = (("tiny", "visual"), ("layered", "visual"), ("layered", "collision"))  # twin_node's choices
+
+
+def camera_processes(seconds: float, slice_s: float = 10.0) -> list[dict]:
     """twin_node's camera process (:class:`vla_rl_ros.nodes._camera.Renderer`, a spawned child rendering 640x480
-    through :class:`TwinCamera`) asked for a frame as soon as the last one arrived, for ``seconds`` (after a
-    warm-up frame): frames per second, and the wall time from request to frame (a pose's age at the camera,
+    through :class:`TwinCamera`), one per :data:`PROCESS_CONFIGS`, each asked for a frame as soon as its last one
+    arrived, for ``seconds`` in all (after a warm-up frame), in turns of ``slice_s`` (so that the machine's load
+    falls on all alike): frames per second, and the wall time from request to frame (a pose's age at the camera,
     before perception)."""
     from vla_rl_ros.nodes._camera import Renderer
 
     twin = TwinCore()
     st = twin.state()
     req = (np.concatenate([st.q, st.finger_q]), st.object_pos, st.object_quat, st.goal_pos, None)
-    cam = Renderer(twin.spec, twin.urdf_path, W, H, renderer=renderer, arm_shapes=arm_shapes)
+    cams = [Renderer(twin.spec, twin.urdf_path, W, H, renderer=r, arm_shapes=a) for r, a in PROCESS_CONFIGS]
+
+    def frame(cam) -> float:
+        t0 = time.perf_counter()
+        cam.request(*req)
+        while cam.poll() is None:
+            if not cam.alive:
+                raise RuntimeError("the camera process died")
+            time.sleep(0.002)
+        return time.perf_counter() - t0
+
     try:
-        latency, t_end, start = [], None, None
-        while t_end is None or time.perf_counter() < t_end:
-            t0 = time.perf_counter()
-            cam.request(*req)
-            while cam.poll() is None:
-                if not cam.alive:
-                    raise RuntimeError("the camera process died")
-                time.sleep(0.002)
-            if t_end is None:  # the first frame warms the child up (its scene, the layers)
+        for cam in cams:  # the first frame warms the child up (its scene, the layers)
+            frame(cam)
+        out = [dict(latency=[], seconds=0.0) for _ in cams]
+        turns = max(1, round(seconds / slice_s))
+        for _ in range(turns):
+            for cam, o in zip(cams, out):
                 start = time.perf_counter()
-                t_end = start + seconds
-                continue
-            latency.append(time.perf_counter() - t0)
-        return dict(frames=len(latency), hz=len(latency) / (time.perf_counter() - start),
-                    latency=np.array(latency))
+                while time.perf_counter() < start + seconds / turns:
+                    o["latency"].append(frame(cam))
+                o["seconds"] += time.perf_counter() - start
+        return [dict(frames=len(o["latency"]), hz=len(o["latency"]) / o["seconds"], latency=np.array(o["latency"]))
+                for o in out]
     finally:
-        cam.close()
+        for cam in cams:
+            cam.close()
         twin.close()
 
 
@@ -264,17 +276,16 @@ def main() -> int:
     rows = [row(c, args.poses, ref_cpu) for c in cands]
     print("\n".join(rows), flush=True)
     proc_rows = []
-    for renderer, arm in ((("tiny", "visual"), ("layered", "visual"), ("layered", "collision"))
-                          if args.process_seconds > 0 else ()):
-        m = camera_process(renderer, args.process_seconds, arm)
+    procs = camera_processes(args.process_seconds) if args.process_seconds > 0 else []
+    for (renderer, arm), m in zip(PROCESS_CONFIGS, procs):
         lat = 1000 * m["latency"]
         proc_rows.append(f"| {renderer} | {arm} | {m['frames']} | **{m['hz']:.1f} Hz** | **{np.median(lat):.0f}** | "
                          f"{np.percentile(lat, 95):.0f} |")
         print(proc_rows[-1], flush=True)
     proc_text = "" if not proc_rows else f"""
 twin_node's camera process (`vla_rl_ros/nodes/_camera.py`: a spawned child that renders 640×480 frames through
-`TwinCamera`), asked for the next frame as soon as the last one arrived, {args.process_seconds:g} s per renderer, the
-arm at home: the frames it delivers per second of wall time on this machine, and each frame's age when it arrives
+`TwinCamera`), asked for the next frame as soon as the last one arrived, {args.process_seconds:g} s per renderer in turns of
+10 s, the arm at home: the frames it delivers per second of wall time on this machine, and each frame's age when it arrives
 (request to frame, wall). twin_node asks at most `camera_rate_hz` (10 Hz in config/sim.yaml) and publishes at its
 next camera tick.
 

@@ -9,6 +9,10 @@ each body alone, so nothing fixed looks different for what moves in front of it,
 one pass over the whole scene draws, pixel for pixel (``test/test_twin_camera.py``): same image, same
 intrinsics, same ``CameraInfo``. ``tiny`` is that one pass (:meth:`TwinCore.render`), kept for comparison.
 
+The arm is most of what is left: the Panda's visual meshes have ~100k triangles. ``arm_shapes="collision"``
+(twin_node's ``camera_arm``; ``vla-rl-ros sim --perception`` sets it) draws the arm from its collision shapes
+instead, about ten times fewer: a coarser arm in the picture, the marker and the cube unchanged.
+
 Measured and not taken (``bench/bench_twin_camera.py``, ``docs/bench/twin_camera.md``): PyBullet's EGL plugin
 (OpenGL; Mesa's llvmpipe on a machine without a GPU) is slower here and does not draw the markers' textures;
 a frame cropped to the workspace (an off-centre projection) saves less than the layers and changes the
