@@ -172,6 +172,8 @@ class TwinNode(Node):
             due = self.max_catchup
             self.get_logger().warning(f"physics fell behind real time; dropped {self.dropped_steps} steps so far",
                                    throttle_duration_sec=5.0)
+        if self.renderer is not None and self.renderer.busy:
+            self._publish_frame()
         if self._pending:
             self._apply_due()
         self.twin.step(due)
@@ -205,7 +207,9 @@ class TwinNode(Node):
         self.pub_obj.publish(o)
         self.pub_goal.publish(g)
 
-    def _camera(self) -> None:
+    def _publish_frame(self) -> None:
+        """Publish the frame in flight if the camera process has finished it (a non-blocking poll; the physics
+        timer calls it too, so a frame goes out as soon as it is drawn, not at the next camera tick)."""
         r = self.renderer
         done = r.poll()
         if done is not None:
@@ -217,6 +221,10 @@ class TwinNode(Node):
             self._info.header.stamp = stamp
             self.pub_img.publish(img)
             self.pub_info.publish(self._info)
+
+    def _camera(self) -> None:
+        r = self.renderer
+        self._publish_frame()
         if not r.busy:
             if not r.alive:
                 self.get_logger().error("camera renderer process died; camera disabled", once=True)
