@@ -54,13 +54,16 @@ EVAL_SEED = 10_000
 
 
 def sim_command(run_dir: Path, duration: float, domain_id: int, teacher: float | None = None,
-                seed: int = 0, sets: list[str] | None = None) -> list[str]:
+                seed: int = 0, sets: list[str] | None = None, perception: bool = False) -> list[str]:
     """The README's main command for one run; ``seed`` k moves the twin's episodes (100000 + 10000 k), the
-    learner's and the teacher's seeds, so runs differ only by their seeds."""
+    learner's and the teacher's seeds, so runs differ only by their seeds. ``perception``: ``sim --perception``
+    (the object's pose from the twin camera's ArUco markers, not the twin's ground truth)."""
     cmd = [str(ROOT / "vla-rl-ros"), "sim", "--task", "pick_place", "--run", str(run_dir),
            "--duration", str(duration), "--domain-id", str(domain_id)]
     if teacher is not None:
         cmd += ["--teacher", str(teacher)]
+    if perception:
+        cmd += ["--perception"]
     if seed:
         cmd += ["--set", f"twin_node.seed:={100_000 + 10_000 * seed}", "--set", f"learner_node.seed:={seed}",
                 "--set", f"teacher_node.seed:={seed}"]
@@ -89,7 +92,7 @@ def hold_domain(domain_id: int):
 
 
 def run_sim(run_dir: Path, duration: float, domain_id: int, teacher: float | None = None, seed: int = 0,
-            stop_at: float | None = None, sets: list[str] | None = None) -> float:
+            stop_at: float | None = None, sets: list[str] | None = None, perception: bool = False) -> float:
     """Run the sim stack; with ``stop_at``, stop it (SIGINT, as Ctrl-C) as soon as the learner's own monitor
     (models/monitor.jsonl: a promoted model on the fixed seeded block) reads at least ``stop_at``."""
     import signal
@@ -99,7 +102,7 @@ def run_sim(run_dir: Path, duration: float, domain_id: int, teacher: float | Non
     lock = hold_domain(domain_id)  # noqa: F841 - held until the run is over
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    cmd = sim_command(run_dir, duration, domain_id, teacher, seed, sets)
+    cmd = sim_command(run_dir, duration, domain_id, teacher, seed, sets, perception)
     t0 = time.time()
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / f"{run_dir.name}.console.log", "w") as log:
@@ -365,6 +368,7 @@ def main() -> int:
     ap.add_argument("--teacher", type=float, default=None, help="sim --teacher (default: the params file's, 0.5)")
     ap.add_argument("--seed", type=int, default=0, help="run seed (twin episodes, learner, teacher)")
     ap.add_argument("--stop-at", type=float, default=None, help="stop once the learner's monitor reads this success")
+    ap.add_argument("--perception", action="store_true", help="sim --perception: the object's pose from the camera")
     ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE", help="passed to sim")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--per-round", type=int, default=20)
@@ -378,8 +382,10 @@ def main() -> int:
         cmd = (f"`{how}`, then "
                f"`.venv/bin/python bench/bench_continual.py --run {os.path.relpath(run_dir, ROOT)} --report-only`")
     else:
-        run_sim(run_dir, args.duration, args.domain_id, args.teacher, args.seed, args.stop_at, args.set)
+        run_sim(run_dir, args.duration, args.domain_id, args.teacher, args.seed, args.stop_at, args.set,
+                args.perception)
         extra = "".join([f" --teacher {args.teacher:g}" if args.teacher is not None else "",
+                         " --perception" if args.perception else "",
                          f" --seed {args.seed}" if args.seed else "",
                          f" --stop-at {args.stop_at:g}" if args.stop_at is not None else "",
                          "".join(f" --set {x}" for x in args.set)])

@@ -4,11 +4,13 @@ p95 <= 15 mm, yaw median <= 3 deg; >= 30 Hz on one core).
 Usage::
 
     nice -n 19 .venv/bin/python bench/bench_perception.py [--poses 500] [--gap-poses 100] [--note TEXT]
+                                                          [--renderer layered|tiny] [--arm-shapes visual|collision]
                                                           [--out docs/bench/perception.md]
 
 The twin's cube (its ArUco marker: DICT_4X4_50 id 0, 4.5 cm, sim/panda_table.yaml) at ``--poses`` seeded random
 poses resting on the table (x, y uniform over the scene's object region, yaw uniform over the circle), the arm
-at home (it hides part of the far side, as in the sim), each frame rendered at 640x480 by TinyRenderer and read
+at home (it hides part of the far side, as in the sim), each frame rendered at 640x480 by the twin's camera
+(:class:`vla_rl_ros.twin.camera.TwinCamera`, twin_node's ``camera_renderer`` and ``camera_arm``) and read
 by the perception core (:class:`vla_rl_ros.perception.aruco.MarkerPoseEstimator`, the code perception_node
 runs) with the twin's CameraInfo intrinsics and its scene's camera pose. Errors are against the cube's true
 pose, over the frames the core returned a pose for; the detection rate counts every frame. The rate is the
@@ -40,28 +42,30 @@ sys.path.insert(0, str(ROOT))
 from vla_rl_ros.nodes._camera import intrinsics  # noqa: E402
 from vla_rl_ros.perception.aruco import (MarkerConfig, MarkerPoseEstimator, angle_diff, camera_matrix,  # noqa: E402
                                          twin_extrinsic)
+from vla_rl_ros.twin.camera import TwinCamera  # noqa: E402
 from vla_rl_ros.twin.core import TwinCore  # noqa: E402
+from vla_rl_ros.twin.gap import RealityGap  # noqa: E402
 
 W, H = 640, 480
 
 
-def measure(poses: int, seed: int, camera_gap=None, sides: bool = True) -> dict:
+def measure(poses: int, seed: int, camera_gap: RealityGap | None = None, sides: bool = True, renderer: str = "layered",
+            arm_shapes: str = "visual") -> dict:
     import cv2
     import pybullet as pb
 
     cv2.setNumThreads(1)
     twin = TwinCore()
+    # the renderer's camera moves under camera_gap; the estimator keeps the scene's pose
+    camera = TwinCamera(W, H, twin.spec, gap=camera_gap, renderer=renderer, arm_shapes=arm_shapes)
     try:
         m = twin.scene.object_marker  # the sim's perception_node configuration: the top marker, then the sides
         est = MarkerPoseEstimator(MarkerConfig(dictionary=m.dictionary, marker_id=m.id, marker_size=m.size,
                                                side_ids=m.sides if sides else ()),
                                   camera_matrix(*intrinsics(W, H)), twin_extrinsic(twin.scene))
-        if camera_gap is not None:  # the renderer's camera moves; the estimator keeps the scene's pose
-            twin.scene.camera_eye, twin.scene.camera_target = camera_gap.camera(twin.scene.camera_eye,
-                                                                                twin.scene.camera_target)
         r = twin.region
         rng = np.random.default_rng(seed)
-        pos_err, yaw_err, cpu, wall, render, xs_found, xs = [], [], [], [], [], [], []
+        pos_err, yaw_err, cpu, wall, render, render_cpu, xs_found, xs = [], [], [], [], [], [], [], []
         misses: dict[str, int] = {}
         by_marker = {"top": 0, "side": 0}
         for _ in range(poses):
@@ -70,9 +74,10 @@ def measure(poses: int, seed: int, camera_gap=None, sides: bool = True) -> dict:
             truth = np.array([x, y, twin.object_half])
             pb.resetBasePositionAndOrientation(twin.cube, truth.tolist(), pb.getQuaternionFromEuler([0, 0, yaw]),
                                                physicsClientId=twin.cid)
-            t0 = time.perf_counter()
-            frame = twin.render(W, H)
+            c0, t0 = time.process_time(), time.perf_counter()
+            frame = camera.render_twin(twin)
             render.append(time.perf_counter() - t0)
+            render_cpu.append(time.process_time() - c0)
             c0, t0 = time.process_time(), time.perf_counter()
             p, why = est.estimate_why(frame)  # est.estimate(frame), and why it gave no pose
             cpu.append(time.process_time() - c0)
@@ -86,9 +91,10 @@ def measure(poses: int, seed: int, camera_gap=None, sides: bool = True) -> dict:
                 yaw_err.append(abs(angle_diff(p.yaw, yaw)))
                 xs_found.append(x)
         return dict(poses=poses, found=len(pos_err), pos_err=np.array(pos_err), yaw_err=np.degrees(yaw_err),
-                    cpu=np.array(cpu), wall=np.array(wall), render=np.array(render), xs=np.array(xs),
+                    cpu=np.array(cpu), wall=np.array(wall), render=np.array(render), render_cpu=np.array(render_cpu), xs=np.array(xs),
                     xs_found=np.array(xs_found), misses=misses, by_marker=by_marker)
     finally:
+        camera.close()
         twin.close()
 
 
@@ -102,7 +108,8 @@ def row(label: str, m: dict) -> str:
             f"far half {100 * far[1] / far[0]:.0f}%) | **{np.median(e):.1f}** | **{np.percentile(e, 95):.1f}** | "
             f"{e.max():.0f} | **{np.median(y):.2f}** | {np.percentile(y, 95):.2f} | "
             f"**{1.0 / np.median(m['cpu']):.0f} Hz** ({1000 * np.median(m['cpu']):.1f} ms) | "
-            f"{1.0 / np.median(m['wall']):.0f} Hz | {1000 * np.median(m['render']):.0f} ms | "
+            f"{1.0 / np.median(m['wall']):.0f} Hz | {1000 * np.median(m['render_cpu']):.0f} ms / "
+            f"{1000 * np.median(m['render']):.0f} ms | "
             f"{', '.join(f'{k}: {v}' for k, v in sorted(m['misses'].items())) or '-'} |")
 
 
@@ -113,25 +120,26 @@ def main() -> int:
     ap.add_argument("--top-only-poses", type=int, default=0,
                     help="the first poses again with the top marker only (no side markers; 0: skip)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--renderer", default="layered", choices=("layered", "tiny"), help="twin_node's camera_renderer")
+    ap.add_argument("--arm-shapes", default="visual", choices=("visual", "collision"), help="twin_node's camera_arm")
     ap.add_argument("--note", default="", help="a sentence for the section (e.g. what else ran on the machine)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "perception.md"))
     args = ap.parse_args()
     import cv2
 
     t_start, load0 = time.time(), os.getloadavg()[0]
-    rows = [row("twin camera as calibrated (the scene's pose)", m := measure(args.poses, args.seed))]
+    cam = dict(renderer=args.renderer, arm_shapes=args.arm_shapes)
+    rows = [row("twin camera as calibrated (the scene's pose)", m := measure(args.poses, args.seed, **cam))]
     print(rows[-1], flush=True)
     if args.top_only_poses:
-        rows.append(row("the same, top marker only", measure(args.top_only_poses, args.seed, sides=False)))
+        rows.append(row("the same, top marker only", measure(args.top_only_poses, args.seed, sides=False, **cam)))
         print(rows[-1], flush=True)
     if args.gap_poses:
         import yaml
 
-        from vla_rl_ros.twin.gap import RealityGap
-
         tw = yaml.safe_load(open(ROOT / "config" / "sim.yaml"))["twin_node"]["ros__parameters"]
         gap = RealityGap(camera_shift_m=tuple(tw["gap_camera_shift_m"]), camera_pan_rad=tw["gap_camera_pan_rad"])
-        g = measure(args.gap_poses, args.seed + 1, gap)
+        g = measure(args.gap_poses, args.seed + 1, gap, **cam)
         rows.append(row(f"camera moved by sim's default gap ({gap.camera_shift_m} m, {gap.camera_pan_rad} rad), "
                         f"not recalibrated", g))
         print(rows[-1], flush=True)
@@ -141,7 +149,8 @@ def main() -> int:
     import shlex
 
     cmd = "nice -n 19 .venv/bin/python bench/bench_perception.py " + shlex.join(sys.argv[1:])
-    text = f"""## Perception: the cube's pose from the twin camera's ArUco marker (`bench/bench_perception.py`)
+    camera = f"{args.renderer} renderer" + ("" if args.arm_shapes == "visual" else f", the arm's {args.arm_shapes} shapes")
+    text = f"""## Perception: the cube's pose from the twin camera's ArUco marker ({camera}) (`bench/bench_perception.py`)
 
 Command: `{cmd}`
 
@@ -151,8 +160,9 @@ The twin's 5 cm cube carries 4.5 cm ArUco markers on its top face (DICT_4X4_50 i
 upright; sim/panda_table.yaml), and the core reads them as the sim's perception_node does: the top marker's pose
 when it gives one, else the surest side marker's. At each of
 the seeded random poses (x, y uniform over the scene's object region, 0.40–0.65 m from the arm
-and ±0.20 m across; yaw uniform; resting on the table; the arm at home) TinyRenderer draws a 640×480 frame from the
-scene's camera (1.2 m in front of the arm, 0.6 m up: the marker is 12–25 px wide), and the perception core
+and ±0.20 m across; yaw uniform; resting on the table; the arm at home) the twin's camera (`vla_rl_ros/twin/camera.py`,
+renderer `{args.renderer}`, the arm's `{args.arm_shapes}` shapes, as twin_node's `camera_renderer` and `camera_arm`)
+draws a 640×480 frame from the scene's camera (1.2 m in front of the arm, 0.6 m up: the marker is 12–25 px wide), and the perception core
 (`vla_rl_ros/perception/aruco.py`, as perception_node runs it) returns the cube's centre and yaw in the base frame or
 nothing. Position and yaw errors are against the true pose, over the frames with a pose; the detection rate counts
 every frame (top/side: which marker gave the pose; near/far half: the half of the region nearer to/farther from the
@@ -164,7 +174,7 @@ time on this shared machine.
 Targets (issue 9): position median ≤ 5 mm, p95 ≤ 15 mm; yaw median ≤ 3°; ≥ 30 Hz on one core.
 Met (first row, the camera as calibrated): {', '.join(f"{k}: {'yes' if v else '**no**'}" for k, v in met.items())}.
 
-| camera | poses | detected | position error median (mm) | p95 (mm) | max (mm) | yaw error median (°) | p95 (°) | core rate, CPU time (per frame) | core rate, wall | render (wall, per frame) | frames without a pose |
+| camera | poses | detected | position error median (mm) | p95 (mm) | max (mm) | yaw error median (°) | p95 (°) | core rate, CPU time (per frame) | core rate, wall | render (CPU / wall, per frame) | frames without a pose |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
 {chr(10).join(rows)}
 """

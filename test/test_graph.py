@@ -164,6 +164,7 @@ def test_perception_owns_the_object_pose_in_the_sim(monkeypatch, task):
     nodes = _evaluate_launch(monkeypatch, "sim.launch.py", task=task, perception="true")
     twin, perception = nodes["twin_node"][1], nodes["perception_node"][1]
     assert twin["camera_enabled"] is True and (twin["camera_width"], twin["camera_height"]) == (640, 480)
+    assert (twin["camera_renderer"], twin["camera_arm"]) == ("layered", "collision")  # ~1/7 of TinyRenderer's time
     assert twin["topics.object_pose"] == TWIN_TRUTH_TOPIC != "/task/object_pose"
     assert perception["extrinsic_from_scene"] is True
     cfg = yaml.safe_load(open(os.path.join(ROOT, "config", "sim.yaml")))["perception_node"]["ros__parameters"]

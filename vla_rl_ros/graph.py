@@ -30,8 +30,11 @@ GRAPHS = {
     "robot": Graph(params_file="robot.yaml", nodes=("perception_node", "policy_node", "recorder_node", "learner_node")),
 }
 
-#: the sim's twin camera in perception mode: large enough for a 4.5 cm marker (15-25 px across)
-PERCEPTION_CAMERA = {"camera_enabled": True, "camera_width": 640, "camera_height": 480}
+#: the sim's twin camera in perception mode: large enough for a 4.5 cm marker (15-25 px across), drawn with the
+#: layered renderer and the arm's collision shapes (about 1/7 of a TinyRenderer frame's CPU time; the same poses:
+#: bench/bench_twin_camera.py, bench/bench_perception_held.py)
+PERCEPTION_CAMERA = {"camera_enabled": True, "camera_width": 640, "camera_height": 480, "camera_renderer": "layered",
+                     "camera_arm": "collision"}
 #: where the twin publishes its ground-truth object pose in perception mode (perception_node owns
 #: /task/object_pose then); kept for comparison
 TWIN_TRUTH_TOPIC = "/twin/object_pose"
@@ -96,7 +99,7 @@ def node_parameters(graph: str, *, task: str | None = None, run_dir: str | None 
     * ``gap`` (sim): ``twin_node``'s ``gap_scale``, the reality gap's preset scale (``None`` = the params file's
       gap as written; 0 = the arm's twin is the gate's exactly).
     * ``perception``: start ``perception_node`` (left out otherwise). In the sim it takes the object's pose from
-      the twin's camera (on, 640x480: :data:`PERCEPTION_CAMERA`) through the scene's camera pose, and the twin's
+      the twin's camera (on, 640x480, fast: :data:`PERCEPTION_CAMERA`) through the scene's camera pose, and the twin's
       ground truth moves to :data:`TWIN_TRUTH_TOPIC`, so ``/task/object_pose`` has one publisher: perception.
       On a robot the params file gives the camera's topics and extrinsic.
     * signing (sim): ``learner_node`` signs with the run's key (:func:`sim_keys`), and ``policy_node`` trusts only

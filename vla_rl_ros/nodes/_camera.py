@@ -1,10 +1,11 @@
 """Camera frames for twin_node, rendered in a child process (no ROS inside).
 
-PyBullet holds the GIL while it renders (~20-30 ms a frame here), so a render
-thread would stall the physics timer just as much as rendering inline. The
-child owns a second, kinematic copy of the scene: the parent sends it the
-joint positions and object/goal poses, it sets them and renders, and the
-parent picks the frame up without blocking. Under a reality gap
+PyBullet holds the GIL while it renders (tens of ms a frame at 640x480 even with
+the layered renderer), so a render thread would stall the physics timer just as
+much as rendering inline. The child owns a second, kinematic copy of the scene
+(:class:`~vla_rl_ros.twin.camera.TwinCamera`): the parent sends it the joint
+positions and object/goal poses, it sets them and renders, and the parent picks
+the frame up without blocking. Under a reality gap
 (:class:`~vla_rl_ros.twin.gap.RealityGap`) the copy's object has the gap's size and
 its camera the gap's pose.
 """
@@ -29,20 +30,13 @@ def intrinsics(width: int, height: int) -> tuple[float, float, float, float]:
 
 
 def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int, scene: str | None = None,
-            gap: dict | None = None) -> None:
-    import pybullet as pb
-
+            gap: dict | None = None, renderer: str = "layered", arm_shapes: str = "visual") -> None:
     from ..spec import Spec
-    from ..twin.core import TwinCore
+    from ..twin.camera import TwinCamera
     from ..twin.gap import RealityGap
 
-    gap = RealityGap(**(gap or {}))
-    twin = TwinCore(Spec.from_json(spec_json), urdf_path=urdf_path, scene=scene,  # the arm's twin and scene
-                    object_scale=gap.object_size_scale)
-    twin.scene.camera_eye, twin.scene.camera_target = gap.camera(twin.scene.camera_eye, twin.scene.camera_target)
-    c = twin.cid
-    joints = twin.arm_idx + twin.finger_idx
-    n_arm = len(twin.arm_idx)
+    camera = TwinCamera(width, height, Spec.from_json(spec_json), urdf_path=urdf_path, scene=scene,
+                        gap=RealityGap(**(gap or {})), renderer=renderer, arm_shapes=arm_shapes)
     while True:
         try:
             req = conn.recv()
@@ -50,30 +44,24 @@ def _worker(conn, spec_json: str, urdf_path: str, width: int, height: int, scene
             break
         if req is None:
             break
-        q, obj_pos, obj_quat, goal = req
-        for j, v in zip(joints, q):
-            pb.resetJointState(twin.robot, j, float(v), 0.0, physicsClientId=c)
-        for j, k, mult, off in twin.gripper_mimics:  # a linkage gripper's other joints, as the twin drives them
-            pb.resetJointState(twin.robot, j, mult * float(q[n_arm + k]) + off, 0.0, physicsClientId=c)
-        pb.resetBasePositionAndOrientation(twin.cube, list(obj_pos), list(obj_quat), physicsClientId=c)
-        pb.resetBasePositionAndOrientation(twin.goal_body, list(goal), [0, 0, 0, 1], physicsClientId=c)
-        frame = twin.render(width, height)
+        frame = camera.render(*req)  # q, object position, object quaternion, goal
         try:
             conn.send_bytes(frame.tobytes())
         except (BrokenPipeError, OSError):
             break
-    twin.close()
+    camera.close()
 
 
 class Renderer:
     """One frame in flight at a time: :meth:`request` when :attr:`busy` is False, :meth:`poll` for the result."""
 
-    def __init__(self, spec, urdf_path: str, width: int, height: int, scene: str | None = None, gap=None):
+    def __init__(self, spec, urdf_path: str, width: int, height: int, scene: str | None = None, gap=None,
+                 renderer: str = "layered", arm_shapes: str = "visual"):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         gap = gap.to_dict() if gap is not None else None
-        self._proc = ctx.Process(target=_worker, args=(child, spec.to_json(), urdf_path, width, height, scene, gap),
-                                 name="twin_camera", daemon=True)
+        self._proc = ctx.Process(target=_worker, args=(child, spec.to_json(), urdf_path, width, height, scene, gap,
+                                                       renderer, arm_shapes), name="twin_camera", daemon=True)
         self._proc.start()
         child.close()
         self.width, self.height = width, height

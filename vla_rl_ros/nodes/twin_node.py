@@ -42,7 +42,8 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from ..runtime.inputs import validate_command
-from ..twin.core import TwinCore
+from ..twin.camera import RENDERERS
+from ..twin.core import ARM_SHAPES, TwinCore
 from ..twin.gap import RealityGap, SensorNoise
 from ._common import RateLimitedLog, declare, declare_arm, run_node
 
@@ -71,6 +72,17 @@ class TwinNode(Node):
         cam_rate = declare(self, "camera_rate_hz", 10.0, "camera frame rate (Hz), when enabled", lo=0.1, hi=60.0)
         cam_w = declare(self, "camera_width", 84, "camera image width (px)", lo=8, hi=1024)
         cam_h = declare(self, "camera_height", 84, "camera image height (px)", lo=8, hi=1024)
+        cam_renderer = declare(self, "camera_renderer", "layered",
+                               "layered | tiny: how the camera is drawn (vla_rl_ros/twin/camera.py); the same "
+                               "frame, layered (the table and floor drawn once) takes ~1/3 of tiny's CPU time",
+                               additional="one of: " + ", ".join(RENDERERS))
+        if cam_renderer not in RENDERERS:
+            raise ValueError(f"camera_renderer {cam_renderer!r}: expected one of {', '.join(RENDERERS)}")
+        cam_arm = declare(self, "camera_arm", "visual",
+                          "visual | collision: the arm's shapes the camera draws; collision is coarser and, for the "
+                          "Panda, about halves a layered frame's CPU time", additional="one of: " + ", ".join(ARM_SHAPES))
+        if cam_arm not in ARM_SHAPES:
+            raise ValueError(f"camera_arm {cam_arm!r}: expected one of {', '.join(ARM_SHAPES)}")
         self.publish_clock = declare(self, "publish_clock", False, "publish /clock (simulated time) and stamp with it")
         self.seed = declare(self, "seed", 0, "base seed: episode k draws its object/goal with seed + k", lo=0, hi=2**31 - 1)
         self.max_catchup = declare(self, "max_catchup_steps", 24, "max physics steps per timer callback when late",
@@ -118,7 +130,8 @@ class TwinNode(Node):
         if self.camera_enabled:
             from ._camera import Renderer, intrinsics
 
-            self.renderer = Renderer(spec, self.urdf_path, cam_w, cam_h, scene=arm.scene, gap=gap)
+            self.renderer = Renderer(spec, self.urdf_path, cam_w, cam_h, scene=arm.scene, gap=gap,
+                                     renderer=cam_renderer, arm_shapes=cam_arm)
             self.pub_img = self.create_publisher(Image, topics["image"], qos_profile_sensor_data)
             self.pub_info = self.create_publisher(CameraInfo, topics["camera_info"], qos_profile_sensor_data)
             fx, fy, cx, cy = intrinsics(cam_w, cam_h)
@@ -133,9 +146,10 @@ class TwinNode(Node):
         self.create_timer(1.0 / self.physics_rate, self._physics)
         self.create_timer(1.0 / js_rate, self._publish_joint_states)
         self.create_timer(1.0 / pose_rate, self._publish_poses)
+        camera = f"on ({cam_w}x{cam_h}, {cam_renderer}, {cam_arm} arm)" if self.camera_enabled else "off"
         self.get_logger().info(
             f"twin_node: {spec.task}, {self.n_arm} arm joints, physics {self.physics_rate:g} Hz, joint states "
-            f"{js_rate:g} Hz, poses {pose_rate:g} Hz, camera {'on' if self.camera_enabled else 'off'}, seed {self.seed}, "
+            f"{js_rate:g} Hz, poses {pose_rate:g} Hz, camera {camera}, seed {self.seed}, "
             f"reality gap: {gap.describe()}")
 
     # ------------------------------------------------------------------ time
@@ -158,6 +172,8 @@ class TwinNode(Node):
             due = self.max_catchup
             self.get_logger().warning(f"physics fell behind real time; dropped {self.dropped_steps} steps so far",
                                    throttle_duration_sec=5.0)
+        if self.renderer is not None and self.renderer.busy:
+            self._publish_frame()
         if self._pending:
             self._apply_due()
         self.twin.step(due)
@@ -191,7 +207,9 @@ class TwinNode(Node):
         self.pub_obj.publish(o)
         self.pub_goal.publish(g)
 
-    def _camera(self) -> None:
+    def _publish_frame(self) -> None:
+        """Publish the frame in flight if the camera process has finished it (a non-blocking poll; the physics
+        timer calls it too, so a frame goes out as soon as it is drawn, not at the next camera tick)."""
         r = self.renderer
         done = r.poll()
         if done is not None:
@@ -203,6 +221,10 @@ class TwinNode(Node):
             self._info.header.stamp = stamp
             self.pub_img.publish(img)
             self.pub_info.publish(self._info)
+
+    def _camera(self) -> None:
+        r = self.renderer
+        self._publish_frame()
         if not r.busy:
             if not r.alive:
                 self.get_logger().error("camera renderer process died; camera disabled", once=True)

@@ -31,6 +31,7 @@ from ..spec import Spec
 from .urdf import pybullet_urdf
 
 CUBE_HALF = 0.025
+ARM_SHAPES = ("visual", "collision")  # what the camera draws of the arm (TwinCore's arm_shapes)
 DEFAULT_SCENE = "sim/panda_table.yaml"
 
 
@@ -120,6 +121,13 @@ class Scene:
             raise ValueError(f"twin scene {resolved} is malformed: {e!r}") from e
 
 
+def load_fixed_bodies(scene: Scene, cid: int) -> tuple[int, int]:
+    """The scene's bodies that never move, loaded into client ``cid``: the floor plane and the table; their ids."""
+    plane = pb.loadURDF(scene.plane_urdf, list(scene.plane_position), physicsClientId=cid)
+    table = pb.loadURDF(scene.table_urdf, list(scene.table_position), useFixedBase=True, physicsClientId=cid)
+    return plane, table
+
+
 def _gripper_mimics(urdf_path: str, gripper_joints, joint_index: dict) -> list[tuple[int, int, float, float]]:
     """``(joint index, gripper joint number, multiplier, offset)`` of every URDF joint that ``<mimic>``s one of
     the gripper joints (PyBullet ignores ``<mimic>``: the twin drives them): a parallel or linkage gripper with
@@ -198,6 +206,8 @@ class TwinCore:
         scene: "Scene | str | None" = None,
         home=None,
         object_scale: float = 1.0,
+        egl: bool = False,
+        arm_shapes: str = "visual",
     ):
         self.spec = spec or Spec()
         self.urdf_path = urdf_path or default_panda_urdf()
@@ -210,17 +220,33 @@ class TwinCore:
         # objects are drawn resting on the table at its scaled half height
         self.object_scale = float(object_scale)
         self.object_half = sc.object_half_height * self.object_scale
+        # arm_shapes "collision": the arm drawn from its collision shapes (PyBullet draws those of a body loaded
+        # without its visual ones): coarser, and the Panda's have ~10x fewer triangles (twin_node's camera_arm)
+        if arm_shapes not in ARM_SHAPES:
+            raise ValueError(f"arm_shapes {arm_shapes!r}: expected one of {', '.join(ARM_SHAPES)}")
         self.cid = pb.connect(pb.GUI if gui else pb.DIRECT)
         c = self.cid
+        # egl: frames from PyBullet's EGL renderer plugin (OpenGL) instead of TinyRenderer. Measured and not used
+        # by the nodes (bench/bench_twin_camera.py: slower here, on Mesa's llvmpipe, and it draws no marker)
+        self.egl = bool(egl)
+        if self.egl:  # before any body: the plugin draws only the bodies loaded after it
+            import pkgutil
+
+            plugin = pkgutil.get_loader("eglRenderer")
+            if plugin is None or pb.loadPlugin(plugin.get_filename(), "_eglRendererPlugin", physicsClientId=c) < 0:
+                pb.disconnect(physicsClientId=c)
+                raise RuntimeError("PyBullet's EGL renderer plugin did not load (it needs libEGL and an OpenGL driver, "
+                                   "e.g. Debian's libegl1 and libgl1-mesa-dri)")
         pb.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=c)
         pb.setGravity(0, 0, -9.81, physicsClientId=c)
         pb.setTimeStep(self.time_step, physicsClientId=c)
         pb.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
-        pb.loadURDF(sc.plane_urdf, list(sc.plane_position), physicsClientId=c)
-        self.table = pb.loadURDF(sc.table_urdf, list(sc.table_position), useFixedBase=True, physicsClientId=c)
-        self.robot = pb.loadURDF(
-            pybullet_urdf(self.urdf_path), [0, 0, 0], useFixedBase=True, flags=pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c
-        )
+        self.plane, self.table = load_fixed_bodies(sc, c)
+        flags = pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
+        if arm_shapes == "collision":
+            flags |= pb.URDF_IGNORE_VISUAL_SHAPES
+        self.robot = pb.loadURDF(pybullet_urdf(self.urdf_path), [0, 0, 0], useFixedBase=True, flags=flags,
+                                 physicsClientId=c)
         scaling = {"globalScaling": self.object_scale} if self.object_scale != 1.0 else {}
         self.cube = pb.loadURDF(sc.object_urdf, [0.5, 0.0, self.object_half], physicsClientId=c, **scaling)
         vis = pb.createVisualShape(pb.GEOM_SPHERE, radius=sc.goal_radius, rgbaColor=list(sc.goal_rgba), physicsClientId=c)
@@ -338,19 +364,34 @@ class TwinCore:
         )
 
     def render(self, width: int = 84, height: int = 84) -> np.ndarray:
-        """RGB frame (H, W, 3) uint8 from a fixed camera looking at the workspace (TinyRenderer).
+        """RGB frame (H, W, 3) uint8 from a fixed camera looking at the workspace (TinyRenderer, one pass over
+        the whole scene; :class:`~vla_rl_ros.twin.camera.TwinCamera` draws the same frame faster).
 
         The scene's object markers (:class:`MarkerSpec`) are drawn on the object's faces: visual-only bodies
         (no collision, no mass), made at the first render and moved onto the object before each one."""
-        c = self.cid
-        sc = self.scene
-        if sc.object_marker is not None:
+        if self.scene.object_marker is not None:
             self._place_marker()
+        return self.draw(width, height)[0]
+
+    def camera_matrices(self, width: int, height: int) -> tuple[list, list]:
+        """PyBullet's (view, projection) matrices of the scene's camera for a ``width`` x ``height`` frame."""
+        sc, c = self.scene, self.cid
         view = pb.computeViewMatrix(list(sc.camera_eye), list(sc.camera_target), [0, 0, 1], physicsClientId=c)
         proj = pb.computeProjectionMatrixFOV(sc.camera_fov_deg, width / height, 0.05, 3.0, physicsClientId=c)
-        img = pb.getCameraImage(width, height, view, proj, renderer=pb.ER_TINY_RENDERER, physicsClientId=c)
+        return view, proj
+
+    def draw(self, width: int, height: int, cid: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One TinyRenderer pass of client ``cid`` (default: this twin's) through the scene's camera, as it
+        stands: the RGB frame (H, W, 3) uint8 and TinyRenderer's depth buffer (H, W) float32 (1.0: nothing
+        drawn). No shadows (TinyRenderer's default) and no segmentation mask (not used; it costs ~10% more).
+        An ``egl`` twin's frames come from the EGL plugin (which draws shadows regardless)."""
+        view, proj = self.camera_matrices(width, height)
+        renderer = pb.ER_BULLET_HARDWARE_OPENGL if self.egl else pb.ER_TINY_RENDERER
+        img = pb.getCameraImage(width, height, view, proj, renderer=renderer, shadow=0,
+                                flags=pb.ER_NO_SEGMENTATION_MASK, physicsClientId=self.cid if cid is None else cid)
         rgba = np.reshape(np.asarray(img[2], dtype=np.uint8), (height, width, 4))
-        return np.ascontiguousarray(rgba[:, :, :3])
+        depth = np.reshape(np.asarray(img[3], dtype=np.float32), (height, width))
+        return np.ascontiguousarray(rgba[:, :, :3]), depth
 
     def _place_marker(self) -> None:
         from ..perception.aruco import SIDE_FACES, face_rotation, matrix_to_quat
