@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/bench_perception_live.py [--seconds 120] [--gap 0] [--domain-id 58] [--note TEXT]
-                                                    [--out docs/bench/perception_live.md]
+                                                    [--set NODE.PARAM:=VALUE] [--out docs/bench/perception_live.md]
 
 Runs ``vla-rl-ros sim --task pick_place --perception --no-learner --teacher 0`` (the shipped BC model acting on
 the poses perception_node reads from the twin camera's ArUco markers) for ``--seconds``, and listens beside it,
@@ -111,6 +111,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--gap", type=float, default=None, help="sim --gap (default: the params file's, 1)")
     ap.add_argument("--domain-id", type=int, default=58)
+    ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE", help="passed to sim")
     ap.add_argument("--run", default=str(ROOT / "runs" / "bench" / "perception_live"))
     ap.add_argument("--note", default="")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "perception_live.md"))
@@ -133,6 +134,8 @@ def main() -> int:
            "--duration", f"{args.seconds:g}", "--run", str(run), "--domain-id", str(args.domain_id)]
     if args.gap is not None:
         cmd += ["--gap", f"{args.gap:g}"]
+    for item in args.set:
+        cmd += ["--set", item]
     t_start, load0 = time.time(), os.getloadavg()[0]
     listener = Listener()
     run.parent.mkdir(parents=True, exist_ok=True)
