@@ -105,16 +105,17 @@ def test_twin_camera_frames_are_saved_per_episode(launch, probe, tmp_path):
     launch("policy_node", params)
     launch("recorder_node", params)
     store = FrameStore(run_dir)
-    # two episodes with a middle frame (an episode that ends as the camera's first frames arrive has only a last)
-    probe.wait_for(lambda: len({r["episode"] for r in store.index() if r["tag"] == "middle"}) >= 2, 180,
-                   "two episodes' frames")
-    episodes = sorted({r["episode"] for r in store.index()})
 
-    def summaries():  # the frames are written just before the summary is published
-        got = {s["idx"]: s for s in (json.loads(m.data) for _, m in probe.get("/rl/episode"))}
-        return got if all(e in got for e in episodes) else None
+    def summaries() -> dict:  # the frames are written just before the summary is published
+        return {s["idx"]: s for s in (json.loads(m.data) for _, m in probe.get("/rl/episode"))}
 
-    got = probe.wait_for(summaries, 10, "the summaries of the episodes with frames")
+    # two episodes with a middle frame (an episode that ends as the camera's first frames arrive has only a
+    # last) whose summaries the probe heard: one that ended before the probe's subscription was matched
+    # (DDS discovery) is not judged, the summary being volatile
+    probe.wait_for(lambda: len({r["episode"] for r in store.index() if r["tag"] == "middle"} & set(summaries())) >= 2,
+                   180, "two episodes' frames and summaries")
+    got = summaries()
+    episodes = sorted({r["episode"] for r in store.index()} & set(got))
     for e in episodes:
         s = got[e]
         rows = {r["tag"]: r for r in store.index() if r["episode"] == e}
@@ -122,7 +123,7 @@ def test_twin_camera_frames_are_saved_per_episode(launch, probe, tmp_path):
         assert rows["last"]["suggested"] is bool(s["success"]) and rows["last"]["end_reason"] == s["end_reason"]
         if "middle" not in rows:
             continue
-        assert 0.0 < rows["middle"]["t"] < rows["last"]["t"] <= 3.5
+        assert 0.0 <= rows["middle"]["t"] < rows["last"]["t"] <= 3.5  # t from the episode's first frame
         last = store.load(store.dir / rows["last"]["file"])
         middle = store.load(store.dir / rows["middle"]["file"])
         assert last.shape == (160, 160, 3) and last.std() > 20  # a rendered scene, not a blank frame

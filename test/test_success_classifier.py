@@ -140,6 +140,8 @@ def test_frame_store_and_labelling_cli(tmp_path, capsys):
 
     assert pick_frames([]) == {} and pick_frames([0.0]) == {"last": 0}
     assert pick_frames([0.0, 0.1, 0.2, 0.3, 0.4]) == {"middle": 2, "last": 4}
+    assert pick_frames([0.0, 0.1]) == {"middle": 0, "last": 1}  # never the same frame twice
+    assert pick_frames([0.0, 0.1, 0.2, 0.3]) == {"middle": 1, "last": 3}
     store = FrameStore(tmp_path)
     rgb = lambda v: np.full((8, 8, 3), v, np.uint8)  # noqa: E731
     store.add_episode(0, [(0.1 * i, rgb(i)) for i in range(5)], True, "success")

@@ -54,13 +54,14 @@ def _read(path: Path) -> list[dict]:
 
 
 def pick_frames(stamps: Sequence[float]) -> dict[str, int]:
-    """Which of an episode's frames to keep: ``{"middle": i, "last": j}`` (one frame: only ``last``)."""
+    """Which of an episode's frames to keep: ``{"middle": i, "last": j}``, two different frames (one frame: only
+    ``last``; two: the first and the last)."""
     n = len(stamps)
     if n == 0:
         return {}
     if n == 1:
         return {"last": 0}
-    return {"middle": n // 2, "last": n - 1}
+    return {"middle": (n - 1) // 2, "last": n - 1}
 
 
 class FrameStore:
