@@ -10,11 +10,14 @@ from ..spec import ImageSpec, Spec
 
 
 def declare(node, name: str, default: Any, description: str, *, lo: float | None = None, hi: float | None = None,
-            read_only: bool = True, additional: str = "") -> Any:
+            read_only: bool = True, additional: str = "", choices: tuple[str, ...] | None = None) -> Any:
     """Declare one parameter with a descriptor (and a range when ``lo``/``hi`` are given); return its value.
 
-    Types are strict (a YAML ``500`` for a float parameter is refused): write ``500.0``.
+    Types are strict (a YAML ``500`` for a float parameter is refused): write ``500.0``. ``choices``: the
+    values allowed (named in the descriptor); any other raises ValueError.
     """
+    if choices is not None:
+        additional = "one of: " + ", ".join(choices)
     d = ParameterDescriptor(description=description, read_only=read_only, additional_constraints=additional)
     if lo is not None and hi is not None:
         if isinstance(default, bool):
@@ -23,7 +26,10 @@ def declare(node, name: str, default: Any, description: str, *, lo: float | None
             d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
         elif isinstance(default, float):
             d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-    return node.declare_parameter(name, default, d).value
+    value = node.declare_parameter(name, default, d).value
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name} {value!r}: expected one of {', '.join(choices)}")
+    return value
 
 
 def declare_spec_params(node, which: tuple[str, ...] | None = None) -> dict[str, Any]:

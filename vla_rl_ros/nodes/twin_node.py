@@ -75,14 +75,10 @@ class TwinNode(Node):
         cam_renderer = declare(self, "camera_renderer", "layered",
                                "layered | tiny: how the camera is drawn (vla_rl_ros/twin/camera.py); the same "
                                "frame, layered (the table and floor drawn once) takes ~1/3 of tiny's CPU time",
-                               additional="one of: " + ", ".join(RENDERERS))
-        if cam_renderer not in RENDERERS:
-            raise ValueError(f"camera_renderer {cam_renderer!r}: expected one of {', '.join(RENDERERS)}")
+                               choices=RENDERERS)
         cam_arm = declare(self, "camera_arm", "visual",
                           "visual | collision: the arm's shapes the camera draws; collision is coarser and, for the "
-                          "Panda, about halves a layered frame's CPU time", additional="one of: " + ", ".join(ARM_SHAPES))
-        if cam_arm not in ARM_SHAPES:
-            raise ValueError(f"camera_arm {cam_arm!r}: expected one of {', '.join(ARM_SHAPES)}")
+                          "Panda, about halves a layered frame's CPU time", choices=ARM_SHAPES)
         self.publish_clock = declare(self, "publish_clock", False, "publish /clock (simulated time) and stamp with it")
         self.seed = declare(self, "seed", 0, "base seed: episode k draws its object/goal with seed + k", lo=0, hi=2**31 - 1)
         self.max_catchup = declare(self, "max_catchup_steps", 24, "max physics steps per timer callback when late",
