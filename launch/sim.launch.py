@@ -19,11 +19,11 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from vla_rl_ros.graph import node_parameters
+from vla_rl_ros.graph import large_frames_profile, node_parameters
 from vla_rl_ros.supervision import RestartPolicy, launch_respawn
 
 
@@ -39,8 +39,11 @@ def _nodes(context):
                             perception=arg("perception").lower() in ("true", "1", "yes"))
     files = [arg("params_file")] + ([arg("arm")] if arg("arm") else [])  # an arm's file after: its /** wins
     respawn = _respawn(arg)
+    # camera frames through shared memory in one piece, as `vla-rl-ros sim` does (config/fastdds_large_frames.xml)
+    profile = large_frames_profile(dict(os.environ))
+    env = [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile)] if profile else []
     # teacher_node: the twin's stand-in for a human who corrects the arm over /rl/intervention
-    return [Node(package="vla_rl_ros", executable=name, name=name, output="screen",
+    return env + [Node(package="vla_rl_ros", executable=name, name=name, output="screen",
                  parameters=[*files, overrides], **respawn)
             for name, overrides in nodes.items()]
 

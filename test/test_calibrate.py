@@ -70,6 +70,44 @@ def test_twin_calibration_finds_the_twin_camera(tmp_path):
     assert dp3 < 0.004 and dr3 < 0.3, (dp3, dr3)
 
 
+def test_sim_perception_calibrates_the_camera_the_gap_moved(tmp_path):
+    """`sim --perception` under a reality gap that moves the camera (the params file's 1 cm and 0.6 deg): the
+    moved camera is calibrated by hand-eye in the arm's twin, and perception_node gets the solved extrinsic
+    (within 4 mm and 0.3 deg of the moved camera's real pose, against 17 mm for the nominal one), not the scene's
+    nominal pose. Without a camera gap, or with an extrinsic the user gives, nothing is calibrated."""
+    from vla_rl_ros.cli import build_parser
+    from vla_rl_ros.commands.sim import _calibrate_camera, plan
+    from vla_rl_ros.twin.gap import RealityGap
+
+    def perception_args(*extra):
+        args = build_parser().parse_args(["sim", "--task", "pick_place", "--perception", "--run",
+                                          str(tmp_path / "run"), *extra])
+        pl = plan(args)
+        before = list(pl.commands["perception_node"])
+        (tmp_path / "run").mkdir(exist_ok=True)
+        _calibrate_camera(pl, args, str(tmp_path / "run"))
+        cmd = pl.commands["perception_node"]
+        assert cmd[:len(before)] == before
+        return {k: yaml.safe_load(v) for k, v in (a.split(":=", 1) for f, a in zip(cmd, cmd[1:])
+                                                   if f == "-p" and (f, a) not in zip(before, before[1:]))}
+
+    got = perception_args()
+    assert got["extrinsic_from_scene"] is False
+    moved = RealityGap(camera_shift_m=(0.01, -0.01, 0.01), camera_pan_rad=0.01)  # config/sim.yaml's twin_node gap
+    from vla_rl_ros.perception.aruco import extrinsic_from_look_at
+    from vla_rl_ros.twin.core import Scene
+
+    sc = Scene.load(None)
+    truth = extrinsic_from_look_at(*moved.camera(sc.camera_eye, sc.camera_target))
+    dp, dr = pose_error(extrinsic_from_xyzquat(got["camera_xyz"], got["camera_quat"]), truth)
+    assert dp < 0.004 and dr < 0.3, (dp, dr)
+    assert pose_error(twin_extrinsic(), truth)[0] > 0.015  # what the nominal pose would have been off by
+    saved = yaml.safe_load((tmp_path / "run" / "camera_extrinsic.yaml").read_text())["perception_node"]
+    assert saved["ros__parameters"]["camera_xyz"] == pytest.approx(got["camera_xyz"], abs=1e-5)
+    assert perception_args("--gap", "0") == {}  # the camera where the scene says: its nominal pose is exact
+    assert perception_args("--set", "perception_node.extrinsic_from_scene:=false") == {}  # the user's extrinsic
+
+
 def test_record_saves_frames_joints_and_intrinsics_from_a_live_camera(launch, probe, ros_env, tmp_path):
     """`calibrate --record DIR --every S`: from twin_node's 640x480 camera and joint states, a samples.yaml that
     `--samples` reads (the arm's joints in the spec's order, the CameraInfo's intrinsics, one PNG per sample)."""

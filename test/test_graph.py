@@ -56,15 +56,23 @@ class _Node:
         self.kw = kw
 
 
-def _evaluate_launch(monkeypatch, launch_file, respawn_out: dict | None = None, **launch_args):
+class _SetEnv:
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+
+def _evaluate_launch(monkeypatch, launch_file, respawn_out: dict | None = None, env_out: dict | None = None,
+                     **launch_args):
     """{node: ([params files], overrides, remappings)} as the launch file starts them with ``launch_args``;
-    ``respawn_out``: filled with each node's ``respawn*`` arguments."""
+    ``respawn_out``: filled with each node's ``respawn*`` arguments; ``env_out``: with the environment variables
+    it sets."""
     import types
 
     import ament_index_python.packages as aip
 
     mods = {"launch": dict(LaunchDescription=_Entities),
-            "launch.actions": dict(DeclareLaunchArgument=_Argument, OpaqueFunction=_Opaque),
+            "launch.actions": dict(DeclareLaunchArgument=_Argument, OpaqueFunction=_Opaque,
+                                   SetEnvironmentVariable=_SetEnv),
             "launch.substitutions": dict(LaunchConfiguration=_Config),
             "launch.conditions": dict(IfCondition=lambda c: c),
             "launch_ros": {}, "launch_ros.actions": dict(Node=_Node)}
@@ -85,6 +93,9 @@ def _evaluate_launch(monkeypatch, launch_file, respawn_out: dict | None = None, 
     for e in desc.entities:
         if isinstance(e, _Opaque):
             nodes += e.function(context)
+    if env_out is not None:
+        env_out.update({e.name: e.value for e in nodes if isinstance(e, _SetEnv)})
+    nodes = [n for n in nodes if isinstance(n, _Node)]
     def value(v):  # substitutions are performed when the node starts, as launch_ros does
         return v.perform(context) if isinstance(v, _Config) else v
 
@@ -177,6 +188,34 @@ def test_perception_owns_the_object_pose_in_the_sim(monkeypatch, task):
     assert cfg["center_offset"] == scene["object"]["half_height"]
     plain = _evaluate_launch(monkeypatch, "sim.launch.py", task=task)
     assert "topics.object_pose" not in plain["twin_node"][1] and "camera_enabled" not in plain["twin_node"][1]
+
+
+def test_sim_graph_sends_camera_frames_through_shared_memory_unless_told_otherwise(monkeypatch):
+    """The launch file and the CLI give the sim graph the same Fast DDS profile (a 16 MB shared-memory segment:
+    a 640x480 frame in one piece), and neither overrides a profile or an RMW the user chose."""
+    import xml.etree.ElementTree as ET
+
+    from vla_rl_ros.graph import large_frames_profile
+
+    for var in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION"):
+        monkeypatch.delenv(var, raising=False)
+    env: dict = {}
+    _evaluate_launch(monkeypatch, "sim.launch.py", env_out=env, task="pick_place", perception="true")
+    profile = large_frames_profile({})
+    assert env == {"FASTDDS_DEFAULT_PROFILES_FILE": profile}
+    assert os.path.realpath(profile) == os.path.join(ROOT, "config", "fastdds_large_frames.xml")
+    ns = {"f": "http://www.eprosima.com"}
+    root = ET.parse(profile).getroot()
+    shm = [t for t in root.iterfind(".//f:transport_descriptor", ns) if t.findtext("f:type", namespaces=ns) == "SHM"]
+    assert len(shm) == 1 and int(shm[0].findtext("f:segment_size", namespaces=ns)) >= 4 * 640 * 480 * 3
+    assert {t.text for t in root.iterfind(".//f:userTransports/f:transport_id", ns)} == {
+        t.findtext("f:transport_id", namespaces=ns) for t in root.iterfind(".//f:transport_descriptor", ns)}
+    assert large_frames_profile({"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}) is None
+    assert large_frames_profile({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) is None
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", "/mine.xml")
+    env.clear()
+    _evaluate_launch(monkeypatch, "sim.launch.py", env_out=env, task="pick_place")
+    assert env == {}
 
 
 @pytest.mark.parametrize("task", ["reach", "pick_place"])

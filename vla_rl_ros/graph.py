@@ -63,6 +63,19 @@ def config_path(name: str) -> str:
     return resolve_path(os.path.join("config", name))
 
 
+def large_frames_profile(env: dict) -> str | None:
+    """The Fast DDS profile that sends camera frames through shared memory in one piece
+    (``config/fastdds_large_frames.xml``; why: its comment), for the sim graph's processes (``vla-rl-ros sim``
+    and ``sim.launch.py``); None where the environment already names a profile or another RMW, or the file is
+    missing."""
+    if env.get("FASTDDS_DEFAULT_PROFILES_FILE") or env.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
+        return None
+    if env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp":
+        return None
+    path = config_path("fastdds_large_frames.xml")
+    return path if os.path.isfile(path) else None
+
+
 #: the shipped starting model of each task (relative: resolved like every data path)
 DEFAULT_MODEL = {"reach": "models/reach_bc.onnx", "pick_place": "models/pick_place_bc.onnx"}
 

@@ -432,12 +432,15 @@ def train_ppo(
     progress: bool = False,
     tb_dir: str | None = None,
     log_every: int = 1,
+    on_update: Callable[[PPO, dict[str, float]], bool | None] | None = None,
 ) -> tuple[PPO, list[dict[str, float]]]:
     """Train PPO for ``steps`` env steps (rounded up to whole rollouts) on ``envs``.
 
     ``cfg.n_envs`` must equal ``envs.num_envs``. Returns the learner and a history
     with one entry per update: ``env_steps``, the mean return, length and success
     rate of the episodes finished in that rollout, ``fps`` and the update's losses.
+    ``on_update(ppo, metrics)``, if given, is called after each update (SB3's callback
+    ``_on_rollout_end``): it may evaluate or checkpoint, and stops training by returning True.
     """
     if envs.num_envs != cfg.n_envs:
         raise ValueError(f"cfg.n_envs={cfg.n_envs} but the vector env has {envs.num_envs}")
@@ -478,6 +481,8 @@ def train_ppo(
             if writer is not None and k % log_every == 0:
                 for key, v in m.items():
                     writer.add_scalar(f"ppo/{key}", v, ppo.env_steps)
+            if on_update is not None and on_update(ppo, m):
+                break
     finally:
         if writer is not None:
             writer.close()

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from ..graph import DEFAULT_MODEL, default_run_dir, node_parameters  # noqa: F401  (DEFAULT_MODEL: re-exported)
+from ..graph import DEFAULT_MODEL, default_run_dir, large_frames_profile, node_parameters  # noqa: F401  (DEFAULT_MODEL: re-exported)
 from ..supervision import RestartPolicy, Supervisor
 
 SUMMARY_EVERY_S = 60.0
@@ -223,8 +223,17 @@ def run(args) -> int:
                   f"pass it with --model)", file=sys.stderr)
             return 2
         _prepare_run(run_dir, args, model, pl)
+        if getattr(args, "perception", False):
+            try:
+                _calibrate_camera(pl, args, run_dir)
+            except (RuntimeError, ValueError) as e:
+                print(f"error: calibrating the twin camera: {e}", file=sys.stderr)
+                return 2
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    dds_profile = large_frames_profile(env) if args.graph == "sim" else None
+    if dds_profile:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = dds_profile
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)
     env["PYTHONUNBUFFERED"] = "1"
@@ -237,6 +246,9 @@ def run(args) -> int:
           + ("" if args.graph != "sim" else f"  reality gap x{args.gap:g}" if getattr(args, "gap", None) is not None
              else "  reality gap: the params file's (--gap 0: none)")
           + ("  object pose: perception_node (camera + ArUco)" if getattr(args, "perception", False) else ""))
+    if dds_profile:
+        print(f"[sim] Fast DDS profile {dds_profile} (camera frames through shared memory; "
+              "FASTDDS_DEFAULT_PROFILES_FILE set in the environment is kept instead)")
 
     def spawn(name: str) -> subprocess.Popen:
         with open(os.path.join(logs, f"{name}.log"), "ab") as log:  # appended to: a restart's log follows
@@ -272,6 +284,59 @@ def _arm(pl: "Plan | None", task: str | None):
     from ..arm import read_arm
 
     return read_arm([pl.params] + ([pl.arm] if pl.arm else []) if pl else None, task, node="recorder_node")
+
+
+def _params_section(pl: "Plan", args, node: str) -> dict:
+    """``node``'s parameters as its process will read them: its sections of the params file(s), then the
+    ``--set`` overrides (rcl's order; the ``-p`` overrides of :func:`plan` are not among them)."""
+    import yaml
+
+    vals: dict = {}
+    for f in [pl.params] + ([pl.arm] if pl.arm else []):
+        with open(f) as fh:
+            doc = yaml.safe_load(fh) or {}
+        vals.update((doc.get(node) or {}).get("ros__parameters") or {})
+    for item in _overrides(args).get(node, []):
+        k, v = item.split(":=", 1)
+        vals[k] = yaml.safe_load(v)
+    return vals
+
+
+def _calibrate_camera(pl: "Plan", args, run_dir: str) -> None:
+    """``sim --perception`` where the reality gap moves the camera away from the pose the params file assumes
+    (``twin_node``'s ``gap_camera_*``) and perception_node would take that nominal pose (``extrinsic_from_scene``):
+    calibrate the moved camera by hand-eye in the arm's twin first, as a user calibrates a real cell
+    (``vla-rl-ros calibrate``), and give perception_node the solved extrinsic. The answer is kept in
+    ``<run>/camera_extrinsic.yaml`` with its error against the camera's real pose."""
+    from ..perception.calibrate import calibrate_twin_camera, extrinsic_yaml
+    from ..perception.aruco import extrinsic_to_xyzquat
+    from ..twin.gap import RealityGap
+
+    if not _params_section(pl, args, "perception_node").get("extrinsic_from_scene", False):
+        return  # the params file gives the extrinsic (camera_xyz / camera_quat)
+    twin = _params_section(pl, args, "twin_node")
+    scale = float(args.gap) if getattr(args, "gap", None) is not None else float(twin.get("gap_scale", 1.0))
+    gap = RealityGap(camera_shift_m=tuple(twin.get("gap_camera_shift_m", (0.0, 0.0, 0.0))),
+                     camera_pan_rad=float(twin.get("gap_camera_pan_rad", 0.0))).scaled(scale)
+    if not (any(gap.camera_shift_m) or gap.camera_pan_rad):
+        return  # the camera is where the scene says: the nominal pose is exact
+    t0 = time.monotonic()
+    cal = calibrate_twin_camera(_arm(pl, args.task), gap)
+    (dp, dr), (np_, nr) = cal.error, cal.nominal_error
+    note = (f"vla-rl-ros sim --perception: hand-eye calibration in the arm's twin ({cal.samples} postures, "
+            f"reprojection {cal.reprojection_px:.2f} px RMS): {1000 * dp:.1f} mm, {dr:.2f} deg from the camera's "
+            f"real pose; the scene's nominal pose is {1000 * np_:.1f} mm, {nr:.2f} deg from it")
+    path = os.path.join(run_dir, "camera_extrinsic.yaml")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(extrinsic_yaml(cal.extrinsic, note))
+    os.replace(tmp, path)
+    xyz, quat = extrinsic_to_xyzquat(cal.extrinsic)
+    pl.commands["perception_node"] += ["-p", "extrinsic_from_scene:=false",
+                                       "-p", f"camera_xyz:=[{', '.join(f'{v:.6f}' for v in xyz)}]",
+                                       "-p", f"camera_quat:=[{', '.join(f'{v:.7f}' for v in quat)}]"]
+    print(f"[sim] camera calibrated in {time.monotonic() - t0:.0f} s: {1000 * dp:.1f} mm, {dr:.2f} deg from its real "
+          f"pose (the nominal pose: {1000 * np_:.1f} mm, {nr:.2f} deg); {path}")
 
 
 def _model_fits_arm(model: str, arm) -> str:

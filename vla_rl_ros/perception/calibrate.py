@@ -195,14 +195,17 @@ def extrinsic_yaml(base_camera: np.ndarray, comment: str = "") -> str:
 
 # ---------------------------------------------------------------------------------------------- the twin
 def twin_samples(n: int = 20, seed: int = 0, width: int = 640, height: int = 480, marker_size: float = 0.06,
-                 spread_rad: float = 0.3, arm=None, frames_dir: str | None = None) -> tuple[list[Sample], np.ndarray, int]:
+                 spread_rad: float = 0.3, arm=None, frames_dir: str | None = None, gap=None
+                 ) -> tuple[list[Sample], np.ndarray, int]:
     """The procedure in the twin: a ``marker_size`` ArUco plate (DICT_4X4_50 id 0) fixed to the hand, 9 cm from
     the tool centre point towards the camera and facing it at home; the arm at ``n`` postures of home plus
     uniform noise of ``spread_rad`` per joint (postures whose marker is not found are skipped, up to 4n tries);
     gripper poses from the project's FK of the joint positions, marker poses from the rendered frames.
 
     ``frames_dir``: also write each used frame there (PNG) with a ``samples.yaml`` in the format of
-    :func:`samples_from_file`, as a cell's recording would be.
+    :func:`samples_from_file`, as a cell's recording would be. ``gap``: a
+    :class:`~vla_rl_ros.twin.gap.RealityGap` whose camera offset moves the twin's camera first (the sim's "real"
+    camera, which the params file's nominal pose does not know).
 
     Returns (samples, the twin camera's true extrinsic, postures tried)."""
     import pybullet as pb
@@ -218,6 +221,8 @@ def twin_samples(n: int = 20, seed: int = 0, width: int = 640, height: int = 480
     spec = arm.spec
     twin = TwinCore(spec, urdf_path=arm.urdf_path, scene=arm.scene, home=arm.home)
     try:
+        if gap is not None:
+            twin.scene.camera_eye, twin.scene.camera_target = gap.camera(twin.scene.camera_eye, twin.scene.camera_target)
         c = twin.cid
         pb.resetBasePositionAndOrientation(twin.cube, [2.0, 2.0, -1.0], [0, 0, 0, 1], physicsClientId=c)  # away
         kin = Kinematics(twin.urdf_path, spec.base_link, spec.ee_link, spec.arm_joints)
@@ -258,6 +263,42 @@ def twin_samples(n: int = 20, seed: int = 0, width: int = 640, height: int = 480
         return samples, truth, tried
     finally:
         twin.close()
+
+
+@dataclass
+class TwinCalibration:
+    """:func:`calibrate_twin_camera`'s answer: the solved extrinsic and how far it is from the truth."""
+
+    extrinsic: np.ndarray  # (4, 4) the camera's optical frame in the base frame, as solved
+    truth: np.ndarray  # (4, 4) the twin camera's real pose (moved by the gap)
+    nominal: np.ndarray  # (4, 4) the scene's camera pose, which the params file assumes
+    samples: int
+    reprojection_px: float
+
+    @property
+    def error(self) -> tuple[float, float]:
+        """(m, deg) of the solution from the camera's real pose."""
+        return pose_error(self.extrinsic, self.truth)
+
+    @property
+    def nominal_error(self) -> tuple[float, float]:
+        """(m, deg) of the nominal pose from the real one: what an uncalibrated extrinsic would be off by."""
+        return pose_error(self.nominal, self.truth)
+
+
+def calibrate_twin_camera(arm=None, gap=None, n: int = 20, seed: int = 0, method: str = "PARK") -> TwinCalibration:
+    """The whole procedure in the twin (:func:`twin_samples` then :func:`calibrate`) for the camera a reality
+    ``gap`` moved: what a user does on a real cell before running perception, done for ``vla-rl-ros sim``."""
+    from ..nodes._camera import intrinsics
+    from .aruco import camera_matrix, twin_extrinsic
+
+    size = 0.06
+    samples, truth, _ = twin_samples(n, seed=seed, marker_size=size, arm=arm, gap=gap)
+    if len(samples) < 3:
+        raise RuntimeError(f"the hand's marker was seen at {len(samples)} postures; at least 3 are needed")
+    T, _, rms = calibrate(samples, camera_matrix(*intrinsics(640, 480)), size, None, method)
+    nominal = twin_extrinsic(arm.scene if arm is not None else None)
+    return TwinCalibration(extrinsic=T, truth=truth, nominal=nominal, samples=len(samples), reprojection_px=float(rms))
 
 
 def _save_frame(frames_dir: str, i: int, frame: np.ndarray, q: np.ndarray, K: np.ndarray, size: float) -> None:
