@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import os
 import platform
 import re
@@ -63,7 +64,7 @@ class Listener:
         self.node = n = rclpy.create_node("bench_perception_live")
         self.keep_every = keep_every
         self.frames: list[tuple[float, float]] = []  # (receive time, stamp)
-        self.kept: list[np.ndarray] = []  # every keep_every-th frame, RGB
+        self.kept: list[tuple[float, np.ndarray]] = []  # every keep_every-th frame: (stamp, RGB)
         self.poses: list[tuple[float, float, np.ndarray]] = []  # (receive time, stamp, position)
         self.truth: list[tuple[float, np.ndarray]] = []  # (stamp, position)
         self.K = None
@@ -84,7 +85,7 @@ class Listener:
     def _on_image(self, m) -> None:
         self.frames.append((time.time(), stamp_s(m)))
         if len(self.frames) % self.keep_every == 0 and m.encoding == "rgb8":
-            self.kept.append(np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3).copy())
+            self.kept.append((stamp_s(m), np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3).copy()))
 
     def _on_info(self, m) -> None:
         self.K = tuple(float(v) for v in m.k)
@@ -114,6 +115,8 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE", help="passed to sim")
     ap.add_argument("--run", default=str(ROOT / "runs" / "bench" / "perception_live"))
     ap.add_argument("--note", default="")
+    ap.add_argument("--save-frames", default=None, metavar="DIR",
+                    help="also write up to 8 re-read frames of each outcome there (PNG, named by outcome)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "perception_live.md"))
     args = ap.parse_args()
     import shutil
@@ -121,7 +124,7 @@ def main() -> int:
     import cv2
     import yaml
 
-    from vla_rl_ros.perception.aruco import MarkerConfig, MarkerPoseEstimator, twin_extrinsic
+    from vla_rl_ros.perception.aruco import MarkerConfig, MarkerPoseEstimator, extrinsic_from_xyzquat, twin_extrinsic
 
     cv2.setNumThreads(1)
     lock = hold_domain(args.domain_id)  # noqa: F841 - held until the run is over
@@ -160,30 +163,57 @@ def main() -> int:
                           side_ids=tuple(pc["side_marker_ids"]), marker_size=pc["marker_size"],
                           center_offset=pc["center_offset"], min_side_px=pc["min_side_px"],
                           max_reprojection_px=pc["max_reprojection_px"], max_position_std_m=pc["max_position_std_m"],
-                          max_view_angle_deg=pc["max_view_angle_deg"])
-    why = collections.Counter()
-    if listener.K is not None and listener.kept:
-        est = MarkerPoseEstimator(config, listener.K, twin_extrinsic(None))
-        for frame in listener.kept:
+                          max_view_angle_deg=pc["max_view_angle_deg"], refine_shift_frac=pc["refine_shift_frac"])
+    t_truth = np.array([s for s, _ in listener.truth])
+
+    def truth_at(stamp: float):
+        i = np.searchsorted(t_truth, stamp) - 1
+        return listener.truth[i][1] if i >= 0 else None
+
+    def reread(cfg: MarkerConfig, save: str | None = None) -> tuple[collections.Counter, np.ndarray]:
+        """Outcomes of the kept frames read by the perception core with ``cfg``, and the poses' errors (mm)."""
+        why, errs = collections.Counter(), []
+        if listener.K is None or not listener.kept:
+            return why, np.zeros(0)
+        est = MarkerPoseEstimator(cfg, listener.K, extrinsic)
+        for stamp, frame in listener.kept:
             pose, reason = est.estimate_why(frame)
-            why["a pose" if pose is not None else reason] += 1
+            outcome = "a pose" if pose is not None else reason
+            why[outcome] += 1
+            truth = truth_at(stamp)
+            if pose is not None and truth is not None:
+                errs.append(1000 * float(np.linalg.norm(pose.position - truth)))
+            if save and why[outcome] <= 8:
+                os.makedirs(save, exist_ok=True)
+                name = f"{outcome.replace(' ', '_')}_{why[outcome]}.png"
+                cv2.imwrite(os.path.join(save, name), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        return why, np.array(errs)
+
+    # the extrinsic perception_node used: the run's calibration where sim made one, else the scene's nominal pose
+    cal = run / "camera_extrinsic.yaml"
+    if cal.exists():
+        p = yaml.safe_load(cal.read_text())["perception_node"]["ros__parameters"]
+        extrinsic = extrinsic_from_xyzquat(p["camera_xyz"], p["camera_quat"])
+    else:
+        extrinsic = twin_extrinsic(None)
+    why, reread_err = reread(config, args.save_frames)
+    why_2px, reread_err_2px = reread(dataclasses.replace(config, refine_shift_frac=0.0))
     n_kept = sum(why.values())
 
     span = max(1e-9, (listener.frames[-1][0] - listener.frames[0][0]) if len(listener.frames) > 1 else 1e-9)
     frame_age = 1000 * np.array([r - s for r, s in listener.frames]) if listener.frames else np.zeros(0)
     pose_age = 1000 * np.array([r - s for r, s, _ in listener.poses]) if listener.poses else np.zeros(0)
-    t_truth = np.array([s for s, _ in listener.truth])
-    errors = []
-    for _, s, p in listener.poses:
-        i = np.searchsorted(t_truth, s) - 1
-        if i >= 0:
-            errors.append(1000 * float(np.linalg.norm(p - listener.truth[i][1])))
-    errors = np.array(errors)
+    errors = np.array([1000 * float(np.linalg.norm(p - t)) for _, s, p in listener.poses
+                       for t in [truth_at(s)] if t is not None])
 
     def q(a: np.ndarray, pct: float) -> str:
         return f"{np.percentile(a, pct):.0f}" if len(a) else "-"
 
-    reasons = ", ".join(f"{k}: {100 * v / n_kept:.0f}%" for k, v in why.most_common()) if n_kept else "-"
+    def outcomes(w: collections.Counter) -> str:
+        n = sum(w.values())
+        return ", ".join(f"{k}: {100 * v / n:.0f}%" for k, v in w.most_common()) if n else "-"
+
+    reasons, reasons_2px = outcomes(why), outcomes(why_2px)
     sim_cmd = shlex.join(["./vla-rl-ros"] + cmd[1:]).replace(str(ROOT) + "/", "")
     text = f"""## The perception loop on the live graph (`bench/bench_perception_live.py`)
 
@@ -204,7 +234,8 @@ here with the sim's perception_node configuration.
 | camera frames received | {len(listener.frames)}: **{len(listener.frames) / span:.1f} per s**; age median {q(frame_age, 50)} ms, p95 {q(frame_age, 95)} ms |
 | poses from perception_node received | {len(listener.poses)}: **{len(listener.poses) / span:.1f} per s**; age median {q(pose_age, 50)} ms, p95 {q(pose_age, 95)} ms |
 | their position error | median {q(errors, 50)} mm, p95 {q(errors, 95)} mm |
-| received frames re-read by the perception core | {n_kept}: {reasons} |
+| received frames re-read by the perception core | {n_kept}: {reasons}; the poses' error median {q(reread_err, 50)} mm, p95 {q(reread_err, 95)} mm |
+| the same frames, refined corners kept only within 2 px of the first pass's (before `refine_shift_frac`) | {reasons_2px}; error median {q(reread_err_2px, 50)} mm, p95 {q(reread_err_2px, 95)} mm |
 """
     write_section(text, args.out)
     return 0

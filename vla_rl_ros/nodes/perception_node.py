@@ -75,6 +75,9 @@ class PerceptionNode(Node):
                                        "(the confidence gate)", lo=1e-5, hi=10.0),
             max_view_angle_deg=declare(self, "max_view_angle_deg", d.max_view_angle_deg,
                                        "deg: a marker seen more edge-on than this is dropped", lo=1.0, hi=90.0),
+            refine_shift_frac=declare(self, "refine_shift_frac", d.refine_shift_frac,
+                                      "refined corners farther than max(2 px, this x the marker's side) from the "
+                                      "first pass's are dropped", lo=0.0, hi=1.0),
         )
         from_scene = declare(self, "extrinsic_from_scene", False,
                              "the twin: the camera's pose from the scene's camera eye/target (else camera_xyz/quat)")

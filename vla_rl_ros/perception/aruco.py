@@ -52,6 +52,8 @@ class MarkerConfig:
     up_prior: tuple | None = (0.0, 0.0, 1.0)  # base frame: where the marker's normal most likely points;
     # None: always the pose of least error (the flag `ambiguous` still says when the two were close)
     corner_noise_px: float = 0.3  # floor of the corner noise used for the covariance
+    refine_shift_frac: float = 0.2  # the refined corners may move max(2 px, this x the marker's side) from the
+    # first pass's (sub-pixel corners of a 15-20 px marker seen at a slant are often 2-3 px off)
 
     def __post_init__(self):
         if self.dictionary not in DICTIONARIES:
@@ -278,7 +280,8 @@ class MarkerPoseEstimator:
             if refined is None:
                 continue
             refined = (refined + 0.5) / k - 0.5 + (x0, y0)  # pixel centres of the scaled crop -> the frame's
-            if np.abs(refined - found).max() <= 2.0:  # else another copy of the marker, or corners moved too far
+            if np.abs(refined - found).max() <= max(2.0, self.config.refine_shift_frac * side):  # else another
+                # copy of the marker, or corners moved too far
                 return refined
         return None
 
