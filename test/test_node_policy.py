@@ -195,3 +195,32 @@ def test_exploration_noise_on_the_models_action_not_on_the_humans(policy, probe)
     assert rec
     for s in rec:
         np.testing.assert_allclose(s.action, human, atol=1e-6)  # a human's action is never perturbed
+
+
+@pytest.mark.parametrize("algo", ["ppo", "cql", "iql", "sac"])
+def test_each_learners_exported_model_drives_the_arm_through_policy_node(launch, probe, tmp_path, algo):
+    """A model exported by each learner (its own export path and lineage) is taken by policy_node, which acts with
+    it on the arm: the commands follow the model's action for the observation the node built."""
+    from vla_rl_ros.algos.export import export_onnx
+    from vla_rl_ros.algos.learners import make_learner
+    from vla_rl_ros.algos.ppo import PPO, PPOConfig
+    from vla_rl_ros.runtime.onnx_policy import load_validated
+
+    spec = Spec()
+    if algo == "ppo":
+        module = PPO(spec.obs_dim, spec.action_dim, PPOConfig(seed=1)).policy_module()
+    else:
+        module = make_learner(algo, spec.obs_dim, spec.action_dim, hidden=(32, 32), seed=1).policy_module()
+    version = export_onnx(module, spec, tmp_path / f"{algo}.onnx", {"algorithm": algo}).version
+    assert version.startswith(algo)
+    params = params_file(tmp_path / "p.yaml", policy_node={"model_path": str(tmp_path / f"{algo}.onnx"),
+                                                           "control_rate_hz": 50.0, "exploration_std": 0.0})
+    probe.collect("/rl/step", Float64MultiArray, RELIABLE)
+    probe.collect("/arm_controller/commands", Float64MultiArray)
+    proc = launch("policy_node", params)
+    FakeArm(probe, reliable=True)
+    s = wait_step(probe, lambda s: not s.hold, f"an acting tick of the {algo} model", timeout=60)
+    assert s.model_version == version and not s.intervention
+    want = load_validated(str(tmp_path / f"{algo}.onnx"), None, spec).act(np.asarray(s.obs, np.float32))
+    np.testing.assert_allclose(s.action, want, atol=1e-5)
+    assert arm_commands(probe) and proc.alive
