@@ -195,9 +195,7 @@ class PolicyNode(Node):
         self.tick_mode = declare(
             self, "tick_mode", "timer", "timer: a tick every 1/control_rate_hz | event: a tick on each joint state "
             "(read-update-write, as ros2_control; control_rate_hz is then the joint states' expected rate)",
-            additional="one of: timer, event")
-        if self.tick_mode not in ("timer", "event"):
-            raise ValueError(f"tick_mode must be 'timer' or 'event', got {self.tick_mode!r}")
+            choices=("timer", "event"))
         self.explore_std = declare(
             self, "exploration_std", 0.0, "std of Gaussian noise added to the model's action (action units, before "
             "the safety filter; the noisy action is what is sent and recorded). 0 = the deterministic policy. "
