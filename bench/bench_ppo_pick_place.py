@@ -142,6 +142,17 @@ def report(args) -> int:
     finals = [r["final_success"] for r in runs]
     lines += [f"Best success reached within the budget, held out: median **{100 * statistics.median(finals):.1f}%** "
               f"over {len(runs)} seed(s) ({', '.join(f'{100 * f:.1f}%' for f in finals)}).", ""]
+    for r in runs:
+        pts = [(s, y) for s, y in r["curve"] if y is not None]
+        if pts:
+            s_max, y_max = max(pts, key=lambda p: p[1])
+            half = [y for s, y in pts if s > r["env_steps"] / 2]
+            lines.append(f"Seed {r['seed']}: the stochastic policy's training episodes succeeded in at most "
+                         f"{100 * y_max:.0f}% of a rollout's episodes (at {s_max:,} steps), and in "
+                         f"{100 * statistics.mean(half):.1f}% on average over the second half of training; "
+                         f"the deterministic policy on the selection episodes at best "
+                         f"{100 * r['best']['success']:.0f}%.")
+    lines.append("")
     if args.plot:
         import matplotlib
 

@@ -247,8 +247,8 @@ def run(args) -> int:
              else "  reality gap: the params file's (--gap 0: none)")
           + ("  object pose: perception_node (camera + ArUco)" if getattr(args, "perception", False) else ""))
     if dds_profile:
-        print(f"[sim] Fast DDS profile {dds_profile} (camera frames through shared memory; "
-              "FASTDDS_DEFAULT_PROFILES_FILE set in the environment is kept instead)")
+        print(f"[sim] Fast DDS profile {dds_profile}: camera frames in one piece through shared memory (a "
+              "FASTDDS_DEFAULT_PROFILES_FILE of your own is used instead)")
 
     def spawn(name: str) -> subprocess.Popen:
         with open(os.path.join(logs, f"{name}.log"), "ab") as log:  # appended to: a restart's log follows
