@@ -167,6 +167,31 @@ def test_episodes_for_recap_are_incremental_and_complete(tmp_path):
     r.close()
 
 
+def test_an_episode_without_a_step_is_skipped_and_the_next_ones_load(tmp_path):
+    """An episode can end before its first recorded tick (on the live graph: the arm held on a stale pose until the
+    episode's time ran out). It has nothing to learn from; Recap's Episode refuses length 0, and a learner that got
+    one failed on every round. episodes() skips it, counts it, and goes on to the next."""
+    from vla_rl_ros.algos.recap import as_episode
+
+    store = tmp_path / "buffer.sqlite"
+    w = Writer(store, spec=SPEC)
+    write_episode(w, 0, 5)
+    write_episode(w, 1, 0)  # begun and ended, no step
+    write_episode(w, 2, 3, end="success", terminated=True)
+    w.flush()
+    r = Replay([store])
+    eps = r.episodes()
+    assert [(e.id, len(e)) for e in eps] == [(1, 5), (3, 3)] and r.episodes_empty == 1
+    for e in eps:  # what the continual Recap learner builds from each
+        as_episode({"obs": e.obs, "actions": e.actions, "success": e.success, "intervention": e.intervention})
+    write_episode(w, 3, 0)
+    write_episode(w, 4, 2)
+    w.flush()
+    assert [e.id for e in r.episodes()] == [1, 3, 5] and r.episodes_empty == 2
+    w.close()
+    r.close()
+
+
 def test_capacity_holds_the_newest_own_episodes_and_every_demo(tmp_path):
     """A days-long run: with a capacity of 120 transitions the arm's own episodes held (and the online ring) stay
     within it, the newest kept; demonstrations and corrected episodes are held beside them, all of them; what

@@ -178,6 +178,8 @@ class Replay:
         self._episode_steps = {False: 0, True: 0}  # steps held by episodes(): own (False), demo/intervention (True)
         #: completed episodes loaded by episodes() so far (held or evicted): grows with the store.
         self.episodes_loaded = 0
+        #: completed episodes without a recorded step (the arm held until the episode ended), skipped by episodes().
+        self.episodes_empty = 0
         #: episodes (and their steps) dropped from memory by episodes() to stay within the capacities.
         self.episodes_evicted = 0
         self.episode_steps_evicted = 0
@@ -372,6 +374,7 @@ class Replay:
 
         Loaded incrementally: each call reads only episodes completed since the
         previous call. An open episode (and any after it) waits for its end.
+        An episode that ended without a recorded step is skipped (counted in :attr:`episodes_empty`).
         Held within the capacities: the arm's own episodes (not demonstrations,
         no intervention step) up to ``capacity`` steps in all, demonstration
         and intervention episodes up to ``demo_capacity``; past either, the
@@ -396,7 +399,11 @@ class Replay:
                         "SELECT obs, action, reward, next_obs, terminated, truncated, intervention, model_version "
                         "FROM steps WHERE episode_id = ? ORDER BY t", (eid,)).fetchall()
                     self.episode_rows_fetched += len(rows)
-                    cols = list(zip(*rows)) if rows else [()] * 8
+                    if not rows:  # ended before its first recorded tick (e.g. the arm held throughout)
+                        self.episodes_empty += 1
+                        s["last_episode"] = eid
+                        continue
+                    cols = list(zip(*rows))
                     self._episodes.append(Episode(
                         store=str(s["path"]), id=eid, idx=idx, task=task, seed=seed, is_demo=bool(is_demo),
                         success=bool(success), end_reason=reason, episode_return=float(ret),
