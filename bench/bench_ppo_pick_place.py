@@ -115,7 +115,7 @@ def report(args) -> int:
         "Command: `.venv/bin/python bench/bench_ppo_pick_place.py --seed S --steps N --minutes M` per seed, then "
         "`.venv/bin/python bench/bench_ppo_pick_place.py --report --plot`.",
         "",
-        machine_line(r0["machine"], load=False),
+        machine_line(r0["machine"], load=False) + (f" {args.note}" if args.note else ""),
         "",
         f"Env `{ENV_ID}` with its default reward (`pick_place_task`: sparse success plus potential-based shaping "
         f"over the seed's stages), from scratch (no demos, no BC start); `algos/ppo.py` with the CLI's defaults: "
@@ -201,6 +201,7 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=50, help="selection episodes per evaluation")
     ap.add_argument("--final", type=int, default=200, help="held-out episodes for the kept policy")
     ap.add_argument("--plot", action="store_true", help="--report: also docs/img/ppo_pick_place.png")
+    ap.add_argument("--note", default="", help="--report: what else ran on the machine meanwhile")
     ap.add_argument("--data-root", default=str(ROOT / "runs" / "bench"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "ppo_pick_place.md"))
     args = ap.parse_args()
