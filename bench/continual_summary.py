@@ -44,6 +44,8 @@ RUNS = [
      "`--perception`: the policy and the teacher act on the object pose perception_node reads from the twin "
      "camera's markers (the camera calibrated by sim, hand-eye), not on the twin's ground truth; stopped at 19.5 "
      "min: its learner had failed every round from minute 18.5 on an episode without a step (fixed since)"),
+    ("continual_teacher_percep_1", "teacher on, `--perception`", 90, 30,
+     "`--perception` (as run 1); a 25-minute run, made after the empty-episode fix"),
     ("continual_teacher_gap_0", "teacher on, before the grasp latch", 90, 30,
      NO_LATCH + "; the tests and a benchmark of the session that made it shared the machine in its first 16 minutes"),
     ("continual_teacher_gap_1", "teacher on, before the grasp latch", 90, 30, NO_LATCH),
