@@ -308,6 +308,9 @@ def _calibrate_camera(pl: "Plan", args, run_dir: str) -> None:
     calibrate the moved camera by hand-eye in the arm's twin first, as a user calibrates a real cell
     (``vla-rl-ros calibrate``), and give perception_node the solved extrinsic. The answer is kept in
     ``<run>/camera_extrinsic.yaml`` with its error against the camera's real pose."""
+    from pathlib import Path
+
+    from ..algos.export import write_bytes_atomic
     from ..perception.calibrate import calibrate_twin_camera, extrinsic_yaml
     from ..perception.aruco import extrinsic_to_xyzquat
     from ..twin.gap import RealityGap
@@ -327,10 +330,7 @@ def _calibrate_camera(pl: "Plan", args, run_dir: str) -> None:
             f"reprojection {cal.reprojection_px:.2f} px RMS): {1000 * dp:.1f} mm, {dr:.2f} deg from the camera's "
             f"real pose; the scene's nominal pose is {1000 * np_:.1f} mm, {nr:.2f} deg from it")
     path = os.path.join(run_dir, "camera_extrinsic.yaml")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(extrinsic_yaml(cal.extrinsic, note))
-    os.replace(tmp, path)
+    write_bytes_atomic(Path(path), extrinsic_yaml(cal.extrinsic, note).encode())
     xyz, quat = extrinsic_to_xyzquat(cal.extrinsic)
     pl.commands["perception_node"] += ["-p", "extrinsic_from_scene:=false",
                                        "-p", f"camera_xyz:=[{', '.join(f'{v:.6f}' for v in xyz)}]",
