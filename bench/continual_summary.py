@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # (file stem, mode, target %, minutes allowed, how the run differs from today's defaults)
 NO_GAP = "no reality gap (made before it existed: today's `--gap 0`)"
 NO_LATCH = "the sim teacher without its grasp latch (before 9184653)"
+STRICT = ("`--set learner_node.gate_alpha:=0.01 --set learner_node.gate_episodes:=200 --set "
+          "learner_node.gate_block:=20`: the gate at α 0.01 over up to 200 paired episodes in blocks of 20 "
+          "(default α 0.05, up to 100 in blocks of 10)")
 RUNS = [
     ("continual_noteacher_gap_0", "teacher off", 80, 45, ""),
     ("continual_noteacher_gap_1", "teacher off", 80, 45,
@@ -40,6 +43,10 @@ RUNS = [
      "— (`--stop-at 0.96`: stopped at 27.1 minutes, when the learner's monitor read 98%)"),
     ("continual_teacher_latch_8", "teacher on", 90, 30, ""),
     ("continual_teacher_latch_9", "teacher on", 90, 30, ""),
+    ("continual_teacher_strict_10", "teacher on, the stricter gate", 90, 30, STRICT),
+    ("continual_teacher_strict_11", "teacher on, the stricter gate", 90, 30, STRICT),
+    ("continual_teacher_strict_12", "teacher on, the stricter gate", 90, 30, STRICT),
+    ("continual_noteacher_strict_10", "teacher off, the stricter gate", 80, 45, STRICT),
     ("continual_teacher_percep_0", "teacher on, `--perception`", 90, 30,
      "`--perception`: the policy and the teacher act on the object pose perception_node reads from the twin "
      "camera's markers (the camera calibrated by sim, hand-eye), not on the twin's ground truth; stopped at 19.5 "
