@@ -248,7 +248,8 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
         frm = ("start" if k == 0 else
                f"{r['minutes']:.1f} min: episode {r['first_episode'] or '—'} ({r['env_steps_before']:,} steps)")
         mon = "—" if r["monitor"] is None else f"{pct(r['monitor'])} ({r['monitor_at_min']:.1f} min)"
-        delta = "—" if k == 0 else f"{100 * (r['eval'] - rows[k - 1]['eval']):+.0f} pts"
+        # to the half point the 200 episodes resolve (-5.5 is not shown as -5)
+        delta = "—" if k == 0 else f"{round(100 * (r['eval'] - rows[k - 1]['eval']), 1):+g} pts"
         if k and r["eval"] < rows[k - 1]["eval"] and r["successes"] and rows[k - 1]["successes"]:  # a drop: noise?
             lost, won, p_worse = paired_drop(rows[k - 1]["successes"], r["successes"])
             delta += f" ({lost} lost / {won} won, p {p_worse:.2f})"

@@ -34,6 +34,7 @@ RUNS = [
     ("continual_noteacher_gap_1", "teacher off", 80, 45,
      "— (`--stop-at 0.94`: the bench would have stopped it had the learner's monitor read ≥ 94%; it never did)"),
     ("continual_noteacher_gap_2", "teacher off", 80, 45, ""),
+    ("continual_noteacher_gap_3", "teacher off", 80, 45, ""),
     ("continual_teacher_latch_4", "teacher on", 90, 30, ""),
     ("continual_teacher_latch_5", "teacher on", 90, 30, ""),
     ("continual_teacher_latch_6", "teacher on", 90, 30,
@@ -46,7 +47,6 @@ RUNS = [
     ("continual_teacher_strict_10", "teacher on, the stricter gate", 90, 30, STRICT),
     ("continual_teacher_strict_11", "teacher on, the stricter gate", 90, 30, STRICT),
     ("continual_teacher_strict_12", "teacher on, the stricter gate", 90, 30, STRICT),
-    ("continual_noteacher_strict_10", "teacher off, the stricter gate", 80, 45, STRICT),
     ("continual_teacher_percep_0", "teacher on, `--perception`", 90, 30,
      "`--perception`: the policy and the teacher act on the object pose perception_node reads from the twin "
      "camera's markers (the camera calibrated by sim, hand-eye), not on the twin's ground truth; stopped at 19.5 "
@@ -105,8 +105,7 @@ def read_run(path: Path) -> dict | None:
         when = re.match(r"([\d.]+) min", cells[1])
         shown, lo, hi = CELL.search(cells[-2]).groups()
         rate = exact_rate(shown, int(lo), int(hi), n)
-        delta = re.match(r"([+-]\d+) pts", cells[-1])  # the bench's own, from the unrounded rates
-        models.append((float(when.group(1)) if when else 0.0, rate, int(delta.group(1)) if delta else 0))
+        models.append((float(when.group(1)) if when else 0.0, rate))
     cmd = re.search(r"^Command: `([^`]*)`", text, re.M)
     seed = re.search(r"--seed (\d+)", cmd.group(1)) if cmd else None
     return {"models": models, "command": cmd.group(1) if cmd else "?", "seed": int(seed.group(1)) if seed else 0}
@@ -114,8 +113,10 @@ def read_run(path: Path) -> dict | None:
 
 def summarise(run: dict, target: int, minutes: float) -> dict:
     models = run["models"]
-    reached = next(((t, s) for t, s, _ in models if s >= target), None)
-    drops = [(t, models[i - 1][1], s, d) for i, (t, s, d) in enumerate(models) if i and d < -5]
+    reached = next(((t, s) for t, s in models if s >= target), None)
+    # from the exact rates: 94.5% -> 89% is 5.5 points (a section written before 2026-12-07 shows it as -5)
+    drops = [(t, models[i - 1][1], s, round(s - models[i - 1][1], 1)) for i, (t, s) in enumerate(models)
+             if i and models[i - 1][1] - s > 5 + 1e-9]
     return {"reached": reached, "met": reached is not None and reached[0] <= minutes, "end": models[-1],
             "promotions": len(models) - 1, "drops": drops, "start": models[0][1]}
 
@@ -152,7 +153,7 @@ def main() -> int:
         n_prom += s["promotions"]
         reached = (f"{s['reached'][1]:g}% at {s['reached'][0]:.1f} min" if s["reached"] else
                    f"never (best {max(m[1] for m in run['models']):g}%)")
-        drops = ", ".join(f"{a:g}% → {b:g}% ({d:+d} pts) at {t:.1f} min" for t, a, b, d in s["drops"]) or "none"
+        drops = ", ".join(f"{a:g}% → {b:g}% ({d:+g} pts) at {t:.1f} min" for t, a, b, d in s["drops"]) or "none"
         lines.append(f"| {mode} (≥ {target}% in {minutes} min) | `{stem}` | {run['seed']} | {differs or '—'} | "
                      f"{s['start']:g}% | {reached} | {'**yes**' if s['met'] else '**no**'} | {s['end'][1]:g}% at "
                      f"{s['end'][0]:.1f} min | {s['promotions']} | {drops} |")
