@@ -46,7 +46,8 @@ RUNS = [
     ("continual_teacher_latch_9", "teacher on", 90, 30, ""),
     ("continual_teacher_strict_10", "teacher on, the stricter gate", 90, 30, STRICT),
     ("continual_teacher_strict_11", "teacher on, the stricter gate", 90, 30, STRICT),
-    ("continual_teacher_strict_12", "teacher on, the stricter gate", 90, 30, STRICT),
+    ("continual_teacher_strict_12", "teacher on, the stricter gate", 90, 30,
+     STRICT + "; the fresh-clone check (the whole test suite, its session at nice 19) ran beside it throughout"),
     ("continual_teacher_percep_0", "teacher on, `--perception`", 90, 30,
      "`--perception`: the policy and the teacher act on the object pose perception_node reads from the twin "
      "camera's markers (the camera calibrated by sim, hand-eye), not on the twin's ground truth; stopped at 19.5 "
