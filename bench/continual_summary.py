@@ -34,7 +34,9 @@ RUNS = [
     ("continual_noteacher_gap_1", "teacher off", 80, 45,
      "— (`--stop-at 0.94`: the bench would have stopped it had the learner's monitor read ≥ 94%; it never did)"),
     ("continual_noteacher_gap_2", "teacher off", 80, 45, ""),
-    ("continual_noteacher_gap_3", "teacher off", 80, 45, ""),
+    ("continual_noteacher_gap_3", "teacher off", 80, 45,
+     "— (today's code, the Fast DDS profile included; the fresh-clone check, its session at nice 19, ran beside "
+     "it in its first 19 minutes)"),
     ("continual_teacher_latch_4", "teacher on", 90, 30, ""),
     ("continual_teacher_latch_5", "teacher on", 90, 30, ""),
     ("continual_teacher_latch_6", "teacher on", 90, 30,
