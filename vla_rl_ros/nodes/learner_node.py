@@ -90,11 +90,11 @@ class LearnerNode(Node):
             recap_warm_start=d("recap_warm_start", False, "Recap: continue from the last round's weights "
                                                           "(false: train each round afresh on all data)"),
             gate_episodes=d("gate_episodes", LC.gate_episodes, "Most paired seeded twin episodes one gate may use"),
-            gate_alpha=d("gate_alpha", 0.05, "Error rate of the gate's rule (see learner/gate.py)"),
+            gate_alpha=d("gate_alpha", LC.gate_alpha, "Error rate of the gate's rule (see learner/gate.py)"),
             gate_rule=d("gate_rule", LC.gate_rule, "sequential (SPRT on the discordant pairs, stops early) | "
                         "noninferiority (not worse by gate_margin, wins >= losses) | superiority (fixed-N sign test)"),
-            gate_margin=d("gate_margin", 0.05, "Non-inferiority margin (success-rate points / 100)"),
-            gate_block=d("gate_block", 10, "Paired episodes per look of a sequential rule"),
+            gate_margin=d("gate_margin", LC.gate_margin, "Non-inferiority margin (success-rate points / 100)"),
+            gate_block=d("gate_block", LC.gate_block, "Paired episodes per look of a sequential rule"),
             checkpoint_every_s=d("checkpoint_every_s", 60.0, "Checkpoint period (s)"),
             bc_init_steps=d("bc_init_steps", 2000, "SAC: behaviour-cloning steps on demos before RL"),
             seed=d("seed", 0, "Seed of the learner"),
