@@ -37,6 +37,9 @@ RUNS = [
     ("continual_noteacher_gap_3", "teacher off", 80, 45,
      "— (today's code, the Fast DDS profile included; the fresh-clone check, its session at nice 19, ran beside "
      "it in its first 19 minutes)"),
+    ("continual_noteacher_strict_10", "teacher off, the stricter gate", 80, 45, STRICT + "; `--stop-at 0.85`"),
+    ("continual_noteacher_strict_11", "teacher off, the stricter gate", 80, 45, STRICT + "; `--stop-at 0.85`"),
+    ("continual_noteacher_strict_12", "teacher off, the stricter gate", 80, 45, STRICT + "; `--stop-at 0.85`"),
     ("continual_teacher_latch_4", "teacher on", 90, 30, ""),
     ("continual_teacher_latch_5", "teacher on", 90, 30, ""),
     ("continual_teacher_latch_6", "teacher on", 90, 30,
