@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collect import write_section  # noqa: E402
+from continual_summary import dropped  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_SEED = 10_000
@@ -253,9 +254,7 @@ def report(run_dir: Path, episodes_eval: int, cmd: str, out: str, title: str = "
         if k and r["eval"] < rows[k - 1]["eval"] and r["successes"] and rows[k - 1]["successes"]:  # a drop: noise?
             lost, won, p_worse = paired_drop(rows[k - 1]["successes"], r["successes"])
             delta += f" ({lost} lost / {won} won, p {p_worse:.2f})"
-        # "more than 5 points", exactly: 0.90 - 0.05 is 0.8500000000000001 in floats, so a drop of exactly 5 points
-        # would count or not by rounding luck (continual_summary.py applies the same test to the exact rates)
-        regressions += int(k > 0 and rows[k - 1]["eval"] - r["eval"] > 0.05 + 1e-9)
+        regressions += int(k > 0 and dropped(100 * rows[k - 1]["eval"], 100 * r["eval"]))
         share = "—" if r["assisted_share"] is None else f"{100 * r['assisted_share']:.0f}%"
         lines.append(f"| {r['label']} `{r['version']}` | {frm} | {r['live_eps']} ({r['unassisted']}; {share}) | "
                      f"{pct(r['unassisted_success'])} | {g} | {mon} | **{rate(r['eval'])}** "
