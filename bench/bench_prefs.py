@@ -17,10 +17,12 @@ Everything is real: episodes go through the durable writer into a run's store, l
 ``preferences.sqlite``, the reward models into its ``models/reward/`` registry. Per arm and seed the
 bench records success, wall-clock and the parameters held in memory (the seed's Q6 table).
 
-Full run (a later session; about an hour per seed on 2 cores, untested at that size)::
+Per seed (one process each, so two seeds can share the 2 cores; about 10 minutes a seed on reach), then the
+report::
 
-    nice python bench/bench_prefs.py --task reach --seeds 0 1 2 --steps 5000 --labels 200 --eval-episodes 50
-    nice python bench/bench_prefs.py --task pick_place --seeds 0 1 2 --steps 30000 --labels 500
+    .venv/bin/python bench/bench_prefs.py --task reach --seeds 0 --out runs/bench/prefs_reach/seed_0.json
+    .venv/bin/python bench/bench_prefs.py --report runs/bench/prefs_reach/seed_*.json --out docs/bench/prefs_reach.md
+    .venv/bin/python bench/bench_prefs.py --task pick_place --seeds 0 --steps 30000 --labels 500 ...
 
 Smoke (seconds; checks the plumbing, the numbers mean nothing)::
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -39,8 +42,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "bench")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 from vla_rl_ros.algos.bc import train_bc  # noqa: E402
 from vla_rl_ros.algos.dpo import DPO, DPOConfig  # noqa: E402
@@ -55,6 +59,7 @@ from vla_rl_ros.preferences.rlhf import RLHFSAC  # noqa: E402
 from vla_rl_ros.preferences.segments import EpisodeIndex, disagreement_pairs, random_pairs  # noqa: E402
 from vla_rl_ros.preferences.store import PreferenceStore  # noqa: E402
 from vla_rl_ros.rewards import default_reward_name, make_reward  # noqa: E402
+from vla_rl_ros.rewards.learned import LearnedReward  # noqa: E402
 from vla_rl_ros.twin import TwinEnv  # noqa: E402
 from vla_rl_ros.twin.expert import ScriptedExpert, collect_demos  # noqa: E402
 
@@ -89,7 +94,8 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
     run = create_run(root, f"{arm}-s{seed}", spec)
     true_fn = make_reward(default_reward_name(task), spec)
     sac = RLHFSAC(spec.obs_dim, spec.action_dim, ref, beta=args.beta,
-                  config=SACConfig(hidden=(256, 256), batch_size=args.batch_size, seed=seed, init_alpha=0.05))
+                  config=SACConfig(hidden=(256, 256), batch_size=args.batch_size, seed=seed,
+                                    init_alpha=args.init_alpha, utd=args.utd))
     buf = ReplayBuffer(args.steps + 1, spec.obs_dim, spec.action_dim)
     learned = arm != "true"
     oracle = Oracle(mistake=0.1 if arm == "rlhf_mistake" else 0.0, seed=seed)
@@ -141,7 +147,7 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
                     b = buf.sample(args.batch_size, gen)
                     if learned and model is not None:  # the learned reward, applied at sampling time
                         with torch.no_grad():
-                            b = b._replace(reward=model.reward(b.obs, b.action))
+                            b = b._replace(reward=args.rm_scale * (model.reward(b.obs, b.action) - args.rm_offset))
                     return b
                 sac.train_step(sample)
         w.end_episode("timeout")
@@ -167,16 +173,87 @@ def run_dpo(task: str, ref, args, seed: int, labels_run: Path) -> dict:
             "env_steps": 0, "wall_s": wall, "params_in_memory": n_params(dpo.actor, dpo.reference)}
 
 
+ARM_NAMES = {"bc": "BC (the reference, pi_ref)", "true": "the learner (SAC, beta KL to pi_ref) on the true reward",
+             "rlhf": "RLHF: the same on the learned reward, oracle labels",
+             "rlhf_mistake": "RLHF, the 10%-mistake labeller", "dpo": "DPO on the RLHF arm's labels"}
+TARGET = {"reach": (200, 0.90), "pick_place": (500, 0.80)}  # issue 12: labels at most, share of true's success
+
+
+def report(paths: list[str], out: str, command: str) -> str:
+    """``docs/bench/prefs_<task>.md`` from the per-seed JSON results of one setting."""
+    import platform
+
+    from collect import cpu_model, write_section
+
+    runs = [json.loads(Path(q).read_text()) for q in paths]
+    a = runs[0]["args"]
+    task = a["task"]
+    rows = [r for run in runs for r in run["rows"]]
+    seeds = sorted({r["seed"] for r in rows})
+    arms = [k for k in ARM_NAMES if any(r["arm"] == k for r in rows)]
+    cell = {(r["arm"], r["seed"]): r for r in rows}
+    med = {k: float(np.median([cell[k, s]["success"] for s in seeds if (k, s) in cell])) for k in arms}
+    lines = [f"## Learning from preferences: RLHF and DPO against the true reward, {task} (`bench/bench_prefs.py`)", "",
+             f"Command: `{command}`; then `.venv/bin/python bench/bench_prefs.py --report "
+             f"{' '.join(paths)} --out {out}`", "",
+             f"Machine: `nproc` = {os.cpu_count()}, CPU {cpu_model()}, torch {torch.__version__} (1 thread), "
+             f"Python {platform.python_version()}; shared machine.", "",
+             f"Setting: from a weak start (BC, `nll`, on {a['demo_episodes']} scripted-expert episodes with action "
+             f"noise {a['demo_noise']}), each learner arm runs {a['steps']:,} env steps of SAC "
+             f"(init alpha {a['init_alpha']}, KL weight beta {a['beta']} toward the reference, UTD {a['utd']}). "
+             f"The RLHF arms never see the true reward: up to {a['labels']} labels from a synthetic labeller on "
+             f"{a['segment']}-tick segments of their own episodes, asked in {a['label_rounds']} rounds (the first "
+             f"random, then PEBBLE's ensemble disagreement), the reward model refit after each round "
+             f"({a['rm_steps']} steps) and applied when a batch is sampled, as a cost: "
+             f"{a['rm_scale']:g} x (r - {a['rm_offset']:g}). DPO: {a['dpo_steps']} steps, beta {a['dpo_beta']}, "
+             f"on the RLHF arm's labels. Success: the true task's, deterministic policy, "
+             f"{a['eval_episodes']} seeded twin episodes per seed.", "",
+             "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | median | labels | env steps | wall clock, "
+             "median (s) | parameters in memory |",
+             "| --- | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: | ---: | ---: | ---: |"]
+    for k in arms:
+        rs = [cell[k, s] for s in seeds if (k, s) in cell]
+        lines.append(f"| {ARM_NAMES[k]} | " + " | ".join(
+            f"{cell[k, s]['success']:.0%}" if (k, s) in cell else "—" for s in seeds)
+            + f" | **{med[k]:.0%}** | {max(r['labels'] for r in rs)} | {rs[0]['env_steps']:,} | "
+            f"{np.median([r['wall_s'] for r in rs]):.0f} | {rs[0]['params_in_memory']:,} |")
+    lines.append("")
+    n_max, share = TARGET[task]
+    if "true" in med and "rlhf" in med:
+        ratio = [cell["rlhf", s]["success"] / cell["true", s]["success"]
+                 for s in seeds if ("rlhf", s) in cell and ("true", s) in cell and cell["true", s]["success"] > 0]
+        r_med = med["rlhf"] / med["true"] if med["true"] > 0 else float("nan")
+        met = bool(r_med >= share) and a["labels"] <= n_max  # nan (the true arm learnt nothing): not met
+        lines.append(f"Issue 12's target ({task}): with at most {n_max} labels, RLHF reaches at least {share:.0%} of "
+                     f"the success the same learner reaches on the true reward at equal env steps. Median RLHF "
+                     f"{med['rlhf']:.0%} against {med['true']:.0%}: **{r_med:.0%}** of it (per seed: "
+                     + ", ".join(f"{x:.0%}" for x in ratio) + f"): **{'met' if met else 'missed'}**.")
+    if "rlhf_mistake" in med and "rlhf" in med:
+        lines.append(f"The 10%-mistake labeller: median {med['rlhf_mistake']:.0%} against the oracle's "
+                     f"{med['rlhf']:.0%}.")
+    lines.append("")
+    lines.append("Wall clock is the arm's own time (learning and labelling, not its evaluation); seeds that ran "
+                 "side by side on the 2 cores share them, so read it as a ratio between arms of one seed.")
+    return write_section("\n".join(lines) + "\n", out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="reach", choices=["reach", "pick_place"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=5000, help="env steps per learner arm")
+    p.add_argument("--steps", type=int, default=10_000, help="env steps per learner arm")
     p.add_argument("--labels", type=int, default=200)
     p.add_argument("--label-rounds", type=int, default=10)
-    p.add_argument("--segment", type=int, default=25, help="segment length in ticks")
+    p.add_argument("--segment", type=int, default=10, help="segment length in ticks (25: 0-18%% on reach, seed 0)")
     p.add_argument("--rm-steps", type=int, default=300, help="reward-model steps per round")
-    p.add_argument("--beta", type=float, default=0.05, help="KL weight of RLHF (all learner arms)")
+    p.add_argument("--beta", type=float, default=0.0,
+                   help="KL weight toward the (weak) reference, all learner arms (true arm, reach, seed 0, 10,000 "
+                        "steps: 100%% at 0, 52%% at 0.01; 5,000 steps: 84%% at 0, 12%% at 0.05)")
+    p.add_argument("--init-alpha", type=float, default=0.05, help="SAC's initial temperature (all learner arms)")
+    p.add_argument("--rm-offset", type=float, default=LearnedReward.defaults["offset"],
+                   help="the learned reward is scale * (r - offset): reward: learned's cost form (rewards/learned.py)")
+    p.add_argument("--rm-scale", type=float, default=1.0)
+    p.add_argument("--utd", type=int, default=1, help="SAC critic updates per env step (all learner arms)")
     p.add_argument("--dpo-beta", type=float, default=0.1)
     p.add_argument("--dpo-steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=256)
@@ -189,7 +266,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="JSON results file")
     p.add_argument("--workdir", default=None, help="where the runs go (default: a temporary folder)")
     p.add_argument("--tiny", action="store_true", help="smoke settings: seconds, meaningless numbers")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                   help="write the markdown section (--out, .md) from these per-seed --out results, and stop")
+    p.add_argument("--command", default=None, help="--report: the command that produced the results")
     args = p.parse_args(argv)
+    if args.report:
+        if not args.out or not args.out.endswith(".md"):
+            p.error("--report needs --out docs/bench/NAME.md")
+        report(args.report, args.out, args.command or "(see the JSON files' args)")
+        return 0
     if args.tiny:
         args.seeds, args.steps, args.labels, args.label_rounds, args.segment = [0], 120, 6, 2, 10
         args.rm_steps, args.dpo_steps, args.batch_size, args.learning_starts = 20, 20, 32, 40
@@ -215,6 +300,8 @@ def main(argv=None) -> int:
                 row = run_learner(arm, args.task, ref, args, seed, root)
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if args.out:  # after every arm, so a long run that is cut off keeps what it measured
+                Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "partial": True}, indent=1))
     summary = {}
     for arm in args.arms:
         s = [r["success"] for r in rows if r["arm"] == arm]

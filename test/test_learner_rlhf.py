@@ -64,7 +64,7 @@ def test_learned_reward_in_the_batches_newest_or_pinned(tmp_path):
         assert L.updates == 10 and got
         model = OnnxRewardModel(first.path)
         for b in got:
-            want = model(np.asarray(b["obs"]), np.asarray(b["action"]))
+            want = model(np.asarray(b["obs"]), np.asarray(b["action"])) - 1.0  # reward: learned is a cost (offset 1)
             np.testing.assert_allclose(np.asarray(b["reward"]), want, atol=1e-5)
             assert not np.allclose(np.asarray(b["recorded_reward"]), want)  # not the recorded reach_cost
         # a newer model is followed...
@@ -74,7 +74,7 @@ def test_learned_reward_in_the_batches_newest_or_pinned(tmp_path):
         assert L.learned_reward.version == second.version
         np.testing.assert_allclose(np.asarray(got[0]["reward"]),
                                    OnnxRewardModel(second.path)(np.asarray(got[0]["obs"]),
-                                                                np.asarray(got[0]["action"])), atol=1e-5)
+                                                                np.asarray(got[0]["action"])) - 1.0, atol=1e-5)
     finally:
         L.close()
     # ... unless one is pinned
@@ -86,7 +86,7 @@ def test_learned_reward_in_the_batches_newest_or_pinned(tmp_path):
         P._transition_step()
         assert P.learned_reward.version == first.version
         np.testing.assert_allclose(np.asarray(got[0]["reward"]),
-                                   model(np.asarray(got[0]["obs"]), np.asarray(got[0]["action"])), atol=1e-5)
+                                   model(np.asarray(got[0]["obs"]), np.asarray(got[0]["action"])) - 1.0, atol=1e-5)
     finally:
         P.close()
     with pytest.raises(ValueError, match="reward_source"):

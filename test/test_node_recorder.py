@@ -249,7 +249,7 @@ def test_reward_learned_rewards_steps_with_the_reward_model(launch, probe, tmp_p
         con.close()
     obs = np.stack([np.frombuffer(r["obs"], np.float32) for r in rows])
     act = np.stack([np.frombuffer(r["action"], np.float32) for r in rows])
-    np.testing.assert_allclose([r["reward"] for r in rows], model(obs, act), atol=1e-5)
+    np.testing.assert_allclose([r["reward"] for r in rows], model(obs, act) - 1.0, atol=1e-5)  # offset 1: a cost
     cfg = json.loads(cfg)
     assert cfg["name"] == "learned" and cfg["params"]["version"] == saved.version and cfg["params"]["task"] == "reach"
     assert rec.alive

@@ -46,8 +46,11 @@ def test_learned_reward_newest_pinned_and_refresh(run_with_models):
     rng = np.random.default_rng(0)
     o = rng.normal(size=(5, SPEC.obs_dim)).astype(np.float32)
     a = rng.uniform(-1, 1, (5, SPEC.action_dim)).astype(np.float32)
-    np.testing.assert_allclose(fn(o, a, o), OnnxRewardModel(v2.path)(o, a), atol=1e-6)
-    assert isinstance(fn(o[0], a[0], o[0]), float) and np.all(np.abs(fn(o, a, o)) <= 1)
+    # a cost: the model's r in [-1, 1] less the offset (1 by default), so ending an episode never loses value
+    np.testing.assert_allclose(fn(o, a, o), OnnxRewardModel(v2.path)(o, a) - 1.0, atol=1e-6)
+    assert isinstance(fn(o[0], a[0], o[0]), float) and np.all((fn(o, a, o) <= 0) & (fn(o, a, o) >= -2))
+    raw = make_reward({"name": "learned", "params": {"models_dir": str(run.models_dir), "offset": 0.0}}, SPEC)
+    np.testing.assert_allclose(raw(o, a, o), OnnxRewardModel(v2.path)(o, a), atol=1e-6)
     assert not np.allclose(pinned(o, a, o), fn(o, a, o))
     assert fn.refresh() is False and pinned.refresh() is False
     # success stays the task's
@@ -63,7 +66,7 @@ def test_relabel_at_sampling_time_leaves_the_store(run_with_models):
     fn = make_reward({"name": "learned", "params": {"models_dir": str(run.models_dir)}}, SPEC)
     sample = learned_reward_sampler(lambda: replay.sample(64, demo_ratio=0.0), fn)
     b = sample()
-    want = OnnxRewardModel(v2.path)(b["obs"].numpy(), b["action"].numpy())
+    want = OnnxRewardModel(v2.path)(b["obs"].numpy(), b["action"].numpy()) - 1.0  # the default offset
     np.testing.assert_allclose(b["reward"].numpy(), want, atol=1e-6)
     assert b["reward"].dtype == torch.float32 and b["reward"].shape == (64,)
     # the recorded reward (reach_cost, <= -0.1 a tick) is kept beside it, and the store is unchanged

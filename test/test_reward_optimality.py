@@ -227,3 +227,38 @@ def test_recorder_pays_the_bonus_on_the_terminal_success_tick(tmp_path):
     assert len(rows) == len(steps) and [bool(t) for _, t in rows] == [s[4] for s in steps]
     np.testing.assert_allclose([r for r, _ in rows], [s[2] for s in steps], atol=1e-5)  # same rewards as the env
     assert rows[-1][0] == pytest.approx(_formula(fn, steps[-1][0], steps[-1][3], True), abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def positive_reward_models(tmp_path_factory):
+    """A saved reward model whose raw output is about +0.9 everywhere: the offset Bradley–Terry leaves free."""
+    import torch
+
+    from vla_rl_ros.preferences.reward_model import RewardEnsemble, save_reward_model
+
+    spec = Spec(task="reach")
+    torch.manual_seed(0)
+    model = RewardEnsemble(spec.obs_dim, spec.action_dim, hidden=(16,))
+    with torch.no_grad():
+        for m in model.members:
+            last = [x for x in m.modules() if isinstance(x, torch.nn.Linear)][-1]
+            last.weight.mul_(0.01)
+            last.bias.fill_(1.5)  # tanh(1.5) ~ 0.9
+    models = tmp_path_factory.mktemp("learned") / "models"
+    save_reward_model(model, models, spec, {"training_steps": 0})
+    return models
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_the_learned_reward_is_a_cost_so_finishing_wins(positive_reward_models, gamma):
+    """``reward: learned`` (rewards/learned.py): a model's raw r(s, a) may be positive near the goal (the labels fix
+    it only up to a constant), and then hovering forever beats finishing; the default offset makes every tick a
+    cost, so finishing now beats every behaviour whatever the model learnt."""
+    params = {"models_dir": str(positive_reward_models), "task": "reach"}
+    raw = behaviours(make_reward({"name": "learned", "params": {**params, "offset": 0.0}}, Spec(task="reach")),
+                     "reach", gamma, 3)
+    assert raw["hover_forever"] > raw["finish_now"]  # the failure the offset removes
+    v = behaviours(make_reward({"name": "learned", "params": params}, Spec(task="reach")), "reach", gamma, 3)
+    for name, value in v.items():
+        if name != "finish_now":
+            assert v["finish_now"] > value, (gamma, v)

@@ -13,10 +13,22 @@ Config::
 * ``task``, ``tolerance``: the success condition :meth:`is_success` reports
   (the tracked point within ``tolerance`` m of the goal, as the task rewards':
   a learned reward has none of its own; success and the gate stay on the true task).
+* ``offset`` (1.0): the reward is ``r(s, a) - offset``, with ``r`` the
+  ensemble mean in ``[-1, 1]``; ``next_obs`` and ``terminated`` are accepted,
+  as by every reward, and not used. It runs in ONNX Runtime (no torch), so a
+  recorder can use it.
 
-The reward is ``r(s, a)``, the ensemble mean, in ``[-1, 1]``; ``next_obs`` and
-``terminated`` are accepted, as by every reward, and not used. It runs in ONNX
-Runtime (no torch), so a recorder can use it.
+Why a cost. Bradley–Terry fixes a reward only up to a constant: two segments
+of equal length keep their order whatever is added to every tick. The
+constant is harmless where episodes have a fixed length (PEBBLE's tasks), but
+the twin's episodes end at success, and then it decides what the learner
+does. A positive reward near the goal makes ending the episode a loss, so the
+policy learns to hover beside the goal (the reward-optimality point of issue
+8, ``test/test_reward_optimality.py``). With ``offset`` 1, every tick costs
+(``r - 1 <= 0``), so finishing is never worse than going on, whatever the
+model learnt. Measured on the twin's reach (``bench/bench_prefs.py``, seed 0,
+10,000 steps, 200 oracle labels on 10-tick segments): 2% success with the raw
+``r``, 56% with ``r - 1``. ``offset: 0`` gives the raw model.
 
 Relabelling without rewriting the store. The learner does not rewrite stored
 rewards when the reward model changes: it applies the model when it samples
@@ -36,7 +48,7 @@ from .core import ObsView, RewardFn
 
 class LearnedReward(RewardFn):
     name = "learned"
-    defaults = {"models_dir": "", "version": None, "task": "reach", "tolerance": 0.05}
+    defaults = {"models_dir": "", "version": None, "task": "reach", "tolerance": 0.05, "offset": 1.0}
 
     def _validate_params(self) -> None:
         from .tasks import canonical_task
@@ -72,7 +84,7 @@ class LearnedReward(RewardFn):
 
     def _reward(self, v: ObsView, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray,
                 terminated: np.ndarray) -> np.ndarray:
-        return np.asarray(self._model(obs, action), dtype=np.float64)
+        return np.asarray(self._model(obs, action), dtype=np.float64) - float(self.params["offset"])
 
     def _success(self, v: ObsView, obs: np.ndarray) -> np.ndarray:
         from .tasks import task_distance
