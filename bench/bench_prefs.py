@@ -68,7 +68,7 @@ def n_params(*modules) -> int:
     return int(sum(p.numel() for m in modules for p in m.parameters()))
 
 
-def weak_start(task: str, episodes: int, noise: float, steps: int, seed: int):
+def weak_start(task: str, episodes: int, noise: float, steps: int, seed: int, loss: str = "nll"):
     env = TwinEnv(task=task)
     try:
         demos = collect_demos(env, ScriptedExpert(env.spec_, noise=noise, rng=np.random.default_rng(seed)),
@@ -77,7 +77,7 @@ def weak_start(task: str, episodes: int, noise: float, steps: int, seed: int):
         env.close()
     obs = np.concatenate([d["obs"][:-1] for d in demos])
     act = np.concatenate([d["actions"] for d in demos])
-    return train_bc(obs, act, hidden=(256, 256), steps=steps, loss="nll", seed=seed).actor
+    return train_bc(obs, act, hidden=(256, 256), steps=steps, loss=loss, seed=seed).actor
 
 
 def policy_fn(actor):
@@ -138,7 +138,8 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
                     n_labels += 1
                 if pairs:
                     batch, used = labelled_pairs(store.labels(trainable=True), index)
-                    model, _ = train_reward_model(batch, RewardTrainConfig(steps=args.rm_steps, seed=seed), model=model)
+                    model, _ = train_reward_model(batch, RewardTrainConfig(steps=args.rm_steps, seed=seed,
+                                                                          use_action=not args.rm_obs_only), model=model)
                     save_reward_model(model, run.models_dir, spec, {"data_range": data_range(used, store.meta()),
                                                                     "training_steps": args.rm_steps})
             # a learned arm never sees the true reward: it waits for its first reward model
@@ -198,7 +199,7 @@ def report(paths: list[str], out: str, command: str) -> str:
              f"{' '.join(paths)} --out {out}`", "",
              f"Machine: `nproc` = {os.cpu_count()}, CPU {cpu_model()}, torch {torch.__version__} (1 thread), "
              f"Python {platform.python_version()}; shared machine.", "",
-             f"Setting: from a weak start (BC, `nll`, on {a['demo_episodes']} scripted-expert episodes with action "
+             f"Setting: from a weak start (BC, `{a.get('bc_loss', 'nll')}`, on {a['demo_episodes']} scripted-expert episodes with action "
              f"noise {a['demo_noise']}), each learner arm runs {a['steps']:,} env steps of SAC "
              f"(init alpha {a['init_alpha']}, KL weight beta {a['beta']} toward the reference, UTD {a['utd']}). "
              f"The RLHF arms never see the true reward: up to {a['labels']} labels from a synthetic labeller on "
@@ -253,6 +254,7 @@ def main(argv=None) -> int:
     p.add_argument("--rm-offset", type=float, default=LearnedReward.defaults["offset"],
                    help="the learned reward is scale * (r - offset): reward: learned's cost form (rewards/learned.py)")
     p.add_argument("--rm-scale", type=float, default=1.0)
+    p.add_argument("--rm-obs-only", action="store_true", help="reward model r(s), not r(s, a)")
     p.add_argument("--utd", type=int, default=1, help="SAC critic updates per env step (all learner arms)")
     p.add_argument("--dpo-beta", type=float, default=0.1)
     p.add_argument("--dpo-steps", type=int, default=1000)
@@ -261,6 +263,7 @@ def main(argv=None) -> int:
     p.add_argument("--demo-episodes", type=int, default=5)
     p.add_argument("--demo-noise", type=float, default=0.6, help="noise of the scripted expert: the weak start")
     p.add_argument("--bc-steps", type=int, default=2000)
+    p.add_argument("--bc-loss", default="nll", choices=["nll", "mse"], help="the reference's BC loss (algos/bc.py)")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--arms", nargs="+", default=["bc", "true", "rlhf", "rlhf_mistake", "dpo"])
     p.add_argument("--out", default=None, help="JSON results file")
@@ -283,7 +286,7 @@ def main(argv=None) -> int:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_prefs_"))
     rows = []
     for seed in args.seeds:
-        ref = weak_start(args.task, args.demo_episodes, args.demo_noise, args.bc_steps, seed)
+        ref = weak_start(args.task, args.demo_episodes, args.demo_noise, args.bc_steps, seed, args.bc_loss)
         for arm in args.arms:
             if arm == "bc":
                 t0 = time.perf_counter()

@@ -149,3 +149,24 @@ def test_reward_model_ranks_held_out_oracle_pairs(recorded, tmp_path):
         rand_var = model.member_probs([(index.data(a), index.data(b)) for a, b in rand]).var(0)
         assert var.mean() > rand_var.mean()
         assert not set(pairs) & store.asked()
+
+
+def test_state_only_reward_model_keeps_the_onnx_contract(tmp_path):
+    """``use_action=False``: r(s), the same (obs, action) inputs in ONNX (the exporter would drop an unused one),
+    the action without effect, and the setting kept through save and load."""
+    torch.manual_seed(0)
+    m = RewardEnsemble(SPEC.obs_dim, SPEC.action_dim, hidden=(16,), use_action=False)
+    saved = save_reward_model(m, tmp_path / "models", SPEC, {"training_steps": 0})
+    onnx_m = OnnxRewardModel(saved.path)
+    rng = np.random.default_rng(0)
+    o = rng.normal(size=(6, SPEC.obs_dim)).astype(np.float32)
+    a = rng.uniform(-1, 1, (6, SPEC.action_dim)).astype(np.float32)
+    np.testing.assert_allclose(onnx_m(o, a), onnx_m(o, -a), atol=1e-7)
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_m(o, a), m.reward(torch.from_numpy(o), torch.from_numpy(a)).numpy(), atol=1e-5)
+    back = load_reward_model(tmp_path / "models")
+    assert back.use_action is False and back.config()["use_action"] is False
+    with_action = RewardEnsemble(SPEC.obs_dim, SPEC.action_dim, hidden=(16,))
+    with torch.no_grad():
+        assert not torch.allclose(with_action.reward(torch.from_numpy(o), torch.from_numpy(a)),
+                                  with_action.reward(torch.from_numpy(o), torch.from_numpy(-a)))

@@ -74,19 +74,26 @@ class RewardEnsemble(nn.Module):
         obs_dim, action_dim: sizes (from the spec).
         n_members: ensemble size ``E`` (PEBBLE uses 3).
         hidden: each member's hidden sizes.
+        use_action: ``False``: ``r_e(s)``, the action ignored (the inputs stay ``(obs, action)``, so the ONNX
+            contract and every caller are the same). A task reward that depends on the state alone (the twin's
+            do) is then learnt without the spurious action terms a few hundred labels leave in ``r(s, a)``,
+            which the actor would otherwise chase directly.
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, n_members: int = 3, hidden: Sequence[int] = (64, 64)) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, n_members: int = 3, hidden: Sequence[int] = (64, 64),
+                 use_action: bool = True) -> None:
         super().__init__()
         if n_members < 1:
             raise ValueError("n_members must be >= 1")
         self.obs_dim, self.action_dim, self.n_members, self.hidden = int(obs_dim), int(action_dim), int(n_members), tuple(hidden)
+        self.use_action = bool(use_action)
         self.normalizer = ObsNormalizer(self.obs_dim)
-        self.members = nn.ModuleList(mlp(self.obs_dim + self.action_dim, self.hidden, 1) for _ in range(n_members))
+        n_in = self.obs_dim + (self.action_dim if self.use_action else 0)
+        self.members = nn.ModuleList(mlp(n_in, self.hidden, 1) for _ in range(n_members))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Per-member rewards ``(E, *batch)`` for ``obs (*batch, obs_dim)``, ``action (*batch, action_dim)``."""
-        x = torch.cat([self.normalizer(obs), action], -1)
+        x = torch.cat([self.normalizer(obs), action], -1) if self.use_action else self.normalizer(obs)
         return torch.stack([torch.tanh(m(x).squeeze(-1)) for m in self.members])
 
     def reward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -107,7 +114,7 @@ class RewardEnsemble(nn.Module):
 
     def config(self) -> dict[str, Any]:
         return {"obs_dim": self.obs_dim, "action_dim": self.action_dim, "n_members": self.n_members,
-                "hidden": list(self.hidden)}
+                "hidden": list(self.hidden), "use_action": self.use_action}
 
 
 class _MeanAndMembers(nn.Module):
@@ -119,6 +126,8 @@ class _MeanAndMembers(nn.Module):
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.model(obs, action).transpose(0, 1)
+        if not self.model.use_action:  # keep the unused input in the graph (the exporter drops unused inputs)
+            r = r + 0.0 * action[:, :1]
         return r.mean(-1), r
 
 
@@ -193,6 +202,7 @@ class RewardTrainConfig:
         lr: Adam learning rate (3e-4).
         weight_decay: AdamW decay (1e-4), against overfitting a few hundred labels.
         bootstrap: each member trains on its own resample of the labels (True).
+        use_action: ``r(s, a)`` (True) or ``r(s)`` (see :class:`RewardEnsemble`).
         seed: seeds initialisation, bootstrap and minibatches.
     """
 
@@ -203,6 +213,7 @@ class RewardTrainConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     bootstrap: bool = True
+    use_action: bool = True
     seed: int = 0
 
 
@@ -216,7 +227,7 @@ def train_reward_model(batch: PairBatch, cfg: RewardTrainConfig | None = None, *
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = RewardEnsemble(obs_dim or batch.obs_l.shape[-1], action_dim or batch.act_l.shape[-1],
-                                   cfg.n_members, cfg.hidden)
+                                   cfg.n_members, cfg.hidden, cfg.use_action)
         valid = torch.cat([batch.obs_l[batch.mask_l > 0], batch.obs_r[batch.mask_r > 0]])
         model.normalizer.fit(valid)
     n, E = len(batch), model.n_members
@@ -349,7 +360,7 @@ def load_reward_model(models_dir: str | Path, version: str | None = None) -> Rew
     path = reward_model_path(models_dir, version).with_suffix(".pt")
     sd = torch.load(path, map_location="cpu", weights_only=True)
     c = sd["config"]
-    m = RewardEnsemble(c["obs_dim"], c["action_dim"], c["n_members"], tuple(c["hidden"]))
+    m = RewardEnsemble(c["obs_dim"], c["action_dim"], c["n_members"], tuple(c["hidden"]), c.get("use_action", True))
     m.load_state_dict(sd["state_dict"])
     m.version = sd["version"]
     return m.eval()
