@@ -180,6 +180,38 @@ ARM_NAMES = {"bc": "BC (the reference, pi_ref)", "true": "the learner (SAC, beta
 TARGET = {"reach": (200, 0.90), "pick_place": (500, 0.80)}  # issue 12: labels at most, share of true's success
 
 
+BINS = (0.0, 0.05, 0.1, 0.2, 0.4, 10.0)  # distance of the tracked point to the goal (m)
+
+
+def reward_model_check(run: str | Path, task: str) -> dict | None:
+    """The run's newest reward model against the true reward on the run's own steps: the correlation on the
+    non-terminal steps, and the mean learned reward and the share of steps per distance-to-goal bin."""
+    from vla_rl_ros.preferences.reward_model import load_reward_model
+    from vla_rl_ros.rewards.core import ObsView
+    from vla_rl_ros.rewards.tasks import task_distance
+
+    run = Path(run)
+    if not (run / "models" / "reward").is_dir():
+        return None
+    model = load_reward_model(run / "models")
+    eps = list(EpisodeIndex.from_paths([run]).episodes.values())
+    obs, act, nxt, term = (np.concatenate([getattr(e, k) for e in eps])
+                           for k in ("obs", "actions", "next_obs", "terminated"))
+    env = TwinEnv(task=task)  # the spec the runs were recorded with (the bench's twin)
+    spec = env.spec_
+    env.close()
+    true = np.asarray(make_reward(default_reward_name(task), spec)(obs, act, nxt, term))
+    with torch.no_grad():
+        learned = model.reward(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(act, dtype=torch.float32)).numpy()
+    d = task_distance(ObsView(spec), obs, task)
+    nt = ~term.astype(bool)
+    bins = []
+    for lo, hi in zip(BINS[:-1], BINS[1:]):
+        m = nt & (d >= lo) & (d < hi)
+        bins.append((float(m.mean()), float(learned[m].mean()) if m.any() else float("nan")))
+    return {"corr": float(np.corrcoef(true[nt], learned[nt])[0, 1]), "bins": bins, "steps": int(len(d))}
+
+
 def report(paths: list[str], out: str, command: str) -> str:
     """``docs/bench/prefs_<task>.md`` from the per-seed JSON results of one setting."""
     import platform
@@ -232,6 +264,20 @@ def report(paths: list[str], out: str, command: str) -> str:
     if "rlhf_mistake" in med and "rlhf" in med:
         lines.append(f"The 10%-mistake labeller: median {med['rlhf_mistake']:.0%} against the oracle's "
                      f"{med['rlhf']:.0%}.")
+    checks = [(k, s_, reward_model_check(cell[k, s_]["run"], task)) for k in ("rlhf", "rlhf_mistake") for s_ in seeds
+              if (k, s_) in cell and cell[k, s_].get("run") and Path(cell[k, s_]["run"]).is_dir()]
+    checks = [c for c in checks if c[2] is not None]
+    if checks:
+        lines += ["", "The last reward model of each RLHF run against the true reward, on the run's own steps: the "
+                  "correlation with the true per-tick reward (non-terminal steps), and per distance of the tracked "
+                  "point to the goal, the share of the run's steps there and the mean learned reward (in [-1, 1], "
+                  "before the offset).", "",
+                  "| run | seed | correlation | " + " | ".join(f"{lo * 100:g}–{hi * 100:g} cm" if hi < 10 else
+                                                           f"≥ {lo * 100:g} cm" for lo, hi in zip(BINS[:-1], BINS[1:]))
+                  + " |", "| --- | ---: | ---: | " + " | ".join("---:" for _ in BINS[:-1]) + " |"]
+        for k, s_, c in checks:
+            lines.append(f"| {k} | {s_} | {c['corr']:.2f} | " + " | ".join(
+                f"{share:.0%}: {r:+.2f}" if share > 0 else "—" for share, r in c["bins"]) + " |")
     lines.append("")
     lines.append("Wall clock is the arm's own time (learning and labelling, not its evaluation); seeds that ran "
                  "side by side on the 2 cores share them, so read it as a ratio between arms of one seed.")
