@@ -127,9 +127,10 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
                 index = EpisodeIndex.from_paths([run.path])
                 try:
                     if model is None:
-                        pairs = random_pairs(index, per_round, args.segment, rng, store.asked())
+                        pairs = random_pairs(index, per_round, args.segment, rng, store.asked(), args.query_recent)
                     else:
-                        pairs, _ = disagreement_pairs(index, model, per_round, args.segment, rng, exclude=store.asked())
+                        pairs, _ = disagreement_pairs(index, model, per_round, args.segment, rng, exclude=store.asked(),
+                                                      recent=args.query_recent)
                 except ValueError:
                     pairs = []
                 for left, right in pairs:
@@ -300,6 +301,8 @@ def main(argv=None) -> int:
     p.add_argument("--rm-offset", type=float, default=LearnedReward.defaults["offset"],
                    help="the learned reward is scale * (r - offset): reward: learned's cost form (rewards/learned.py)")
     p.add_argument("--rm-scale", type=float, default=1.0)
+    p.add_argument("--query-recent", type=int, default=None, metavar="N",
+                   help="query segments of the newest N episodes only (QPA's policy-aligned queries; default: all)")
     p.add_argument("--rm-obs-only", action="store_true", help="reward model r(s), not r(s, a)")
     p.add_argument("--utd", type=int, default=1, help="SAC critic updates per env step (all learner arms)")
     p.add_argument("--dpo-beta", type=float, default=0.1)

@@ -170,3 +170,19 @@ def test_state_only_reward_model_keeps_the_onnx_contract(tmp_path):
     with torch.no_grad():
         assert not torch.allclose(with_action.reward(torch.from_numpy(o), torch.from_numpy(a)),
                                   with_action.reward(torch.from_numpy(o), torch.from_numpy(-a)))
+
+
+def test_queries_from_the_newest_episodes_only(tmp_path):
+    """``recent=N``: every queried segment comes from the index's newest N episodes (QPA's policy-aligned
+    queries), for random and disagreement selection alike."""
+    run = make_reach_run(tmp_path, n_episodes=8, ep_len=20, seed=0)
+    index = EpisodeIndex.from_paths([run.path])
+    newest = set(list(index.episodes)[-2:])
+    rng = np.random.default_rng(0)
+    pairs = random_pairs(index, 12, 5, rng, recent=2)
+    assert {(s.store, s.episode) for p in pairs for s in p} <= newest
+    torch.manual_seed(0)
+    model = RewardEnsemble(SPEC.obs_dim, SPEC.action_dim, hidden=(8,))
+    picked, _ = disagreement_pairs(index, model, 3, 5, rng, recent=2)
+    assert {(s.store, s.episode) for p in picked for s in p} <= newest
+    assert {(s.store, s.episode) for p in random_pairs(index, 40, 5, rng) for s in p} - newest  # all by default

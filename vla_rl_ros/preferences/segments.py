@@ -96,9 +96,15 @@ class EpisodeIndex:
         s = slice(seg.t0, seg.t1)
         return SegmentData(seg, e.task, e.obs[s], e.actions[s], e.next_obs[s], e.terminated[s], e.rewards[s])
 
-    def random_segment(self, length: int, rng: np.random.Generator) -> Segment:
-        """``length`` ticks from a uniformly chosen episode at least that long, at a uniform start."""
+    def random_segment(self, length: int, rng: np.random.Generator, recent: int | None = None) -> Segment:
+        """``length`` ticks from a uniformly chosen episode at least that long, at a uniform start.
+
+        ``recent``: only the newest ``recent`` such episodes (in the order the stores hold them: by episode id),
+        the queries aligned with the policy that acts now (QPA, Hu et al. 2023: labels on the current policy's
+        segments improve the reward where that policy is, instead of where it was)."""
         keys = [k for k, e in self.episodes.items() if len(e) >= length]
+        if recent is not None:
+            keys = keys[-int(recent):]
         if not keys:
             raise ValueError(f"no episode has {length} ticks or more")
         store, eid = keys[int(rng.integers(len(keys)))]
@@ -108,8 +114,10 @@ class EpisodeIndex:
 
 
 def random_pairs(index: EpisodeIndex, n: int, length: int, rng: np.random.Generator,
-                 exclude: set[tuple[Segment, Segment]] | None = None) -> list[tuple[Segment, Segment]]:
-    """``n`` pairs of distinct random segments (none in ``exclude``, e.g. ``store.asked()``)."""
+                 exclude: set[tuple[Segment, Segment]] | None = None,
+                 recent: int | None = None) -> list[tuple[Segment, Segment]]:
+    """``n`` pairs of distinct random segments (none in ``exclude``, e.g. ``store.asked()``), from the newest
+    ``recent`` episodes if set (:meth:`EpisodeIndex.random_segment`)."""
     out: list[tuple[Segment, Segment]] = []
     seen = set(exclude or ())
     tries = 0
@@ -117,7 +125,7 @@ def random_pairs(index: EpisodeIndex, n: int, length: int, rng: np.random.Genera
         tries += 1
         if tries > 100 * n + 100:
             raise ValueError(f"could only find {len(out)} new pairs of {length}-tick segments")
-        a, b = index.random_segment(length, rng), index.random_segment(length, rng)
+        a, b = index.random_segment(length, rng, recent), index.random_segment(length, rng, recent)
         if a == b or (a, b) in seen:
             continue
         seen.update({(a, b), (b, a)})
@@ -127,14 +135,14 @@ def random_pairs(index: EpisodeIndex, n: int, length: int, rng: np.random.Genera
 
 def disagreement_pairs(index: EpisodeIndex, model: Any, n: int, length: int, rng: np.random.Generator,
                        n_candidates: int = 10, exclude: set[tuple[Segment, Segment]] | None = None,
-                       ) -> tuple[list[tuple[Segment, Segment]], np.ndarray]:
+                       recent: int | None = None) -> tuple[list[tuple[Segment, Segment]], np.ndarray]:
     """PEBBLE's disagreement sampling: of ``n * n_candidates`` random pairs, the ``n`` whose predicted
     ``P(left > right)`` varies most across ``model``'s ensemble members.
 
     ``model`` needs ``member_probs(pairs_of_SegmentData) -> (E, N)`` (see
     :class:`~.reward_model.RewardEnsemble`). Returns the pairs and their variances (highest first).
     """
-    cands = random_pairs(index, n * n_candidates, length, rng, exclude)
+    cands = random_pairs(index, n * n_candidates, length, rng, exclude, recent)
     probs = model.member_probs([(index.data(a), index.data(b)) for a, b in cands])  # (E, N)
     var = np.asarray(probs).var(axis=0)
     order = np.argsort(-var, kind="stable")[:n]
