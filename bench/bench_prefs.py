@@ -258,10 +258,15 @@ def report(paths: list[str], out: str, command: str) -> str:
                  for s in seeds if ("rlhf", s) in cell and ("true", s) in cell and cell["true", s]["success"] > 0]
         r_med = med["rlhf"] / med["true"] if med["true"] > 0 else float("nan")
         met = bool(r_med >= share) and a["labels"] <= n_max  # nan (the true arm learnt nothing): not met
-        lines.append(f"Issue 12's target ({task}): with at most {n_max} labels, RLHF reaches at least {share:.0%} of "
-                     f"the success the same learner reaches on the true reward at equal env steps. Median RLHF "
-                     f"{med['rlhf']:.0%} against {med['true']:.0%}: **{r_med:.0%}** of it (per seed: "
-                     + ", ".join(f"{x:.0%}" for x in ratio) + f"): **{'met' if met else 'missed'}**.")
+        head = (f"Issue 12's target ({task}): with at most {n_max} labels, RLHF reaches at least {share:.0%} of "
+                f"the success the same learner reaches on the true reward at equal env steps. ")
+        if med["true"] > 0:
+            lines.append(head + f"Median RLHF {med['rlhf']:.0%} against {med['true']:.0%}: **{r_med:.0%}** of it "
+                         "(per seed: " + ", ".join(f"{x:.0%}" for x in ratio) + f"): **{'met' if met else 'missed'}**.")
+        else:
+            lines.append(head + f"**Not measurable here, so missed**: the learner on the true reward itself ends at "
+                         f"{med['true']:.0%} (median), below the reference it started from "
+                         f"({med.get('bc', float('nan')):.0%}); RLHF {med['rlhf']:.0%}.")
     if "rlhf_mistake" in med and "rlhf" in med:
         lines.append(f"The 10%-mistake labeller: median {med['rlhf_mistake']:.0%} against the oracle's "
                      f"{med['rlhf']:.0%}.")
