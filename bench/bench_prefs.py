@@ -48,7 +48,7 @@ for _p in (str(ROOT), str(ROOT / "bench")):
 
 from vla_rl_ros.algos.bc import train_bc  # noqa: E402
 from vla_rl_ros.algos.dpo import DPO, DPOConfig  # noqa: E402
-from vla_rl_ros.algos.online import ReplayBuffer  # noqa: E402
+from vla_rl_ros.algos.online import ReplayBuffer, twin_hindsight  # noqa: E402
 from vla_rl_ros.algos.sac import SACConfig  # noqa: E402
 from vla_rl_ros.buffer import create_run  # noqa: E402
 from vla_rl_ros.learner.evaluate import evaluate_policy  # noqa: E402
@@ -96,7 +96,12 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
     sac = RLHFSAC(spec.obs_dim, spec.action_dim, ref, beta=args.beta,
                   config=SACConfig(hidden=(256, 256), batch_size=args.batch_size, seed=seed,
                                     init_alpha=args.init_alpha, utd=args.utd))
-    buf = ReplayBuffer(args.steps + 1, spec.obs_dim, spec.action_dim)
+    # HER as `train --algo sac` uses it (algos/online.py: twin_hindsight): each finished episode also counts as up
+    # to K successes for goals it reached; the learned arms replace every sampled reward by the reward model's, so
+    # they never see the true reward on these either (the relabelled goal is in the observation the model reads)
+    her = twin_hindsight(env, k=args.hindsight, seed=seed) if args.hindsight > 0 else None
+    buf = ReplayBuffer((args.hindsight + 1) * args.steps + 1, spec.obs_dim, spec.action_dim)
+    ep_obs, ep_act = [], []
     learned = arm != "true"
     oracle = Oracle(mistake=0.1 if arm == "rlhf_mistake" else 0.0, seed=seed)
     rounds = max(1, args.label_rounds)
@@ -108,6 +113,7 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
     n_labels = 0
     with run.writer(synchronous="NORMAL") as w:
         obs, _ = env.reset(seed=seed * 1000)
+        ep_obs = [obs]
         w.begin_episode(task, seed=seed * 1000, reward_config=true_fn.config)
         ep = 0
         for step in range(args.steps):
@@ -117,10 +123,18 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
             w.add_step(obs, a, float(r), nxt, terminated=bool(term), model_version=arm)
             buf.add(obs, a, float(r), nxt, bool(term))
             obs = nxt
+            ep_obs.append(nxt)
+            ep_act.append(a)
             if term or trunc:
                 w.end_episode("success" if info.get("is_success") else "timeout")
+                if her is not None:
+                    h = her(np.asarray(ep_obs), np.asarray(ep_act))
+                    for i in range(len(h.get("reward", ()))):
+                        buf.add(h["obs"][i], h["action"][i], float(h["reward"][i]), h["next_obs"][i],
+                                bool(h["terminated"][i]))
                 ep += 1
                 obs, _ = env.reset(seed=seed * 1000 + ep)
+                ep_obs, ep_act = [obs], []
                 w.begin_episode(task, seed=seed * 1000 + ep, reward_config=true_fn.config)
             if learned and (step + 1) % round_every == 0 and n_labels < args.labels:
                 w.flush()
@@ -234,7 +248,8 @@ def report(paths: list[str], out: str, command: str) -> str:
              f"Python {platform.python_version()}; shared machine.", "",
              f"Setting: from a weak start (BC, `{a.get('bc_loss', 'nll')}`, on {a['demo_episodes']} scripted-expert episodes with action "
              f"noise {a['demo_noise']}), each learner arm runs {a['steps']:,} env steps of SAC "
-             f"(init alpha {a['init_alpha']}, KL weight beta {a['beta']} toward the reference, UTD {a['utd']}). "
+             f"(init alpha {a['init_alpha']}, KL weight beta {a['beta']} toward the reference, UTD {a['utd']}, "
+             f"hindsight {a.get('hindsight', 0)} goals per episode). "
              f"The RLHF arms never see the true reward: up to {a['labels']} labels from a synthetic labeller on "
              f"{a['segment']}-tick segments of their own episodes, asked in {a['label_rounds']} rounds (the first "
              f"random, then PEBBLE's ensemble disagreement), the reward model refit after each round "
@@ -306,6 +321,8 @@ def main(argv=None) -> int:
     p.add_argument("--rm-offset", type=float, default=LearnedReward.defaults["offset"],
                    help="the learned reward is scale * (r - offset): reward: learned's cost form (rewards/learned.py)")
     p.add_argument("--rm-scale", type=float, default=1.0)
+    p.add_argument("--hindsight", type=int, default=0, metavar="K",
+                   help="HER on every learner arm: up to K relabelled goals per episode (train --algo sac: 4)")
     p.add_argument("--query-recent", type=int, default=None, metavar="N",
                    help="query segments of the newest N episodes only (QPA's policy-aligned queries; default: all)")
     p.add_argument("--rm-obs-only", action="store_true", help="reward model r(s), not r(s, a)")

@@ -117,6 +117,9 @@ def test_the_policy_acts_on_perceived_poses_and_holds_when_perception_goes_quiet
                     policy_node={"model_path": "models/pick_place_bc.onnx", "exploration_std": 0.0,
                                  "pose_timeout_s": 1.5})
     launch("twin_node", p)
+    # the cube's resting pose, heard before anything can move it (no policy yet); waiting for it also means the
+    # probe has discovered the twin, which under load can take seconds
+    rest = probe.wait_for(lambda: probe.get(TWIN_TRUTH_TOPIC), 60, "the twin's ground truth")[0][1].pose.position
     perception = launch("perception_node", p)
     launch("policy_node", p)
 
@@ -124,12 +127,14 @@ def test_the_policy_acts_on_perceived_poses_and_holds_when_perception_goes_quiet
         return steps(probe, obs_dim=spec.obs_dim, action_dim=spec.action_dim)
 
     t_act, acting = probe.wait_for(lambda: [(t, s) for t, s in decoded() if not s.hold], 180, "the policy acting")[0]
-    # the cube rests until the hand reaches it: the twin's truth last heard before the policy acted (the probe
-    # may hear the first one only just after)
-    truths = probe.wait_for(lambda: probe.get(TWIN_TRUTH_TOPIC), 10, "the twin's ground truth")
-    truth = ([m for t, m in truths if t <= t_act] or [truths[0][1]])[-1].pose.position
+    # The first acting step the probe hears may not be the policy's first (the probe discovers a new node late
+    # under load), and by then the hand may be pushing the cube while perception, the cube hidden by the hand,
+    # has gone quiet (the policy keeps the last pose until pose_timeout_s). So the pose it acted on must be a
+    # pose the cube really had: the resting one, or one the twin reported within half a second of that step.
     seen = np.asarray(acting.obs)[spec.obs_slice("object_pos")]
-    assert np.linalg.norm(seen - [truth.x, truth.y, truth.z]) < 0.01, (seen, truth)
+    near = [m.pose.position for t, m in probe.get(TWIN_TRUTH_TOPIC) if abs(t - t_act) <= 0.5] + [rest]
+    err = min(np.linalg.norm(seen - [q.x, q.y, q.z]) for q in near)
+    assert err < 0.01, (seen, rest, near[:3])
     assert all(m.header.frame_id == spec.base_link for _, m in probe.get("/task/object_pose"))
 
     perception.stop()
