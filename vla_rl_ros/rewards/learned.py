@@ -26,9 +26,9 @@ does. A positive reward near the goal makes ending the episode a loss, so the
 policy learns to hover beside the goal (the reward-optimality point of issue
 8, ``test/test_reward_optimality.py``). With ``offset`` 1, every tick costs
 (``r - 1 <= 0``), so finishing is never worse than going on, whatever the
-model learnt. Measured on the twin's reach (``bench/bench_prefs.py``, seed 0,
-10,000 steps, 200 oracle labels on 10-tick segments): 2% success with the raw
-``r``, 56% with ``r - 1``. ``offset: 0`` gives the raw model.
+model learnt. Measured on the twin's reach (``bench/bench_prefs.py --hindsight 0``,
+seed 0, 10,000 steps, 200 oracle labels on 10-tick segments): 2% success with
+the raw ``r`` (``--rm-offset 0``), 56% with ``r - 1``. ``offset: 0`` gives the raw model.
 
 Relabelling without rewriting the store. The learner does not rewrite stored
 rewards when the reward model changes: it applies the model when it samples
