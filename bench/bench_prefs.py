@@ -101,7 +101,6 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
     # they never see the true reward on these either (the relabelled goal is in the observation the model reads)
     her = twin_hindsight(env, k=args.hindsight, seed=seed) if args.hindsight > 0 else None
     buf = ReplayBuffer((args.hindsight + 1) * args.steps + 1, spec.obs_dim, spec.action_dim)
-    ep_obs, ep_act = [], []
     learned = arm != "true"
     oracle = Oracle(mistake=0.1 if arm == "rlhf_mistake" else 0.0, seed=seed)
     rounds = max(1, args.label_rounds)
@@ -113,7 +112,7 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
     n_labels = 0
     with run.writer(synchronous="NORMAL") as w:
         obs, _ = env.reset(seed=seed * 1000)
-        ep_obs = [obs]
+        ep_obs, ep_act = [obs], []
         w.begin_episode(task, seed=seed * 1000, reward_config=true_fn.config)
         ep = 0
         for step in range(args.steps):
@@ -128,10 +127,7 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
             if term or trunc:
                 w.end_episode("success" if info.get("is_success") else "timeout")
                 if her is not None:
-                    h = her(np.asarray(ep_obs), np.asarray(ep_act))
-                    for i in range(len(h.get("reward", ()))):
-                        buf.add(h["obs"][i], h["action"][i], float(h["reward"][i]), h["next_obs"][i],
-                                bool(h["terminated"][i]))
+                    buf.add_columns(her(np.asarray(ep_obs), np.asarray(ep_act)))
                 ep += 1
                 obs, _ = env.reset(seed=seed * 1000 + ep)
                 ep_obs, ep_act = [obs], []
@@ -198,7 +194,7 @@ TARGET = {"reach": (200, 0.90), "pick_place": (500, 0.80)}  # issue 12: labels a
 BINS = (0.0, 0.05, 0.1, 0.2, 0.4, 10.0)  # distance of the tracked point to the goal (m)
 
 
-def reward_model_check(run: str | Path, task: str) -> dict | None:
+def reward_model_check(run: str | Path, task: str, spec) -> dict | None:
     """The run's newest reward model against the true reward on the run's own steps: the correlation on the
     non-terminal steps, and the mean learned reward and the share of steps per distance-to-goal bin."""
     from vla_rl_ros.preferences.reward_model import load_reward_model
@@ -212,9 +208,6 @@ def reward_model_check(run: str | Path, task: str) -> dict | None:
     eps = list(EpisodeIndex.from_paths([run]).episodes.values())
     obs, act, nxt, term = (np.concatenate([getattr(e, k) for e in eps])
                            for k in ("obs", "actions", "next_obs", "terminated"))
-    env = TwinEnv(task=task)  # the spec the runs were recorded with (the bench's twin)
-    spec = env.spec_
-    env.close()
     true = np.asarray(make_reward(default_reward_name(task), spec)(obs, act, nxt, term))
     with torch.no_grad():
         learned = model.reward(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(act, dtype=torch.float32)).numpy()
@@ -286,8 +279,14 @@ def report(paths: list[str], out: str, command: str) -> str:
     if "rlhf_mistake" in med and "rlhf" in med:
         lines.append(f"The 10%-mistake labeller: median {med['rlhf_mistake']:.0%} against the oracle's "
                      f"{med['rlhf']:.0%}.")
-    checks = [(k, s_, reward_model_check(cell[k, s_]["run"], task)) for k in ("rlhf", "rlhf_mistake") for s_ in seeds
-              if (k, s_) in cell and cell[k, s_].get("run") and Path(cell[k, s_]["run"]).is_dir()]
+    checked = [(k, s_) for k in ("rlhf", "rlhf_mistake") for s_ in seeds
+               if (k, s_) in cell and cell[k, s_].get("run") and Path(cell[k, s_]["run"]).is_dir()]
+    spec = None
+    if checked:
+        env = TwinEnv(task=task)  # the spec the runs were recorded with (the bench's twin), built once
+        spec = env.spec_
+        env.close()
+    checks = [(k, s_, reward_model_check(cell[k, s_]["run"], task, spec)) for k, s_ in checked]
     checks = [c for c in checks if c[2] is not None]
     if checks:
         lines += ["", "The last reward model of each RLHF run against the true reward, on the run's own steps: the "

@@ -48,6 +48,13 @@ class ReplayBuffer:
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
+    def add_columns(self, cols: Mapping[str, np.ndarray]) -> None:
+        """Add each row of ``obs, action, reward, next_obs, terminated`` columns (e.g. hindsight relabellings,
+        :func:`twin_hindsight`); nothing for empty ones."""
+        for i in range(len(cols.get("reward", ()))):
+            self.add(cols["obs"][i], cols["action"][i], float(cols["reward"][i]), cols["next_obs"][i],
+                     bool(cols["terminated"][i]))
+
     def sample(self, n: int, rng: np.random.Generator) -> Batch:
         i = rng.integers(0, self.size, n)
         return Batch(*(torch.from_numpy(x[i]) for x in (self.obs, self.action, self.reward, self.next_obs, self.done)))
@@ -289,10 +296,7 @@ def train_online(
                 ep_act.append(a)
             if term or trunc:
                 if hindsight is not None:
-                    h = hindsight(np.asarray(ep_obs), np.asarray(ep_act))
-                    for i in range(len(h.get("reward", ()))):
-                        replay.add(h["obs"][i], h["action"][i], float(h["reward"][i]), h["next_obs"][i],
-                                   bool(h["terminated"][i]))
+                    replay.add_columns(hindsight(np.asarray(ep_obs), np.asarray(ep_act)))
                 recent_returns.append(ep_return)
                 if writer is not None:
                     writer.add_scalar("train/episode_return", ep_return, t)
