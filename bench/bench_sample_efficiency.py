@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "runs" / "bench" / "sample_efficiency"
 EVAL_SEED = 10_000
 DEMO_SEED = 100
-TARGETS = {"reach": (0.95, 5_000), "pick_place": (0.80, 50_000)}
+TARGETS = {"reach": (0.95, 5_000), "pick_place": (0.90, 50_000)}  # issue 8: pick_place also ≥ 85% at 100,000
 DEFAULT_STEPS = {"reach": 5_000, "pick_place": 50_000}
 DEFAULT_EVAL_EVERY = {"reach": 500, "pick_place": 2_500}
 
@@ -120,6 +120,17 @@ HPARAMS = {
             "ours": {"n_critics": 2, "critic_layernorm": True, "bc_init_steps": 2000, "bc_loss": "mse",
                      "demo_ratio": 0.5, "normalize_obs": True, "bc_weight": 2.5, "actor_warmup_updates": 2000},
             "sb3_runs_from": "rlpd",  # SB3's settings are the same as in rlpd: its runs there are the reference
+        },
+        "task_reward": {
+            # today's default reward (`pick_place_task`: sparse success + potential shaping with gamma_s 0.99, whose
+            # optimum is the task), so gamma 0.99 again; ours as rlpd_bc plus hindsight relabelling (4 goals per
+            # episode, as `train --algo sac` does on the twin); SB3 gets no hindsight (its HER needs a Dict
+            # observation space; the twin's is a flat Box)
+            "shared": {"gamma": 0.99, "learning_starts": 1000, "batch_size": 256, "utd": 1, "init_alpha": 0.1,
+                       "demos": 20},
+            "ours": {"n_critics": 2, "critic_layernorm": True, "bc_init_steps": 2000, "bc_loss": "mse",
+                     "demo_ratio": 0.5, "normalize_obs": True, "bc_weight": 2.5, "actor_warmup_updates": 2000,
+                     "hindsight": 4},
         },
     },
 }
@@ -215,7 +226,7 @@ def run_ours(task: str, variant: str, seed: int, steps: int, eval_every: int, ev
 
     import torch
 
-    from vla_rl_ros.algos.online import train_online
+    from vla_rl_ros.algos.online import train_online, twin_hindsight
     from vla_rl_ros.algos.sac import SACConfig
 
     _threads()
@@ -246,8 +257,11 @@ def run_ours(task: str, variant: str, seed: int, steps: int, eval_every: int, ev
 
     env = make_env(task)
     try:
+        her = twin_hindsight(env, k=hp["hindsight"], seed=seed) if hp.get("hindsight", 0) > 0 else None
+        # with hindsight every episode adds up to K relabelled copies of itself: room for all of them
         train_online(env, cfg, steps=steps, seed=seed, eval_fn=eval_fn, progress=False, eval_every=eval_every,
-                     buffer_size=steps, demos=demo_arrays, normalize_obs=hp["normalize_obs"])
+                     buffer_size=steps * (1 + hp.get("hindsight", 0)), demos=demo_arrays,
+                     normalize_obs=hp["normalize_obs"], hindsight=her)
     except _OutOfTime:
         pass
     finally:
@@ -488,7 +502,16 @@ def notes(task: str, variant: str, by_algo: dict[str, list[dict]]) -> list[str]:
                    f"{c['demos']} demos the deterministic actor scores {100 * c['success']['nll']:.0f}% with "
                    f"`bc_loss='nll'` (SACConfig's default) and {100 * c['success']['mse']:.0f}% with `'mse'` "
                    f"({c['episodes']} seeded episodes).")
-    if task == "pick_place":
+    if task == "pick_place" and variant == "task_reward":
+        out.append("Reward: the env's default, `pick_place_task` (sparse success plus potential-based shaping over "
+                   "the seed's stages, gamma_s 0.99: its optimum is finishing, `test/test_reward_optimality.py`).")
+        for algo, runs in by_algo.items():
+            late = [[p["success_rate"] for p in r["points"] if p["step"] >= 100_000] for r in runs]
+            if all(late):
+                ok = sum(x[-1] >= 0.85 for x in late)
+                out.append(f"{algo} at 100,000 env steps (issue 8: still ≥ 85%, no collapse): "
+                           f"{', '.join(f'{100 * x[-1]:.0f}%' for x in late)} per seed, {ok}/{len(runs)} ≥ 85%.")
+    elif task == "pick_place":
         h99, f99 = hover_vs_finish(0.99)
         hg, fg = hover_vs_finish(hp["shared"]["gamma"])
         out.append(f"Reward design: with the staged `pick_and_place` reward and termination on success, holding the "
