@@ -256,3 +256,43 @@ def test_fit_makes_the_runs_reward_model_and_queries_turn_to_disagreement(tmp_pa
     q = s.query()
     assert q.info["selection"] == "disagreement" and q.info["reward_model"] == m.version
     s.close()
+
+
+def test_the_page_refits_the_reward_model_in_the_background_as_labels_come_in(tmp_path):
+    """refit_every 4: the 4th and 8th trainable answers each start a fit on all the labels so far (skip is not
+    counted); the page and /api/labels say so; queries turn to disagreement on the newest model; a reopened session
+    on a run whose labels are already fitted does not refit at its first answer."""
+    from vla_rl_ros.preferences.onnx_reward import OnnxRewardModel, reward_model_path
+
+    run = fresh_run(tmp_path, n_episodes=8, ep_len=20, seed=6)
+    s = LabelSession(run, "fitter", segment_len=10, seed=0, refit_every=4, refit_steps=20)
+    c = create_app(s).test_client()
+    assert b"refit every 4 labels" in c.get("/").data
+    answers = ["left", "right", "skip", "equal", "left"]  # the 5th answer is the 4th trainable one
+    for a in answers:
+        q = s.query()
+        assert q.info["selection"] == "random"
+        assert c.post("/api/label", json={"qid": q.qid, "label": a}).status_code == 200
+    s.wait_for_fit(60)
+    fits = c.get("/api/labels").get_json()["fits"]
+    assert len(fits) == 1 and fits[0]["labels"] == 4 and "error" not in fits[0], fits
+    first = OnnxRewardModel(reward_model_path(run / "models"))
+    assert first.version == fits[0]["version"] and first.lineage["data_range"]["n_labels"] == 4
+    assert f"newest {first.version}, fit on 4 labels".encode() in c.get("/").data
+    for i, a in enumerate(["left", "right", "left", "right"]):
+        q = s.query()  # the first was chosen when the 5th answer came back, before its fit had finished
+        assert q.info["selection"] == ("random" if i == 0 else "disagreement")
+        s.answer(q.qid, a)
+    s.wait_for_fit(60)
+    assert [f["labels"] for f in s.fits] == [4, 8]
+    newest = OnnxRewardModel(reward_model_path(run / "models"))
+    assert newest.lineage["parent_version"] == first.version and newest.lineage["data_range"]["n_labels"] == 8
+    s.close()
+    s2 = LabelSession(run, "fitter", segment_len=10, seed=1, refit_every=4, refit_steps=20)
+    q = s2.query()
+    s2.answer(q.qid, "left")
+    s2.wait_for_fit(60)
+    assert s2.fits == []
+    with pytest.raises(ValueError, match="refit_every"):
+        LabelSession(run, "fitter", segment_len=10, refit_every=-1)
+    s2.close()

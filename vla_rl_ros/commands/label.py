@@ -11,6 +11,11 @@ It binds 127.0.0.1 (this machine only) unless ``--host`` says otherwise;
 The next pair is the one a reward model's ensemble disagrees on most once the
 run has one (``RUN/models/reward/``), a random one before.
 
+While it serves, each time ``--refit-every`` (20) more labels have come in it
+fits a new reward model on all of them in the background, so a learner on
+``reward: learned`` or ``algo: rlhf`` learns from your answers as you give
+them (``--refit-every 0``: only by hand, ``--fit``).
+
 ``label RUN --list`` prints the counts and the latest labels instead (as
 ``data labels RUN``). ``label RUN --fit [--steps N]`` fits a Bradley–Terry
 reward ensemble on all of the run's labels (skip left out) and saves it as the
@@ -36,7 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print label counts and the latest labels, then exit")
     p.add_argument("-n", type=int, default=10, help="with --list: how many of the latest labels (default 10)")
     p.add_argument("--fit", action="store_true", help="fit a reward model on the run's labels, save it, then exit")
-    p.add_argument("--steps", type=int, default=1000, help="with --fit: Adam steps (default 1000)")
+    p.add_argument("--steps", type=int, default=1000, help="Adam steps of a fit (--fit, --refit-every; default 1000)")
+    p.add_argument("--refit-every", type=int, default=20, metavar="N",
+                   help="while serving, fit a new reward model in the background each time N more labels have "
+                        "come in (default 20; 0: never, fit with --fit)")
     p.set_defaults(func=run)
     return p
 
@@ -65,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     from ..preferences.labelpage import LabelSession, make_server
 
-    session = LabelSession(args.run, args.labeller, segment_len=args.segment_len, seed=args.seed)
+    if args.refit_every > 0:
+        import torch
+
+        torch.set_num_threads(1)  # the fits run beside the server (and, on a robot, beside the learner)
+    session = LabelSession(args.run, args.labeller, segment_len=args.segment_len, seed=args.seed,
+                           refit_every=args.refit_every, refit_steps=args.steps)
     server = make_server(session, args.host, args.port)
     host = args.host if ":" not in args.host else f"[{args.host}]"
     print(f"labelling {session.run.path} as {session.labeller!r}: http://{host}:{server.server_port}/ "

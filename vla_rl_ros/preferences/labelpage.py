@@ -30,7 +30,7 @@ Routes::
     POST /label                  form {qid, label}: store it, then 303 to /
     GET  /api/query              the current query as JSON (404 when every pair has been asked)
     POST /api/label              JSON {qid, label}: store it; JSON {saved, next} (409: not the current query)
-    GET  /api/labels             counts and the latest labels as JSON
+    GET  /api/labels             counts, the latest labels and the background fits (``refit_every``) as JSON
 
 Why Flask: the issue asks for a small, well-kept framework rather than a
 hand-rolled HTTP server. Flask is the smallest of the maintained ones that
@@ -103,10 +103,16 @@ class LabelSession:
         seed: the query sampler's seed.
         n_candidates: disagreement sampling's candidates per query (PEBBLE's 10).
         reload_s: how often, at most, to reload the run's episodes (the recorder may still be writing).
+        refit_every: with N > 0, fit a new reward model on all the run's trainable labels, in a background
+            thread, each time N more have come in since the last fit (the first at N): the learner
+            (``reward: learned``, ``algo: rlhf``) and this page's disagreement queries pick up the newest,
+            so the person labelling never has to run ``--fit``. 0: never (``label RUN --fit`` by hand).
+        refit_steps: Adam steps of each such fit.
     """
 
     def __init__(self, run: str | Path, labeller: str | None = None, *, segment_len: int = 25, seed: int = 0,
-                 n_candidates: int = 10, reload_s: float = 30.0) -> None:
+                 n_candidates: int = 10, reload_s: float = 30.0, refit_every: int = 0,
+                 refit_steps: int = 1000) -> None:
         from ..buffer import open_run
 
         self.run = open_run(run)
@@ -125,6 +131,14 @@ class LabelSession:
         self._index: EpisodeIndex | None = None
         self._loaded_at = 0.0
         self.current: Query | None = None
+        self.refit_every, self.refit_steps, self._seed = int(refit_every), int(refit_steps), int(seed)
+        if self.refit_every < 0 or self.refit_steps < 1:
+            raise ValueError("refit_every must be >= 0 and refit_steps >= 1")
+        self.fits: list[dict[str, Any]] = []  # every background fit: version, labels, agreement (or error), seconds
+        self._fit_thread: threading.Thread | None = None
+        # trainable labels the last fit started from: a run that already has a reward model counts its labels as
+        # fitted (it was fit on them, or on fewer), so reopening the page does not refit at the first answer
+        self._fitted_at = len(self.store.labels(trainable=True)) if self._reward_model() is not None else 0
         self._load_index(force=True)
 
     # ----------------------------------------------------------------- data
@@ -191,7 +205,55 @@ class LabelSession:
                                   info={**q.info, "source": "label_page", "qid": q.qid})
             self.current = None
             self._plots = {k: v for k, v in self._plots.items() if k[0] != qid}
+            self._maybe_refit()
             return pref
+
+    # ------------------------------------------------------------- refitting
+    def _maybe_refit(self) -> None:
+        """Start a background fit once ``refit_every`` trainable labels have come in since the last one."""
+        if self.refit_every <= 0 or (self._fit_thread is not None and self._fit_thread.is_alive()):
+            return
+        n = len(self.store.labels(trainable=True))
+        if n - self._fitted_at < self.refit_every:
+            return
+        self._fitted_at = n
+        self._fit_thread = threading.Thread(target=self._refit, args=(n,), name="reward-refit", daemon=True)
+        self._fit_thread.start()
+
+    def _refit(self, n: int) -> None:
+        from .reward_model import RewardTrainConfig, fit_run_reward_model
+
+        t0 = time.monotonic()
+        try:
+            saved, acc = fit_run_reward_model(self.run.path, RewardTrainConfig(steps=self.refit_steps,
+                                                                               seed=self._seed + len(self.fits)))
+            rec = {"version": saved.version, "labels": saved.lineage["data_range"]["n_labels"],
+                   "agreement": float(acc)}
+        except Exception as e:  # noqa: BLE001 - reported on the page and the API; labelling goes on
+            rec = {"error": f"{type(e).__name__}: {e}", "labels": n}
+        rec["seconds"] = round(time.monotonic() - t0, 2)
+        with self._lock:
+            self.fits.append(rec)
+
+    def fit_line(self) -> str:
+        """What the page says about the background fits."""
+        if self.refit_every <= 0:
+            return "Reward model: fit by hand (label RUN --fit)."
+        with self._lock:
+            last = self.fits[-1] if self.fits else None
+        busy = self._fit_thread is not None and self._fit_thread.is_alive()
+        txt = f"Reward model: refit every {self.refit_every} labels"
+        if last is not None:
+            txt += (f"; the last fit failed: {last['error']}" if "error" in last else
+                    f"; newest {last['version']}, fit on {last['labels']} labels "
+                    f"({100 * last['agreement']:.0f}% agreement with them)")
+        return txt + ("; fitting now." if busy else ".")
+
+    def wait_for_fit(self, timeout: float | None = None) -> None:
+        """Block until a background fit in progress (if any) has finished."""
+        t = self._fit_thread
+        if t is not None:
+            t.join(timeout)
 
     # ---------------------------------------------------------------- plots
     def positions(self, seg: Segment) -> dict[str, np.ndarray]:
@@ -215,8 +277,11 @@ class LabelSession:
 
     def latest(self, n: int = 10) -> dict[str, Any]:
         labels = self.store.labels()
+        with self._lock:
+            fits = list(self.fits)
         return {"counts": self.store.counts(), "total": len(labels),
-                "latest": [p.to_json() for p in labels[-n:][::-1]]}
+                "latest": [p.to_json() for p in labels[-n:][::-1]], "refit_every": self.refit_every,
+                "fits": fits, "fitting": self._fit_thread is not None and self._fit_thread.is_alive()}
 
     def close(self) -> None:
         self.store.close()
@@ -307,6 +372,7 @@ PAGE = """<!doctype html>
 </form>
 <p class="meta">Keys: ← left, → right, = or e equal, s skip (cannot tell). Query chosen by {{ q.info.selection }}.
  Labels so far: {% for k, v in counts.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}.</p>
+<p class="meta" id="reward-model">{{ fit_line }}</p>
 <script>
 const KEYS = {{ keys | tojson }};
 let sent = false;
@@ -333,6 +399,7 @@ def create_app(session: LabelSession) -> Any:
     def page() -> Any:
         q = session.query()
         return render_template_string(PAGE, q=q, run=session.run.name, labeller=session.labeller, title=_title,
+                                      fit_line=session.fit_line(),
                                       keys=KEYS, counts=session.store.counts(), seg_len=session.segment_len)
 
     @app.get("/plot/<qid>/<side>.png")
