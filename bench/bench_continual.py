@@ -55,12 +55,14 @@ EVAL_SEED = 10_000
 
 
 def sim_command(run_dir: Path, duration: float, domain_id: int, teacher: float | None = None,
-                seed: int = 0, sets: list[str] | None = None, perception: bool = False) -> list[str]:
+                seed: int = 0, sets: list[str] | None = None, perception: bool = False, task: str = "pick_place",
+                extra: list[str] | None = None) -> list[str]:
     """The README's main command for one run; ``seed`` k moves the twin's episodes (100000 + 10000 k), the
     learner's and the teacher's seeds, so runs differ only by their seeds. ``perception``: ``sim --perception``
-    (the object's pose from the twin camera's ArUco markers, not the twin's ground truth)."""
-    cmd = [str(ROOT / "vla-rl-ros"), "sim", "--task", "pick_place", "--run", str(run_dir),
-           "--duration", str(duration), "--domain-id", str(domain_id)]
+    (the object's pose from the twin camera's ArUco markers, not the twin's ground truth). ``extra``: more
+    ``sim`` arguments (``--model M``, ``--demos N``)."""
+    cmd = [str(ROOT / "vla-rl-ros"), "sim", "--task", task, "--run", str(run_dir),
+           "--duration", str(duration), "--domain-id", str(domain_id)] + list(extra or [])
     if teacher is not None:
         cmd += ["--teacher", str(teacher)]
     if perception:
@@ -93,7 +95,8 @@ def hold_domain(domain_id: int):
 
 
 def run_sim(run_dir: Path, duration: float, domain_id: int, teacher: float | None = None, seed: int = 0,
-            stop_at: float | None = None, sets: list[str] | None = None, perception: bool = False) -> float:
+            stop_at: float | None = None, sets: list[str] | None = None, perception: bool = False,
+            task: str = "pick_place", extra: list[str] | None = None) -> float:
     """Run the sim stack; with ``stop_at``, stop it (SIGINT, as Ctrl-C) as soon as the learner's own monitor
     (models/monitor.jsonl: a promoted model on the fixed seeded block) reads at least ``stop_at``."""
     import signal
@@ -103,7 +106,7 @@ def run_sim(run_dir: Path, duration: float, domain_id: int, teacher: float | Non
     lock = hold_domain(domain_id)  # noqa: F841 - held until the run is over
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    cmd = sim_command(run_dir, duration, domain_id, teacher, seed, sets, perception)
+    cmd = sim_command(run_dir, duration, domain_id, teacher, seed, sets, perception, task, extra)
     t0 = time.time()
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / f"{run_dir.name}.console.log", "w") as log:

@@ -69,6 +69,12 @@ def n_params(*modules) -> int:
 
 
 def weak_start(task: str, episodes: int, noise: float, steps: int, seed: int, loss: str = "nll"):
+    """The weak reference ``pi_ref``: the Gaussian actor of :func:`weak_bc`."""
+    return weak_bc(task, episodes, noise, steps, seed, loss).actor
+
+
+def weak_bc(task: str, episodes: int, noise: float, steps: int, seed: int, loss: str = "nll"):
+    """Behaviour cloning on a few noisy scripted-expert episodes: the deterministic policy (exportable to ONNX)."""
     env = TwinEnv(task=task)
     try:
         demos = collect_demos(env, ScriptedExpert(env.spec_, noise=noise, rng=np.random.default_rng(seed)),
@@ -77,7 +83,7 @@ def weak_start(task: str, episodes: int, noise: float, steps: int, seed: int, lo
         env.close()
     obs = np.concatenate([d["obs"][:-1] for d in demos])
     act = np.concatenate([d["actions"] for d in demos])
-    return train_bc(obs, act, hidden=(256, 256), steps=steps, loss=loss, seed=seed).actor
+    return train_bc(obs, act, hidden=(256, 256), steps=steps, loss=loss, seed=seed)
 
 
 def policy_fn(actor):
