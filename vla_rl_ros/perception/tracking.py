@@ -9,9 +9,10 @@ hand. :class:`ObjectTracker` keeps the last detected pose and carries it forward
 
 * **resting**: the object stays where it was last seen (the hand approaching, descending, closing);
 * **held**: the hand has closed on it (the gripper opening below ``held_width_m``, but not shut on nothing,
-  above ``held_min_width_m``, with the object within ``held_distance_m`` of the hand), so it moves rigidly with the hand: its pose in the hand's frame, fixed at
-  the grasp (or at the latest detection while held), composed with the hand's pose from the arm's forward
-  kinematics. When the hand opens again the object rests where the hand left it.
+  above ``held_min_width_m``, with the object within ``held_distance_m`` of the hand), so it moves rigidly
+  with the hand: its pose in the hand's frame, fixed at the grasp (or at the latest detection while held),
+  composed with the hand's pose from the arm's forward kinematics. When the hand opens again the object rests
+  where the hand left it.
 
 A prediction is given for at most ``max_age_s`` after the last detection; after that (or before a first one)
 there is none and the policy holds, as before. Its position standard deviation grows by ``std_growth_m_per_s``
@@ -33,9 +34,9 @@ from .aruco import extrinsic_from_xyzquat, matrix_to_quat
 class TrackerConfig:
     """``max_age_s``: predict at most this long after the last detection (0 = never: detections only);
     ``held_width_m``: a gripper opening below this can hold the object, and above ``held_min_width_m`` it has
-    something between its fingers; ``held_distance_m``: the object's centre
-    within this of the hand's point (the spec's ee link) counts as in the hand; ``std_growth_m_per_s``: the
-    prediction's position standard deviation grows by this per second of age."""
+    something between its fingers; ``held_distance_m``: the object's centre within this of the hand's point (the
+    spec's ee link) counts as in the hand; ``std_growth_m_per_s``: the prediction's position standard deviation
+    grows by this per second of age."""
 
     max_age_s: float = 2.0
     held_width_m: float = 0.06
@@ -78,17 +79,17 @@ class ObjectTracker:
     def held(self) -> bool:
         return self._T_hand_obj is not None
 
-    def closing(self, width: float) -> bool:
+    def can_hold(self, width: float) -> bool:
         """A gripper this open can be holding the object."""
         return self.config.held_min_width_m < width < self.config.held_width_m
 
     def _in_hand(self, T_obj: np.ndarray, T_hand: np.ndarray, width: float) -> bool:
-        return self.closing(width) and \
+        return self.can_hold(width) and \
             float(np.linalg.norm(T_obj[:3, 3] - T_hand[:3, 3])) <= self.config.held_distance_m
 
     def needs_hand(self, width: float) -> bool:
         """Whether the gripper's opening may change the object's state (so :meth:`hand` is worth its FK)."""
-        return self._T_obj is not None and (self.closing(width) != self.held)
+        return self._T_obj is not None and (self.can_hold(width) != self.held)
 
     def detection(self, t: float, position, quaternion, std_m: float, T_hand: np.ndarray | None = None,
                   width: float | None = None) -> None:
@@ -110,7 +111,7 @@ class ObjectTracker:
             if self._in_hand(self._T_obj, T_hand, width):
                 self._T_hand_obj = np.linalg.solve(T_hand, self._T_obj)
                 self.grasps += 1
-        elif not self.closing(width):
+        elif not self.can_hold(width):
             self._T_obj = T_hand @ self._T_hand_obj  # released: it rests where the hand left it
             self._T_hand_obj = None
 
