@@ -49,7 +49,7 @@ for _p in (str(ROOT), str(ROOT / "bench")):
 from vla_rl_ros.algos.bc import train_bc  # noqa: E402
 from vla_rl_ros.algos.dpo import DPO, DPOConfig  # noqa: E402
 from vla_rl_ros.algos.online import ReplayBuffer, twin_hindsight  # noqa: E402
-from vla_rl_ros.algos.sac import SACConfig  # noqa: E402
+from vla_rl_ros.algos.sac import SACConfig, concat_batches  # noqa: E402
 from vla_rl_ros.buffer import create_run  # noqa: E402
 from vla_rl_ros.learner.evaluate import evaluate_policy  # noqa: E402
 from vla_rl_ros.preferences.oracle import Oracle  # noqa: E402
@@ -68,22 +68,41 @@ def n_params(*modules) -> int:
     return int(sum(p.numel() for m in modules for p in m.parameters()))
 
 
-def weak_start(task: str, episodes: int, noise: float, steps: int, seed: int, loss: str = "nll"):
-    """The weak reference ``pi_ref``: the Gaussian actor of :func:`weak_bc`."""
-    return weak_bc(task, episodes, noise, steps, seed, loss).actor
-
-
-def weak_bc(task: str, episodes: int, noise: float, steps: int, seed: int, loss: str = "nll"):
-    """Behaviour cloning on a few noisy scripted-expert episodes: the deterministic policy (exportable to ONNX)."""
+def weak_demos(task: str, episodes: int, noise: float, seed: int) -> list[dict]:
+    """A few noisy scripted-expert episodes (seeds 50000 + 100 seed ..): what the weak start is cloned from."""
     env = TwinEnv(task=task)
     try:
-        demos = collect_demos(env, ScriptedExpert(env.spec_, noise=noise, rng=np.random.default_rng(seed)),
-                              episodes, seed=50_000 + 100 * seed)
+        return collect_demos(env, ScriptedExpert(env.spec_, noise=noise, rng=np.random.default_rng(seed)),
+                             episodes, seed=50_000 + 100 * seed)
     finally:
         env.close()
+
+
+def weak_start(task: str, episodes: int, noise: float, steps: int, seed: int, loss: str = "nll",
+               demos: list[dict] | None = None):
+    """The weak reference ``pi_ref``: the Gaussian actor of :func:`weak_bc`."""
+    return weak_bc(task, episodes, noise, steps, seed, loss, demos).actor
+
+
+def weak_bc(task: str, episodes: int, noise: float, steps: int, seed: int, loss: str = "nll",
+            demos: list[dict] | None = None):
+    """Behaviour cloning on a few noisy scripted-expert episodes (:func:`weak_demos`, or ``demos``): the
+    deterministic policy (exportable to ONNX)."""
+    demos = demos if demos is not None else weak_demos(task, episodes, noise, seed)
     obs = np.concatenate([d["obs"][:-1] for d in demos])
     act = np.concatenate([d["actions"] for d in demos])
     return train_bc(obs, act, hidden=(256, 256), steps=steps, loss=loss, seed=seed)
+
+
+def demo_columns(demos: list[dict]) -> dict[str, np.ndarray]:
+    """The demos as transitions (``obs, action, reward, next_obs, done``; the env's true reward, which a learned
+    arm replaces by its reward model's when a batch is sampled)."""
+    done = [np.eye(1, len(d["actions"]), len(d["actions"]) - 1, dtype=np.float32)[0] * float(d["terminated"])
+            for d in demos]
+    return {"obs": np.concatenate([d["obs"][:-1] for d in demos]),
+            "action": np.clip(np.concatenate([d["actions"] for d in demos]), -1, 1).astype(np.float32),
+            "reward": np.concatenate([d["rewards"] for d in demos]),
+            "next_obs": np.concatenate([d["obs"][1:] for d in demos]), "done": np.concatenate(done)}
 
 
 def policy_fn(actor):
@@ -93,15 +112,19 @@ def policy_fn(actor):
     return act
 
 
-def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
-    """``true`` / ``rlhf`` / ``rlhf_mistake``: the same online learner, ``args.steps`` env steps."""
+def run_learner(arm: str, task: str, ref, args, seed: int, root: Path, demos: dict | None = None) -> dict:
+    """``true`` / ``rlhf`` / ``rlhf_mistake``: the same online learner, ``args.steps`` env steps. With ``demos``
+    (transitions) and ``--demo-ratio``, that share of every batch comes from them (RLPD), and ``--bc-weight``
+    adds a BC term on those rows to the actor loss (TD3+BC), as the continual learner's pick_place recipe."""
     env = TwinEnv(task=task)
     spec = env.spec_
     run = create_run(root, f"{arm}-s{seed}", spec)
     true_fn = make_reward(default_reward_name(task), spec)
     sac = RLHFSAC(spec.obs_dim, spec.action_dim, ref, beta=args.beta,
                   config=SACConfig(hidden=(256, 256), batch_size=args.batch_size, seed=seed,
-                                    init_alpha=args.init_alpha, utd=args.utd))
+                                    init_alpha=args.init_alpha, utd=args.utd, bc_weight=args.bc_weight))
+    demo_buf = ReplayBuffer.from_arrays(demos) if demos is not None and args.demo_ratio > 0 else None
+    n_demo = int(round(args.batch_size * args.demo_ratio)) if demo_buf is not None else 0
     # HER as `train --algo sac` uses it (algos/online.py: twin_hindsight): each finished episode also counts as up
     # to K successes for goals it reached; the learned arms replace every sampled reward by the reward model's, so
     # they never see the true reward on these either (the relabelled goal is in the observation the model reads)
@@ -162,7 +185,10 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path) -> dict:
             # a learned arm never sees the true reward: it waits for its first reward model
             if step >= args.learning_starts and buf.size >= args.batch_size and (model is not None or not learned):
                 def sample():
-                    b = buf.sample(args.batch_size, gen)
+                    b = buf.sample(args.batch_size - n_demo, gen)
+                    if n_demo:
+                        b = concat_batches(b._replace(demo=torch.zeros(len(b.obs), dtype=torch.bool)),
+                                           demo_buf.sample(n_demo, gen)._replace(demo=torch.ones(n_demo, dtype=torch.bool)))
                     if learned and model is not None:  # the learned reward, applied at sampling time
                         with torch.no_grad():
                             b = b._replace(reward=args.rm_scale * (model.reward(b.obs, b.action) - args.rm_offset))
@@ -249,7 +275,10 @@ def report(paths: list[str], out: str, command: str) -> str:
              f"Setting: from a weak start (BC, `{a.get('bc_loss', 'nll')}`, on {a['demo_episodes']} scripted-expert episodes with action "
              f"noise {a['demo_noise']}), each learner arm runs {a['steps']:,} env steps of SAC "
              f"(init alpha {a['init_alpha']}, KL weight beta {a['beta']} toward the reference, UTD {a['utd']}, "
-             f"hindsight {a.get('hindsight', 0)} goals per episode). "
+             f"hindsight {a.get('hindsight', 0)} goals per episode"
+             + (f"; {a['demo_ratio']:g} of every batch from the weak start's demos, a BC term of weight "
+                f"{a.get('bc_weight', 0):g} on them, as the continual learner's recipe" if a.get("demo_ratio") else "")
+             + "). "
              f"The RLHF arms never see the true reward: up to {a['labels']} labels from a synthetic labeller on "
              f"{a['segment']}-tick segments of their own episodes, asked in {a['label_rounds']} rounds (the first "
              f"random, then PEBBLE's ensemble disagreement), the reward model refit after each round "
@@ -342,6 +371,10 @@ def main(argv=None) -> int:
     p.add_argument("--demo-noise", type=float, default=0.6, help="noise of the scripted expert: the weak start")
     p.add_argument("--bc-steps", type=int, default=2000)
     p.add_argument("--bc-loss", default="nll", choices=["nll", "mse"], help="the reference's BC loss (algos/bc.py)")
+    p.add_argument("--demo-ratio", type=float, default=0.0,
+                   help="share of every learner arm's batch from the weak start's demos (RLPD; 0 = none)")
+    p.add_argument("--bc-weight", type=float, default=0.0,
+                   help="TD3+BC-style BC term on the demo rows in the actor loss (SACConfig.bc_weight; 0 = none)")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--arms", nargs="+", default=["bc", "true", "rlhf", "rlhf_mistake", "dpo"])
     p.add_argument("--out", default=None, help="JSON results file")
@@ -364,7 +397,8 @@ def main(argv=None) -> int:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_prefs_"))
     rows = []
     for seed in args.seeds:
-        ref = weak_start(args.task, args.demo_episodes, args.demo_noise, args.bc_steps, seed, args.bc_loss)
+        demos = weak_demos(args.task, args.demo_episodes, args.demo_noise, seed)
+        ref = weak_start(args.task, args.demo_episodes, args.demo_noise, args.bc_steps, seed, args.bc_loss, demos)
         for arm in args.arms:
             if arm == "bc":
                 t0 = time.perf_counter()
@@ -378,7 +412,7 @@ def main(argv=None) -> int:
                     continue
                 row = run_dpo(args.task, ref, args, seed, src)
             else:
-                row = run_learner(arm, args.task, ref, args, seed, root)
+                row = run_learner(arm, args.task, ref, args, seed, root, demo_columns(demos))
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.out:  # after every arm, so a long run that is cut off keeps what it measured
