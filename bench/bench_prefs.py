@@ -122,7 +122,9 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path, demos: di
     true_fn = make_reward(default_reward_name(task), spec)
     sac = RLHFSAC(spec.obs_dim, spec.action_dim, ref, beta=args.beta,
                   config=SACConfig(hidden=(256, 256), batch_size=args.batch_size, seed=seed,
-                                    init_alpha=args.init_alpha, utd=args.utd, bc_weight=args.bc_weight))
+                                    init_alpha=args.init_alpha, utd=args.utd, bc_weight=args.bc_weight,
+                                    critic_layernorm=args.critic_layernorm,
+                                    actor_warmup_updates=args.actor_warmup))
     demo_buf = ReplayBuffer.from_arrays(demos) if demos is not None and args.demo_ratio > 0 else None
     n_demo = int(round(args.batch_size * args.demo_ratio)) if demo_buf is not None else 0
     # HER as `train --algo sac` uses it (algos/online.py: twin_hindsight): each finished episode also counts as up
@@ -277,7 +279,9 @@ def report(paths: list[str], out: str, command: str) -> str:
              f"(init alpha {a['init_alpha']}, KL weight beta {a['beta']} toward the reference, UTD {a['utd']}, "
              f"hindsight {a.get('hindsight', 0)} goals per episode"
              + (f"; {a['demo_ratio']:g} of every batch from the weak start's demos, a BC term of weight "
-                f"{a.get('bc_weight', 0):g} on them, as the continual learner's recipe" if a.get("demo_ratio") else "")
+                f"{a.get('bc_weight', 0):g} on them" if a.get("demo_ratio") else "")
+             + ("; LayerNorm critics" if a.get("critic_layernorm") else "")
+             + (f"; {a['actor_warmup']} critic-only updates first" if a.get("actor_warmup") else "")
              + "). "
              f"The RLHF arms never see the true reward: up to {a['labels']} labels from a synthetic labeller on "
              f"{a['segment']}-tick segments of their own episodes, asked in {a['label_rounds']} rounds (the first "
@@ -375,6 +379,8 @@ def main(argv=None) -> int:
                    help="share of every learner arm's batch from the weak start's demos (RLPD; 0 = none)")
     p.add_argument("--bc-weight", type=float, default=0.0,
                    help="TD3+BC-style BC term on the demo rows in the actor loss (SACConfig.bc_weight; 0 = none)")
+    p.add_argument("--critic-layernorm", action="store_true", help="LayerNorm in the critics (RLPD)")
+    p.add_argument("--actor-warmup", type=int, default=0, help="critic-only updates before the actor moves")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--arms", nargs="+", default=["bc", "true", "rlhf", "rlhf_mistake", "dpo"])
     p.add_argument("--out", default=None, help="JSON results file")
