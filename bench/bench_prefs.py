@@ -305,12 +305,16 @@ def report(paths: list[str], out: str, command: str) -> str:
         ratio = [cell["rlhf", s]["success"] / cell["true", s]["success"]
                  for s in seeds if ("rlhf", s) in cell and ("true", s) in cell and cell["true", s]["success"] > 0]
         r_med = med["rlhf"] / med["true"] if med["true"] > 0 else float("nan")
-        met = bool(r_med >= share) and a["labels"] <= n_max  # nan (the true arm learnt nothing): not met
+        # the comparison means something only where the learner improves on its start with the true reward: a
+        # learner that collapses below the reference on the true reward makes any ratio to it meaningless
+        measurable = med["true"] > 0 and ("bc" not in med or med["true"] > med["bc"])
+        met = bool(r_med >= share) and a["labels"] <= n_max and len(seeds) >= 3 and measurable
         head = (f"Issue 12's target ({task}): with at most {n_max} labels, RLHF reaches at least {share:.0%} of "
-                f"the success the same learner reaches on the true reward at equal env steps. ")
-        if med["true"] > 0:
+                f"the success the same learner reaches on the true reward at equal env steps, 3 seeds. ")
+        if measurable:
             lines.append(head + f"Median RLHF {med['rlhf']:.0%} against {med['true']:.0%}: **{r_med:.0%}** of it "
-                         "(per seed: " + ", ".join(f"{x:.0%}" for x in ratio) + f"): **{'met' if met else 'missed'}**.")
+                         "(per seed: " + ", ".join(f"{x:.0%}" for x in ratio) + f"), {len(seeds)} seed(s): "
+                         f"**{'met' if met else 'missed'}**.")
         else:
             lines.append(head + f"**Not measurable here, so missed**: the learner on the true reward itself ends at "
                          f"{med['true']:.0%} (median), below the reference it started from "
