@@ -46,10 +46,11 @@ for _p in (str(ROOT), str(ROOT / "bench")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from bench_sample_efficiency import demo_transitions  # noqa: E402
 from vla_rl_ros.algos.bc import train_bc  # noqa: E402
 from vla_rl_ros.algos.dpo import DPO, DPOConfig  # noqa: E402
-from vla_rl_ros.algos.online import ReplayBuffer, twin_hindsight  # noqa: E402
-from vla_rl_ros.algos.sac import SACConfig, concat_batches  # noqa: E402
+from vla_rl_ros.algos.online import ReplayBuffer, sample_mixed, twin_hindsight  # noqa: E402
+from vla_rl_ros.algos.sac import SACConfig  # noqa: E402
 from vla_rl_ros.buffer import create_run  # noqa: E402
 from vla_rl_ros.learner.evaluate import evaluate_policy  # noqa: E402
 from vla_rl_ros.preferences.oracle import Oracle  # noqa: E402
@@ -92,17 +93,6 @@ def weak_bc(task: str, episodes: int, noise: float, steps: int, seed: int, loss:
     obs = np.concatenate([d["obs"][:-1] for d in demos])
     act = np.concatenate([d["actions"] for d in demos])
     return train_bc(obs, act, hidden=(256, 256), steps=steps, loss=loss, seed=seed)
-
-
-def demo_columns(demos: list[dict]) -> dict[str, np.ndarray]:
-    """The demos as transitions (``obs, action, reward, next_obs, done``; the env's true reward, which a learned
-    arm replaces by its reward model's when a batch is sampled)."""
-    done = [np.eye(1, len(d["actions"]), len(d["actions"]) - 1, dtype=np.float32)[0] * float(d["terminated"])
-            for d in demos]
-    return {"obs": np.concatenate([d["obs"][:-1] for d in demos]),
-            "action": np.clip(np.concatenate([d["actions"] for d in demos]), -1, 1).astype(np.float32),
-            "reward": np.concatenate([d["rewards"] for d in demos]),
-            "next_obs": np.concatenate([d["obs"][1:] for d in demos]), "done": np.concatenate(done)}
 
 
 def policy_fn(actor):
@@ -187,10 +177,7 @@ def run_learner(arm: str, task: str, ref, args, seed: int, root: Path, demos: di
             # a learned arm never sees the true reward: it waits for its first reward model
             if step >= args.learning_starts and buf.size >= args.batch_size and (model is not None or not learned):
                 def sample():
-                    b = buf.sample(args.batch_size - n_demo, gen)
-                    if n_demo:
-                        b = concat_batches(b._replace(demo=torch.zeros(len(b.obs), dtype=torch.bool)),
-                                           demo_buf.sample(n_demo, gen)._replace(demo=torch.ones(n_demo, dtype=torch.bool)))
+                    b = sample_mixed(buf, demo_buf, args.batch_size, n_demo, gen)
                     if learned and model is not None:  # the learned reward, applied at sampling time
                         with torch.no_grad():
                             b = b._replace(reward=args.rm_scale * (model.reward(b.obs, b.action) - args.rm_offset))
@@ -422,7 +409,7 @@ def main(argv=None) -> int:
                     continue
                 row = run_dpo(args.task, ref, args, seed, src)
             else:
-                row = run_learner(arm, args.task, ref, args, seed, root, demo_columns(demos))
+                row = run_learner(arm, args.task, ref, args, seed, root, demo_transitions(demos))
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.out:  # after every arm, so a long run that is cut off keeps what it measured

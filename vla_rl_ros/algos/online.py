@@ -73,6 +73,18 @@ class ReplayBuffer:
         return buf
 
 
+def sample_mixed(replay: ReplayBuffer, demos: ReplayBuffer | None, batch_size: int, n_demo: int,
+                 rng: np.random.Generator) -> Batch:
+    """A batch of ``batch_size`` rows, ``n_demo`` of them from ``demos`` (RLPD's symmetric sampling), marked in
+    ``demo`` for a BC term; with ``n_demo`` 0 (or no demos), all from ``replay``, unmarked."""
+    online = replay.sample(batch_size - n_demo, rng)
+    if not n_demo or demos is None:
+        return online
+    demo = demos.sample(n_demo, rng)
+    return concat_batches(online._replace(demo=torch.zeros(len(online.obs), dtype=torch.bool)),
+                          demo._replace(demo=torch.ones(n_demo, dtype=torch.bool)))
+
+
 def flatten_dict_obs(env: gym.Env) -> gym.Env:
     """Wrap an environment with a ``Dict`` (goal-conditioned) observation space in
     gymnasium's :class:`~gymnasium.wrappers.FlattenObservation`; others are returned as is.
@@ -235,12 +247,7 @@ def train_online(
     n_demo = int(round(cfg.batch_size * cfg.demo_ratio)) if demo_buf is not None else 0
 
     def sample() -> Batch:
-        online = replay.sample(cfg.batch_size - n_demo, rng)
-        if not n_demo:
-            return online
-        demo = demo_buf.sample(n_demo, rng)
-        return concat_batches(online._replace(demo=torch.zeros(len(online.obs), dtype=torch.bool)),
-                              demo._replace(demo=torch.ones(n_demo, dtype=torch.bool)))
+        return sample_mixed(replay, demo_buf, cfg.batch_size, n_demo, rng)
 
     recent_returns: list[float] = []
     if eval_fn is None:
